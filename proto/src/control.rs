@@ -1,0 +1,209 @@
+//! Init's control socket protocol.
+//!
+//! A client connects to [`crate::paths::CONTROL_SOCKET`], writes one request line and reads
+//! the answer until end of stream. The first answer line is `ok` or `err <message>`; a `log`
+//! request is followed by the console ring buffer, verbatim. Only root may connect (init
+//! checks the peer's credentials).
+//!
+//! ```text
+//! poweroff [reason]   ordered shutdown, then power off
+//! reboot [reason]     ordered shutdown, then restart
+//! halt [reason]       ordered shutdown, then halt (CPU stopped, power stays on)
+//! log                 the last lines of init's and the agent's console output
+//! ping                ok, if init is serving
+//! ```
+
+use std::fmt;
+
+/// Longest request line init accepts, newline included.
+pub const MAX_REQUEST: usize = 512;
+
+/// How the machine ends after the ordered shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerAction {
+    PowerOff,
+    Reboot,
+    Halt,
+}
+
+impl PowerAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerAction::PowerOff => "poweroff",
+            PowerAction::Reboot => "reboot",
+            PowerAction::Halt => "halt",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<PowerAction> {
+        match word {
+            "poweroff" => Some(PowerAction::PowerOff),
+            "reboot" => Some(PowerAction::Reboot),
+            "halt" => Some(PowerAction::Halt),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PowerAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One request to init.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Power { action: PowerAction, reason: String },
+    Log,
+    Ping,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    Empty,
+    TooLong,
+    NotText,
+    Unknown(String),
+    UnexpectedArgument(&'static str),
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::Empty => write!(f, "empty request"),
+            RequestError::TooLong => write!(f, "request longer than {MAX_REQUEST} bytes"),
+            RequestError::NotText => write!(f, "request is not utf-8 text"),
+            RequestError::Unknown(w) => {
+                write!(f, "unknown request {w:?}: use poweroff, reboot, halt, log or ping")
+            }
+            RequestError::UnexpectedArgument(w) => write!(f, "{w} takes no argument"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// Reason text is one line of printable characters; anything else is replaced.
+fn clean_reason(reason: &str) -> String {
+    reason
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+impl Request {
+    pub fn power(action: PowerAction, reason: &str) -> Request {
+        Request::Power { action, reason: clean_reason(reason) }
+    }
+
+    /// Parses one request line (with or without its newline).
+    pub fn parse(line: &[u8]) -> Result<Request, RequestError> {
+        if line.len() > MAX_REQUEST {
+            return Err(RequestError::TooLong);
+        }
+        let text = std::str::from_utf8(line).map_err(|_| RequestError::NotText)?;
+        let text = text.trim();
+        let (word, rest) = match text.split_once(' ') {
+            Some((w, r)) => (w, r.trim()),
+            None => (text, ""),
+        };
+        if word.is_empty() {
+            return Err(RequestError::Empty);
+        }
+        if let Some(action) = PowerAction::parse(word) {
+            return Ok(Request::power(action, rest));
+        }
+        let simple = match word {
+            "log" => Request::Log,
+            "ping" => Request::Ping,
+            other => return Err(RequestError::Unknown(other.chars().take(32).collect())),
+        };
+        if !rest.is_empty() {
+            return Err(RequestError::UnexpectedArgument(if simple == Request::Log {
+                "log"
+            } else {
+                "ping"
+            }));
+        }
+        Ok(simple)
+    }
+
+    /// The request line, newline included.
+    pub fn encode(&self) -> String {
+        match self {
+            Request::Power { action, reason } if reason.is_empty() => format!("{action}\n"),
+            Request::Power { action, reason } => format!("{action} {reason}\n"),
+            Request::Log => "log\n".to_string(),
+            Request::Ping => "ping\n".to_string(),
+        }
+    }
+}
+
+/// The first line of init's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Ok,
+    Err(String),
+}
+
+impl Reply {
+    pub fn encode(&self) -> String {
+        match self {
+            Reply::Ok => "ok\n".to_string(),
+            Reply::Err(m) => format!("err {}\n", clean_reason(m)),
+        }
+    }
+
+    pub fn parse(line: &str) -> Option<Reply> {
+        let line = line.trim_end_matches('\n');
+        if line == "ok" {
+            Some(Reply::Ok)
+        } else {
+            line.strip_prefix("err ").map(|m| Reply::Err(m.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn power_requests_round_trip_with_reason() {
+        for action in [PowerAction::PowerOff, PowerAction::Reboot, PowerAction::Halt] {
+            let r = Request::power(action, "api: maintenance window");
+            assert_eq!(Request::parse(r.encode().as_bytes()), Ok(r));
+        }
+        assert_eq!(
+            Request::parse(b"reboot\n"),
+            Ok(Request::Power { action: PowerAction::Reboot, reason: String::new() })
+        );
+    }
+
+    #[test]
+    fn reason_cannot_inject_a_second_line() {
+        let r = Request::power(PowerAction::Reboot, "a\nb\r");
+        assert_eq!(r.encode(), "reboot a b\n");
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_a_reason() {
+        assert_eq!(Request::parse(b"\n"), Err(RequestError::Empty));
+        assert_eq!(Request::parse(b"format /data"), Err(RequestError::Unknown("format".into())));
+        assert_eq!(Request::parse(b"log now"), Err(RequestError::UnexpectedArgument("log")));
+        assert_eq!(Request::parse(&[0xff, 0xfe]), Err(RequestError::NotText));
+        assert_eq!(Request::parse(&[b'a'; MAX_REQUEST + 1]), Err(RequestError::TooLong));
+        assert_eq!(Request::parse(b"ping"), Ok(Request::Ping));
+        assert_eq!(Request::parse(b"log\n"), Ok(Request::Log));
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        assert_eq!(Reply::parse(&Reply::Ok.encode()), Some(Reply::Ok));
+        let e = Reply::Err("shutdown already under way".into());
+        assert_eq!(Reply::parse(&e.encode()), Some(e));
+        assert_eq!(Reply::parse("maybe"), None);
+    }
+}

@@ -1,0 +1,125 @@
+//! Small records init leaves in `/run/appliance` for the agent to report.
+//!
+//! Each is a text file of `key=value` lines; values are single-line. Unknown keys are
+//! ignored when reading, so either side may add fields.
+
+use std::collections::BTreeMap;
+
+fn one_line(v: &str) -> String {
+    v.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+fn encode(pairs: &[(&str, String)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{k}={}\n", one_line(v))).collect()
+}
+
+fn decode(text: &str) -> BTreeMap<&str, &str> {
+    text.lines().filter_map(|l| l.split_once('=')).collect()
+}
+
+/// What init did about the data partition at boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataState {
+    /// `/data` is the ext4 filesystem on `device`.
+    Persistent {
+        device: String,
+        /// Formatted during this boot (first boot, or after a factory reset).
+        formatted: bool,
+        /// What the filesystem check said, in words.
+        check: String,
+    },
+    /// No usable data partition: `/data` is a tmpfs and nothing survives a reboot.
+    Volatile { reason: String },
+}
+
+impl DataState {
+    pub fn encode(&self) -> String {
+        match self {
+            DataState::Persistent { device, formatted, check } => encode(&[
+                ("mode", "persistent".into()),
+                ("device", device.clone()),
+                ("formatted", if *formatted { "1" } else { "0" }.into()),
+                ("check", check.clone()),
+            ]),
+            DataState::Volatile { reason } => {
+                encode(&[("mode", "volatile".into()), ("reason", reason.clone())])
+            }
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DataState> {
+        let kv = decode(text);
+        match *kv.get("mode")? {
+            "persistent" => Some(DataState::Persistent {
+                device: kv.get("device")?.to_string(),
+                formatted: kv.get("formatted") == Some(&"1"),
+                check: kv.get("check").unwrap_or(&"").to_string(),
+            }),
+            "volatile" => Some(DataState::Volatile {
+                reason: kv.get("reason").unwrap_or(&"").to_string(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// How the previous boot ended, as init found out at this boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastShutdown {
+    /// `poweroff`, `reboot`, `halt` (an ordered shutdown), `unclean` (power cut or crash:
+    /// no record was left), `first-boot` (the data partition is new) or `unknown` (no
+    /// persistent data partition).
+    pub kind: String,
+    /// The reason given with the request (`api: ...`, `signal SIGTERM`, `power button`).
+    pub reason: String,
+    /// Wall-clock seconds since the epoch when the shutdown began, if known.
+    pub unix_time: Option<u64>,
+}
+
+impl LastShutdown {
+    pub fn encode(&self) -> String {
+        let mut pairs = vec![("kind", self.kind.clone()), ("reason", self.reason.clone())];
+        if let Some(t) = self.unix_time {
+            pairs.push(("time", t.to_string()));
+        }
+        encode(&pairs)
+    }
+
+    pub fn parse(text: &str) -> Option<LastShutdown> {
+        let kv = decode(text);
+        Some(LastShutdown {
+            kind: kv.get("kind")?.to_string(),
+            reason: kv.get("reason").unwrap_or(&"").to_string(),
+            unix_time: kv.get("time").and_then(|t| t.parse().ok()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_state_round_trips() {
+        for s in [
+            DataState::Persistent { device: "/dev/vdb".into(), formatted: true, check: "clean".into() },
+            DataState::Volatile { reason: "no blank disk\nfound".into() },
+        ] {
+            let back = DataState::parse(&s.encode()).unwrap();
+            if let DataState::Volatile { reason } = &back {
+                assert_eq!(reason, "no blank disk found");
+            } else {
+                assert_eq!(back, s);
+            }
+        }
+        assert_eq!(DataState::parse("mode=other\n"), None);
+    }
+
+    #[test]
+    fn last_shutdown_round_trips() {
+        let s = LastShutdown { kind: "reboot".into(), reason: "api: test".into(), unix_time: Some(17) };
+        assert_eq!(LastShutdown::parse(&s.encode()), Some(s));
+        let s = LastShutdown { kind: "unclean".into(), reason: String::new(), unix_time: None };
+        assert_eq!(LastShutdown::parse(&s.encode()), Some(s));
+    }
+}
