@@ -1,1 +1,131 @@
+//! The appliance management agent and its command-line client.
+//!
+//! - [`api`]: the HTTPS API (routes, errors, the JSON types `appliancectl` shares);
+//! - [`system`]: status and power actions (carried out by init over its control socket);
+//! - [`net`]: NICs and addresses through rtnetlink;
+//! - [`tls`]: the certificate made on first boot;
+//! - [`store`]: atomic writes to the data partition;
+//! - [`boot`]: the boot timeline;
+//! - [`cli`]: `appliancectl`.
 
+pub mod api;
+pub mod boot;
+pub mod cli;
+pub mod net;
+pub mod settings;
+pub mod store;
+pub mod system;
+pub mod tls;
+
+use settings::Settings;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("the TLS task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("cannot serve HTTPS on {addr}: {source}")]
+    Serve { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot install the signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(settings: Settings) -> Result<(), AgentError> {
+    let started = Instant::now();
+    let timeline = settings.timeline();
+    boot::mark(&timeline, "agent-start");
+    let settings = Arc::new(settings);
+
+    // The certificate (slow on first boot) and the factory address go in parallel.
+    let tls_dir = settings.tls_dir();
+    let tls_task = tokio::task::spawn_blocking(move || tls::load_or_generate(&tls_dir, "appliance"));
+    let factory = Arc::new(Mutex::new(api::types::FactoryAddress {
+        state: if settings.factory_address { "starting" } else { "disabled" }.into(),
+        ..Default::default()
+    }));
+    if settings.factory_address {
+        let factory = factory.clone();
+        let nic = settings.nic.clone();
+        let timeline = timeline.clone();
+        tokio::spawn(async move {
+            let result = match net::netlink::Netlink::open() {
+                Ok(nl) => net::claim_factory_address(&nl, nic.as_deref()).await,
+                Err(e) => Err(e.into()),
+            };
+            let status = match result {
+                Ok(s) => {
+                    boot::mark(&timeline, "factory-address-up");
+                    api::types::FactoryAddress { nic: s.nic, address: s.address, state: s.state, error: None }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot set up the factory address");
+                    api::types::FactoryAddress { state: "failed".into(), error: Some(e.to_string()), ..Default::default() }
+                }
+            };
+            *factory.lock().unwrap_or_else(|p| p.into_inner()) = status;
+        });
+    }
+    let (tls_config, origin) = tls_task.await??;
+    match origin {
+        tls::Origin::Generated => tracing::info!("generated a self-signed TLS certificate"),
+        tls::Origin::Loaded => tracing::debug!("loaded the TLS certificate"),
+    }
+    boot::mark(&timeline, "tls-ready");
+
+    let app = api::AppState {
+        power: system::Power::new(system::init_client::InitClient::new(settings.control_socket())),
+        settings: settings.clone(),
+        started,
+        factory,
+    };
+    let handle = axum_server::Handle::new();
+    {
+        let handle = handle.clone();
+        let timeline = timeline.clone();
+        tokio::spawn(async move {
+            if let Some(addr) = handle.listening().await {
+                tracing::info!(%addr, "HTTPS API listening");
+                boot::mark(&timeline, "api-listening");
+            }
+        });
+    }
+    {
+        let handle = handle.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(AgentError::Signal)?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+            tracing::info!("stopping");
+            handle.graceful_shutdown(Some(Duration::from_secs(1)));
+        });
+    }
+    let listener = bind(settings.listen).map_err(|source| AgentError::Serve { addr: settings.listen, source })?;
+    axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls_config))
+        .map_err(|source| AgentError::Serve { addr: settings.listen, source })?
+        .handle(handle)
+        .serve(api::router(app).into_make_service())
+        .await
+        .map_err(|source| AgentError::Serve { addr: settings.listen, source })
+}
+
+/// Binds the API socket; `[::]` also takes IPv4 (dual stack), falling back to `0.0.0.0`
+/// on a kernel without IPv6.
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = match std::net::TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() => {
+            tracing::warn!(error = %e, "no IPv6: listening on IPv4 only");
+            std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, addr.port()))?
+        }
+        Err(e) => return Err(e),
+    };
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}

@@ -1,1 +1,46 @@
+//! The end-to-end harness, in the spirit of NixOS VM tests and cloud-hypervisor's
+//! `test_infra`: build a [`netns::Switch`] (a namespace with a bridge and a workstation at
+//! 169.254.1.4), boot [`vm::Vm`]s on it from the built image, and wait for console text or
+//! API answers with explicit timeouts. Every test gets its own namespace, disks and logs
+//! under `out/test-logs/<test>/`; logs of a failed test are kept and their tail printed.
 
+pub mod api;
+pub mod netns;
+pub mod qmp;
+pub mod vm;
+pub mod wait;
+
+use std::path::PathBuf;
+
+/// The repository's top directory.
+pub fn top() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `out/images`, checked: the tests need `make image` to have run.
+pub fn images() -> PathBuf {
+    let dir = top().join("out/images");
+    for f in ["bzImage", "initramfs.cpio.gz", "data.img"] {
+        assert!(dir.join(f).exists(), "{} is missing: run `make image` (or `make test`) first", dir.join(f).display());
+    }
+    dir
+}
+
+/// A binary from `out/bin` (built by `make image`).
+pub fn bin(name: &str) -> PathBuf {
+    let p = top().join("out/bin").join(name);
+    assert!(p.exists(), "{} is missing: run `make image` (or `make test`) first", p.display());
+    p
+}
+
+/// Installs the rustls crypto provider once per process.
+pub fn crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A short name unique to this process and call, for namespaces and taps.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}{}-{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
+}

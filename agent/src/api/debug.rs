@@ -1,0 +1,67 @@
+//! Debug hooks for the end-to-end tests, answered only when the appliance booted with
+//! `appliance.debug=1` (otherwise every one is a 404, as if it did not exist).
+//!
+//! - `POST /debug/kill-agent`: the agent kills itself with SIGKILL, as a crash would;
+//! - `PUT /debug/data/{path}`: writes the body to `/data/{path}` (atomically);
+//! - `GET /debug/data/{path}`: reads `/data/{path}` back.
+
+use super::{ApiError, AppState};
+use crate::store;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use std::path::{Component, PathBuf};
+
+fn enabled(app: &AppState) -> Result<(), ApiError> {
+    if app.settings.boot.debug {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("debug hooks are off (boot with appliance.debug=1)".into()))
+    }
+}
+
+/// A path under the data directory: relative, no `..`, no empty parts.
+fn data_path(app: &AppState, rel: &str) -> Result<PathBuf, ApiError> {
+    let p = std::path::Path::new(rel);
+    let ok = !rel.is_empty() && rel.len() <= 255 && p.components().all(|c| matches!(c, Component::Normal(_)));
+    if !ok {
+        return Err(ApiError::BadRequest(format!("{rel:?} is not a plain relative path")));
+    }
+    Ok(app.settings.data_dir.join(p))
+}
+
+async fn kill_agent(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    enabled(&app)?;
+    tracing::warn!("debug hook: the agent kills itself with SIGKILL");
+    tokio::spawn(async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    });
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn put_data(State(app): State<AppState>, Path(rel): Path<String>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    enabled(&app)?;
+    let path = data_path(&app, &rel)?;
+    if let Some(dir) = path.parent() {
+        store::ensure_dir(dir, 0o755).map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    store::write_atomic(&path, &body, 0o644).map_err(|e| ApiError::Internal(e.to_string()))?;
+    tracing::warn!(path = %path.display(), bytes = body.len(), "debug hook: wrote a data file");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_data(State(app): State<AppState>, Path(rel): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    enabled(&app)?;
+    let path = data_path(&app, &rel)?;
+    std::fs::read(&path).map_err(|e| ApiError::NotFound(format!("{}: {e}", path.display())))
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/debug/kill-agent", post(kill_agent))
+        .route("/debug/data/{*path}", get(get_data).put(put_data))
+}

@@ -1,0 +1,133 @@
+//! The HTTPS API under `/appliance/api/v1/`.
+//!
+//! Handlers parse requests into typed commands and hand them to the owning module
+//! (`system`, `net`); they never touch the kernel themselves. Every error leaves through
+//! [`ApiError`], whose one `match` picks the HTTP status and the stable code.
+
+pub mod auth;
+mod debug;
+pub mod types;
+
+use crate::settings::Settings;
+use crate::system::{self, Power, PowerCommand, PowerError};
+use appliance_proto::control::PowerAction;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub const PREFIX: &str = "/appliance/api/v1";
+
+/// Largest request body the API reads.
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no such endpoint: {0}")]
+    NotFound(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error(transparent)]
+    Power(#[from] PowerError),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Power(PowerError::AlreadyScheduled(_)) => (StatusCode::CONFLICT, "already_scheduled"),
+            ApiError::Power(PowerError::DelayTooLong | PowerError::ReasonTooLong) => {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            }
+            ApiError::Power(PowerError::Init(_)) => (StatusCode::SERVICE_UNAVAILABLE, "init_unavailable"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = types::ErrorBody {
+            error: types::ErrorDetail { code: code.to_string(), message: self.to_string() },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Parses an optional JSON body: empty means the type's default.
+fn parse_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub started: Instant,
+    pub factory: Arc<Mutex<types::FactoryAddress>>,
+    pub power: Power,
+}
+
+async fn status(State(app): State<AppState>) -> Json<types::Status> {
+    let factory = app.factory.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Json(system::status(&app.settings, &factory, app.started))
+}
+
+async fn power(app: &AppState, action: PowerAction, body: &Bytes) -> Result<(StatusCode, Json<types::PowerAccepted>), ApiError> {
+    let req: types::PowerRequest = parse_body(body)?;
+    let cmd = PowerCommand::from_request(action, &req)?;
+    let delay_seconds = cmd.delay.as_secs() as u32;
+    app.power.schedule(cmd).await?;
+    let what = match action {
+        PowerAction::PowerOff => "power off",
+        PowerAction::Reboot => "reboot",
+        PowerAction::Halt => "halt",
+    };
+    let when = if delay_seconds == 0 { "now".to_string() } else { format!("in {delay_seconds} s") };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(types::PowerAccepted {
+            action: action.to_string(),
+            delay_seconds,
+            message: format!("the appliance will {what} {when}"),
+        }),
+    ))
+}
+
+async fn shutdown(State(app): State<AppState>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    power(&app, PowerAction::PowerOff, &body).await
+}
+
+async fn reboot(State(app): State<AppState>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    power(&app, PowerAction::Reboot, &body).await
+}
+
+async fn fallback(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(uri.path().chars().take(200).collect())
+}
+
+pub fn router(app: AppState) -> Router {
+    let admin = Router::new()
+        .route("/system/shutdown", post(shutdown))
+        .route("/system/reboot", post(reboot))
+        .merge(debug::routes())
+        .layer(axum::middleware::from_fn(auth::require_admin));
+    let api = Router::new().route("/status", get(status)).merge(admin);
+    Router::new()
+        .nest(PREFIX, api)
+        .fallback(fallback)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}

@@ -1,0 +1,73 @@
+//! `appliance-agent`: the management daemon init starts at boot.
+
+use appliance_agent::settings::Settings;
+use appliance_proto::cmdline::BootParams;
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The appliance management agent. On the appliance it runs with no arguments; the
+/// options let tests run it inside a network namespace.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// The persistent data directory.
+    #[arg(long, default_value = appliance_proto::paths::DATA_DIR)]
+    data_dir: PathBuf,
+    /// Init's run-time directory (control socket, boot timeline).
+    #[arg(long, default_value = appliance_proto::paths::RUN_DIR)]
+    run_dir: PathBuf,
+    /// Address and port of the HTTPS API.
+    #[arg(long, default_value = "[::]:443")]
+    listen: std::net::SocketAddr,
+    /// The NIC for the factory address (default: appliance.nic, else the first Ethernet NIC).
+    #[arg(long)]
+    nic: Option<String>,
+    /// Do not claim the factory address.
+    #[arg(long)]
+    no_factory_address: bool,
+    /// Where the `appliance.*` boot parameters are read from.
+    #[arg(long, default_value = "/proc/cmdline")]
+    cmdline: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cmdline = std::fs::read_to_string(&args.cmdline).unwrap_or_default();
+    let boot = BootParams::parse(&cmdline);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("APPLIANCE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(boot.log.as_str())),
+        )
+        .without_time()
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+    if rustls::crypto::ring::default_provider().install_default().is_err() {
+        tracing::debug!("a rustls crypto provider was already installed");
+    }
+    for w in &boot.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut settings = Settings::on_appliance(boot);
+    settings.data_dir = args.data_dir;
+    settings.run_dir = args.run_dir;
+    settings.listen = args.listen;
+    settings.nic = args.nic.or(settings.nic);
+    settings.factory_address = !args.no_factory_address;
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    match runtime.block_on(appliance_agent::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

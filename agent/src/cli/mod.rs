@@ -1,0 +1,157 @@
+//! `appliancectl`: a verb for every API operation; human output by default, `--json` for
+//! scripts (the API's own JSON, unchanged).
+//!
+//! Exit codes: 0 success, 1 the appliance refused (its error is printed), 2 usage,
+//! 3 could not reach the appliance, 4 TLS or certificate trouble.
+
+pub mod client;
+mod render;
+
+use crate::api::types;
+use clap::{Parser, Subcommand};
+use client::{Client, ClientError, Trust};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "appliancectl", version, about = "Manage a B Series appliance over its HTTPS API")]
+pub struct Cli {
+    /// Appliance address (a factory-fresh one answers on 169.254.1.1, else .2, .3, ...).
+    #[arg(long, global = true, default_value = "169.254.1.1", env = "APPLIANCE_HOST")]
+    pub host: String,
+    /// HTTPS port.
+    #[arg(long, global = true, default_value_t = 443)]
+    pub port: u16,
+    /// Print the API's JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Give up after this many seconds.
+    #[arg(long, global = true, default_value_t = 10)]
+    pub timeout: u64,
+    /// Accept the appliance's certificate only if its SHA-256 fingerprint is this.
+    #[arg(long, global = true)]
+    pub fingerprint: Option<String>,
+    /// Do not check the appliance's certificate at all.
+    #[arg(long, global = true)]
+    pub insecure: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show version, uptime, boot timeline, data partition and addresses.
+    Status,
+    /// Shut the appliance down and power it off.
+    Shutdown(PowerArgs),
+    /// Restart the appliance.
+    Reboot(PowerArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PowerArgs {
+    /// Why, for the log and the last-shutdown record.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Wait this many seconds first.
+    #[arg(long, default_value_t = 0)]
+    pub delay: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("the appliance answered {status}: {message}")]
+    Api { status: u16, code: String, message: String },
+    #[error("the appliance sent something that is not the expected JSON: {0}")]
+    Decode(serde_json::Error),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Api { .. } => 1,
+            CliError::Client(ClientError::Tls { .. } | ClientError::CertificateChanged { .. }) => 4,
+            CliError::Client(_) | CliError::Decode(_) => 3,
+        }
+    }
+}
+
+fn check(answer: client::Answer) -> Result<serde_json::Value, CliError> {
+    let value: serde_json::Value = if answer.body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&answer.body).map_err(CliError::Decode)?
+    };
+    if (200..300).contains(&answer.status) {
+        return Ok(value);
+    }
+    let (code, message) = match serde_json::from_value::<types::ErrorBody>(value) {
+        Ok(b) => (b.error.code, b.error.message),
+        Err(_) => ("unknown".into(), String::from_utf8_lossy(&answer.body).into_owned()),
+    };
+    Err(CliError::Api { status: answer.status, code, message })
+}
+
+async fn execute(cli: &Cli, client: &Client) -> Result<String, CliError> {
+    let api = crate::api::PREFIX;
+    let (value, text) = match &cli.command {
+        Command::Status => {
+            let v = check(client.request("GET", &format!("{api}/status"), None).await?)?;
+            let status: types::Status = serde_json::from_value(v.clone()).map_err(CliError::Decode)?;
+            let text = render::status(&status);
+            (v, text)
+        }
+        Command::Shutdown(p) | Command::Reboot(p) => {
+            let verb = if matches!(cli.command, Command::Shutdown(_)) { "shutdown" } else { "reboot" };
+            let req = types::PowerRequest { reason: p.reason.clone(), delay_seconds: Some(p.delay) };
+            let body = serde_json::to_vec(&req).map_err(CliError::Decode)?;
+            let v = check(client.request("POST", &format!("{api}/system/{verb}"), Some(body)).await?)?;
+            let accepted: types::PowerAccepted = serde_json::from_value(v.clone()).map_err(CliError::Decode)?;
+            (v, accepted.message)
+        }
+    };
+    Ok(if cli.json { serde_json::to_string_pretty(&value).unwrap_or_default() } else { text })
+}
+
+/// Parses the command line, runs the verb, prints, and maps errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let trust = match (&cli.fingerprint, cli.insecure) {
+        (_, true) => Trust::Insecure,
+        (Some(fp), false) => Trust::Fingerprint(fp.clone()),
+        (None, false) => Trust::KnownHosts(Trust::default_known_hosts()),
+    };
+    let client = Client {
+        host: cli.host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        port: cli.port,
+        trust,
+        timeout: Duration::from_secs(cli.timeout.max(1)),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("appliancectl: cannot start: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    match runtime.block_on(execute(&cli, &client)) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if cli.json {
+                if let CliError::Api { code, message, .. } = &e {
+                    let body = types::ErrorBody {
+                        error: types::ErrorDetail { code: code.clone(), message: message.clone() },
+                    };
+                    println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+                }
+            }
+            eprintln!("appliancectl: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! `bench-boot`: boots the appliance image several times and prints the median of each
+//! boot phase, the sizes of the firmware files and the memory of init and the agent.
+//!
+//! Phases (host clock for QEMU start and the API answering, the guest's monotonic clock for
+//! the rest; the kernel's start on the host clock is placed by init's first console line):
+//! QEMU start → kernel start → init start → API listening → API answering over the bridge.
+//! The first boot (formatting the data disk, making the TLS key) is reported on its own.
+
+use appliance_tests::netns::Switch;
+use appliance_tests::vm::{TestDir, Vm};
+use appliance_tests::{api, images, top};
+use clap::Parser;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    /// Warm boots to measure (after one first boot).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+}
+
+struct Run {
+    qemu_to_kernel: f64,
+    kernel_to_init: f64,
+    init_to_listening: f64,
+    listening_to_answering: f64,
+    total: f64,
+    shutdown: f64,
+    init_rss: Option<u64>,
+    agent_rss: Option<u64>,
+}
+
+/// The guest timestamp of init's first console line, and when the host saw it.
+fn init_line(vm: &Vm) -> Option<f64> {
+    let text = vm.console();
+    let line = text.lines().find(|l| l.contains("] init:"))?;
+    let ts = line.trim_start().strip_prefix('[')?.split(']').next()?.trim();
+    ts.parse::<f64>().ok()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn one_boot(vm: &mut Vm, sw: &Switch) -> Run {
+    let t0 = Instant::now();
+    vm.start();
+    let deadline = Duration::from_secs(120);
+    let mut seen_init: Option<Instant> = None;
+    let mut answered: Option<Instant> = None;
+    let mut status = None;
+    while answered.is_none() {
+        assert!(t0.elapsed() < deadline, "boot did not finish within {deadline:?}");
+        if seen_init.is_none() && init_line(vm).is_some() {
+            seen_init = Some(Instant::now());
+        }
+        if vm.console().contains("api-listening") {
+            if let Ok(s) = api::status(&sw.name, "169.254.1.1") {
+                answered = Some(Instant::now());
+                status = Some(s);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (Some(seen_init), Some(answered), Some(status)) = (seen_init, answered, status) else {
+        panic!("incomplete boot record");
+    };
+    let mark = |name: &str| {
+        status
+            .boot_timeline
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.ms)
+            .unwrap_or_else(|| panic!("no {name} milestone"))
+    };
+    let init_start = mark("init-start");
+    let listening = mark("api-listening");
+    let first_line = init_line(vm).unwrap_or(init_start / 1000.0) * 1000.0;
+    // Host time of the kernel's start: when init's first line showed, less its guest time.
+    let kernel_start = ms(seen_init - t0) - first_line;
+    let total = ms(answered - t0);
+    let t_off = Instant::now();
+    api::ok(&sw.name, "169.254.1.1", "POST", "/system/shutdown", None);
+    vm.wait_exit(Duration::from_secs(60));
+    Run {
+        qemu_to_kernel: kernel_start,
+        kernel_to_init: init_start,
+        init_to_listening: listening - init_start,
+        listening_to_answering: total - kernel_start - listening,
+        total,
+        shutdown: ms(t_off.elapsed()),
+        init_rss: status.agent.init_rss_kib,
+        agent_rss: status.agent.rss_kib,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn size(path: &std::path::Path) -> String {
+    match std::fs::metadata(path) {
+        Ok(m) => format!("{:>8.2} MiB  {}", m.len() as f64 / 1048576.0, path.display()),
+        Err(e) => format!("{:>12}  {} ({e})", "?", path.display()),
+    }
+}
+
+fn main() {
+    appliance_tests::crypto();
+    let args = Args::parse();
+    let dir = TestDir::new("bench-boot");
+    let sw = Switch::new(1);
+    let mut vm = Vm::new(&dir, &sw, 1, "");
+    let first = one_boot(&mut vm, &sw);
+    let mut runs = Vec::new();
+    for i in 0..args.runs {
+        let r = one_boot(&mut vm, &sw);
+        eprintln!(
+            "run {}: total {:.0} ms (qemu→kernel {:.0}, kernel→init {:.0}, init→listening {:.0}, listening→answering {:.0})",
+            i + 1,
+            r.total,
+            r.qemu_to_kernel,
+            r.kernel_to_init,
+            r.init_to_listening,
+            r.listening_to_answering
+        );
+        runs.push(r);
+    }
+    let col = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+    println!("boot phases, median of {} warm boots (TCG, 1 vCPU, 256 MiB):", runs.len());
+    println!("  QEMU start → kernel start      {:>8.0} ms", col(|r| r.qemu_to_kernel));
+    println!("  kernel start → init            {:>8.0} ms", col(|r| r.kernel_to_init));
+    println!("  init → API listening           {:>8.0} ms", col(|r| r.init_to_listening));
+    println!("  API listening → answering      {:>8.0} ms  (HTTPS from the workstation over the bridge)", col(|r| r.listening_to_answering));
+    println!("  QEMU start → API answering     {:>8.0} ms", col(|r| r.total));
+    println!("  shutdown request → QEMU exit   {:>8.0} ms", col(|r| r.shutdown));
+    println!("first boot (formats /data, makes the TLS key):");
+    println!("  QEMU start → API answering     {:>8.0} ms  (init → listening {:.0} ms)", first.total, first.init_to_listening);
+    let rss = |v: Vec<Option<u64>>| median(v.into_iter().flatten().map(|k| k as f64).collect());
+    println!("memory (RSS, median):");
+    println!("  init                           {:>8.0} KiB", rss(runs.iter().map(|r| r.init_rss).collect()));
+    println!("  agent                          {:>8.0} KiB", rss(runs.iter().map(|r| r.agent_rss).collect()));
+    println!("sizes:");
+    let img = images();
+    println!("  {}", size(&img.join("bzImage")));
+    println!("  {}", size(&img.join("initramfs.cpio.gz")));
+    let bin = top().join("out/bin");
+    println!("  {}", size(&bin.join("appliance-init")));
+    println!("  {}", size(&bin.join("appliance-agent")));
+}
