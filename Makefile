@@ -1,0 +1,72 @@
+# One entry point for people and CI. As root on a fresh Debian 12 machine:
+#   make run    installs missing host packages, builds kernel + image, boots the appliance
+#   make test   the same setup, then every test (unit, namespace, QEMU)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TARGET      := x86_64-unknown-linux-gnu
+STATIC_DIR  := target/$(TARGET)/release
+IMAGES      := out/images
+BIN         := out/bin
+BUILD_ID    := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+BENCH_RUNS  ?= 5
+
+# Debian packages the build and the tests need (QEMU, kernel source and its build tools,
+# e2fsprogs for the image, iproute2 for namespaces and bridges).
+HOST_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev \
+                 cpio xz-utils build-essential e2fsprogs iproute2 kmod
+
+.PHONY: help deps kernel binaries image run test test-unit test-system bench-boot clean
+
+help:
+	@echo "make run        build everything and boot the appliance in QEMU on a bridge"
+	@echo "make test       build everything and run every test (unit, namespace, QEMU)"
+	@echo "make image      build kernel, binaries and images into $(IMAGES)/"
+	@echo "make bench-boot boot $(BENCH_RUNS) times and print the boot-phase medians and sizes"
+
+deps:
+	@missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing host packages: $$missing (install them as root: apt-get install $$missing)"; exit 1; fi; \
+	  echo "installing host packages: $$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+kernel: deps
+	image/build-kernel.sh $(IMAGES)
+
+# init, agent and appliancectl, statically linked (glibc, +crt-static): the same files run
+# in the appliance and on the host.
+binaries:
+	APPLIANCE_BUILD=$(BUILD_ID) RUSTFLAGS="-C target-feature=+crt-static" \
+	  cargo build --release --locked --target $(TARGET) -p appliance-init -p appliance-agent
+	@mkdir -p $(BIN)
+	cp $(STATIC_DIR)/appliance-init $(STATIC_DIR)/appliance-agent $(STATIC_DIR)/appliancectl $(BIN)/
+
+image: kernel binaries
+	cargo run --locked -q -p appliance-image -- initramfs --bin-dir $(BIN) \
+	  --out $(IMAGES)/initramfs.cpio.gz --version $(VERSION) --build $(BUILD_ID)
+	cargo run --locked -q -p appliance-image -- data-disk --out $(IMAGES)/data.img --size-mib 256
+	@ls -l $(IMAGES)
+
+run: deps image
+	@if [ "$$(id -u)" = 0 ]; then qemu/run-pair --nodes 1; \
+	else echo "not root: user networking, API forwarded to https://127.0.0.1:8443"; \
+	  qemu/run-node --name node1 --user-net 8443; fi
+
+test: deps image
+	$(MAKE) test-unit test-system
+
+test-unit:
+	cargo test --locked --workspace --exclude appliance-tests
+
+test-system:
+	cargo test --locked -p appliance-tests -- --test-threads=2
+
+bench-boot: deps image
+	cargo run --locked -q -p appliance-tests --bin bench-boot -- --runs $(BENCH_RUNS)
+
+clean:
+	rm -rf out target
