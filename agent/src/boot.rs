@@ -28,5 +28,7 @@ pub fn mark(path: &Path, name: &str) {
 
 /// Every milestone recorded so far (none if the file is missing).
 pub fn read(path: &Path) -> Vec<Milestone> {
-    std::fs::read_to_string(path).map(|t| timeline::parse(&t)).unwrap_or_default()
+    std::fs::read_to_string(path)
+        .map(|t| timeline::parse(&t))
+        .unwrap_or_default()
 }

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod boot;
 pub mod cli;
+pub mod config;
 pub mod net;
 pub mod settings;
 pub mod store;
@@ -28,7 +29,12 @@ pub enum AgentError {
     #[error("the TLS task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error("cannot serve HTTPS on {addr}: {source}")]
-    Serve { addr: std::net::SocketAddr, source: std::io::Error },
+    Serve {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Netlink(net::netlink::NetlinkError),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -42,32 +48,28 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
 
     // The certificate (slow on first boot) and the factory address go in parallel.
     let tls_dir = settings.tls_dir();
-    let tls_task = tokio::task::spawn_blocking(move || tls::load_or_generate(&tls_dir, "appliance"));
+    let tls_task =
+        tokio::task::spawn_blocking(move || tls::load_or_generate(&tls_dir, "appliance"));
+    let config = Arc::new(config::ConfigStore::open(&settings.data_dir.join("config")));
     let factory = Arc::new(Mutex::new(api::types::FactoryAddress {
-        state: if settings.factory_address { "starting" } else { "disabled" }.into(),
+        state: if settings.factory_address {
+            "starting"
+        } else {
+            "disabled"
+        }
+        .into(),
         ..Default::default()
     }));
+    let nl = net::netlink::Netlink::open().map_err(AgentError::Netlink)?;
     if settings.factory_address {
-        let factory = factory.clone();
-        let nic = settings.nic.clone();
-        let timeline = timeline.clone();
-        tokio::spawn(async move {
-            let result = match net::netlink::Netlink::open() {
-                Ok(nl) => net::claim_factory_address(&nl, nic.as_deref()).await,
-                Err(e) => Err(e.into()),
-            };
-            let status = match result {
-                Ok(s) => {
-                    boot::mark(&timeline, "factory-address-up");
-                    api::types::FactoryAddress { nic: s.nic, address: s.address, state: s.state, error: None }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot set up the factory address");
-                    api::types::FactoryAddress { state: "failed".into(), error: Some(e.to_string()), ..Default::default() }
-                }
-            };
-            *factory.lock().unwrap_or_else(|p| p.into_inner()) = status;
-        });
+        let service = net::factory_service::FactoryService {
+            nl: nl.clone(),
+            nic: settings.nic.clone(),
+            status: factory.clone(),
+            config: config.subscribe(),
+            timeline: timeline.clone(),
+        };
+        tokio::spawn(service.run());
     }
     let (tls_config, origin) = tls_task.await??;
     match origin {
@@ -77,10 +79,14 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     boot::mark(&timeline, "tls-ready");
 
     let app = api::AppState {
-        power: system::Power::new(system::init_client::InitClient::new(settings.control_socket())),
+        power: system::Power::new(system::init_client::InitClient::new(
+            settings.control_socket(),
+        )),
         settings: settings.clone(),
         started,
         factory,
+        config,
+        nl,
     };
     let handle = axum_server::Handle::new();
     {
@@ -106,13 +112,25 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
             handle.graceful_shutdown(Some(Duration::from_secs(1)));
         });
     }
-    let listener = bind(settings.listen).map_err(|source| AgentError::Serve { addr: settings.listen, source })?;
-    axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls_config))
-        .map_err(|source| AgentError::Serve { addr: settings.listen, source })?
-        .handle(handle)
-        .serve(api::router(app).into_make_service())
-        .await
-        .map_err(|source| AgentError::Serve { addr: settings.listen, source })
+    let listener = bind(settings.listen).map_err(|source| AgentError::Serve {
+        addr: settings.listen,
+        source,
+    })?;
+    axum_server::from_tcp_rustls(
+        listener,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls_config),
+    )
+    .map_err(|source| AgentError::Serve {
+        addr: settings.listen,
+        source,
+    })?
+    .handle(handle)
+    .serve(api::router(app).into_make_service())
+    .await
+    .map_err(|source| AgentError::Serve {
+        addr: settings.listen,
+        source,
+    })
 }
 
 /// Binds the API socket; `[::]` also takes IPv4 (dual stack), falling back to `0.0.0.0`

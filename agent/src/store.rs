@@ -18,9 +18,17 @@ pub struct StoreError {
 
 /// Replaces `path` with `contents` atomically and durably; `mode` applies to the new file.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), StoreError> {
-    let wrap = |source| StoreError { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| wrap(io::ErrorKind::InvalidInput.into()))?;
+    let wrap = |source| StoreError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| wrap(io::ErrorKind::InvalidInput.into()))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(format!(".tmp{}", std::process::id()));
@@ -51,7 +59,10 @@ pub fn ensure_dir(path: &Path, mode: u32) -> Result<(), StoreError> {
         .recursive(true)
         .mode(mode)
         .create(path)
-        .map_err(|source| StoreError { path: path.to_path_buf(), source })
+        .map_err(|source| StoreError {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -66,8 +77,14 @@ mod tests {
         write_atomic(&p, b"one", 0o600).unwrap();
         write_atomic(&p, b"two", 0o600).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("config.toml")]);
     }
 

@@ -19,7 +19,10 @@ pub enum TlsError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} holds no usable PEM {what}")]
     Pem { path: PathBuf, what: &'static str },
     #[error("the certificate and key in {dir} do not form a usable TLS identity: {source}")]
@@ -37,12 +40,18 @@ pub enum Origin {
 fn generate(hostname: &str) -> Result<(String, String), rcgen::Error> {
     let mut params = rcgen::CertificateParams::new(vec![hostname.to_string()])?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, hostname);
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, "Appliance (self-signed)");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, hostname);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Appliance (self-signed)");
     for last in 1..=8u8 {
         params
             .subject_alt_names
-            .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([169, 254, 1, last])));
+            .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
+                169, 254, 1, last,
+            ])));
     }
     let now = std::time::SystemTime::now();
     params.not_before = (now - std::time::Duration::from_secs(86_400)).into();
@@ -53,7 +62,10 @@ fn generate(hostname: &str) -> Result<(String, String), rcgen::Error> {
 }
 
 /// Loads `<dir>/cert.pem` and `<dir>/key.pem`, generating them first if either is missing.
-pub fn load_or_generate(dir: &Path, hostname: &str) -> Result<(Arc<rustls::ServerConfig>, Origin), TlsError> {
+pub fn load_or_generate(
+    dir: &Path,
+    hostname: &str,
+) -> Result<(Arc<rustls::ServerConfig>, Origin), TlsError> {
     let cert_path = dir.join(CERT_FILE);
     let key_path = dir.join(KEY_FILE);
     let origin = if cert_path.exists() && key_path.exists() {
@@ -68,7 +80,10 @@ pub fn load_or_generate(dir: &Path, hostname: &str) -> Result<(Arc<rustls::Serve
         Origin::Generated
     };
     let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|source| TlsError::Read { path: path.clone(), source })
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.clone(),
+            source,
+        })
     };
     let cert_pem = read(&cert_path)?;
     let key_pem = read(&key_path)?;
@@ -76,13 +91,21 @@ pub fn load_or_generate(dir: &Path, hostname: &str) -> Result<(Arc<rustls::Serve
         .collect::<Result<_, _>>()
         .ok()
         .filter(|c: &Vec<_>| !c.is_empty())
-        .ok_or(TlsError::Pem { path: cert_path, what: "certificate" })?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|_| TlsError::Pem { path: key_path, what: "private key" })?;
+        .ok_or(TlsError::Pem {
+            path: cert_path,
+            what: "certificate",
+        })?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::Pem {
+        path: key_path,
+        what: "private key",
+    })?;
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|source| TlsError::Config { dir: dir.to_path_buf(), source })?;
+        .map_err(|source| TlsError::Config {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok((Arc::new(config), origin))
 }
@@ -112,6 +135,9 @@ mod tests {
         std::fs::write(dir.path().join(KEY_FILE), "garbage").unwrap();
         let err = load_or_generate(dir.path(), "appliance").unwrap_err();
         assert!(err.to_string().contains("private key"), "{err}");
-        assert_eq!(std::fs::read(dir.path().join(KEY_FILE)).unwrap(), b"garbage");
+        assert_eq!(
+            std::fs::read(dir.path().join(KEY_FILE)).unwrap(),
+            b"garbage"
+        );
     }
 }

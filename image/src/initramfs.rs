@@ -23,8 +23,14 @@ pub struct Initramfs {
 }
 
 fn key(path: &str) -> Result<String, ImageError> {
-    let rel = path.strip_prefix('/').ok_or_else(|| ImageError::BadImagePath(path.into()))?;
-    if rel.is_empty() || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    let rel = path
+        .strip_prefix('/')
+        .ok_or_else(|| ImageError::BadImagePath(path.into()))?;
+    if rel.is_empty()
+        || rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err(ImageError::BadImagePath(path.into()));
     }
     Ok(rel.to_string())
@@ -39,7 +45,9 @@ impl Initramfs {
         let mut at = 0;
         while let Some(i) = rel[at..].find('/') {
             let dir = &rel[..at + i];
-            self.entries.entry(dir.to_string()).or_insert(Entry::Dir { mode: 0o755 });
+            self.entries
+                .entry(dir.to_string())
+                .or_insert(Entry::Dir { mode: 0o755 });
             at += i + 1;
         }
     }
@@ -55,17 +63,36 @@ impl Initramfs {
         self.add(path, Entry::Dir { mode })
     }
 
-    pub fn file(&mut self, path: &str, data: impl Into<Vec<u8>>, mode: u32) -> Result<(), ImageError> {
-        self.add(path, Entry::File { data: data.into(), mode })
+    pub fn file(
+        &mut self,
+        path: &str,
+        data: impl Into<Vec<u8>>,
+        mode: u32,
+    ) -> Result<(), ImageError> {
+        self.add(
+            path,
+            Entry::File {
+                data: data.into(),
+                mode,
+            },
+        )
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) -> Result<(), ImageError> {
-        self.add(path, Entry::Symlink { target: target.into() })
+        self.add(
+            path,
+            Entry::Symlink {
+                target: target.into(),
+            },
+        )
     }
 
     /// Copies a host file (following symlinks) to `path`.
     pub fn copy(&mut self, host: &Path, path: &str, mode: u32) -> Result<(), ImageError> {
-        let data = std::fs::read(host).map_err(|source| ImageError::Read { path: host.to_path_buf(), source })?;
+        let data = std::fs::read(host).map_err(|source| ImageError::Read {
+            path: host.to_path_buf(),
+            source,
+        })?;
         self.file(path, data, mode)
     }
 
@@ -104,14 +131,22 @@ impl Initramfs {
     /// Writes the archive (newc cpio), uncompressed, to `w`.
     pub fn write_cpio<W: Write>(&self, mut w: W, mtime: u32) -> std::io::Result<W> {
         for (ino, (name, entry)) in self.entries.iter().enumerate() {
-            let b = cpio::newc::Builder::new(name).ino(ino as u32 + 1).uid(0).gid(0).mtime(mtime);
+            let b = cpio::newc::Builder::new(name)
+                .ino(ino as u32 + 1)
+                .uid(0)
+                .gid(0)
+                .mtime(mtime);
             let (b, data): (_, &[u8]) = match entry {
                 Entry::Dir { mode } => (b.mode(0o040000 | mode).nlink(2), &[]),
                 Entry::File { data, mode } => (b.mode(0o100000 | mode).nlink(1), data),
                 Entry::Symlink { target } => (b.mode(0o120777).nlink(1), target.as_bytes()),
-                Entry::CharDev { major, minor, mode } => {
-                    (b.mode(0o020000 | mode).nlink(1).rdev_major(*major).rdev_minor(*minor), &[])
-                }
+                Entry::CharDev { major, minor, mode } => (
+                    b.mode(0o020000 | mode)
+                        .nlink(1)
+                        .rdev_major(*major)
+                        .rdev_minor(*minor),
+                    &[],
+                ),
             };
             let mut writer = b.write(w, data.len() as u32);
             writer.write_all(data)?;
@@ -122,10 +157,16 @@ impl Initramfs {
 
     /// Writes the gzip-compressed archive to `out` (via a temp file and rename).
     pub fn write_gz(&self, out: &Path, mtime: u32) -> Result<u64, ImageError> {
-        let wrap = |source| ImageError::Write { path: out.to_path_buf(), source };
+        let wrap = |source| ImageError::Write {
+            path: out.to_path_buf(),
+            source,
+        };
         let tmp: PathBuf = out.with_extension("tmp");
         let file = std::fs::File::create(&tmp).map_err(wrap)?;
-        let gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(file), flate2::Compression::best());
+        let gz = flate2::write::GzEncoder::new(
+            std::io::BufWriter::new(file),
+            flate2::Compression::best(),
+        );
         let gz = self.write_cpio(gz, mtime).map_err(wrap)?;
         let buf = gz.finish().map_err(wrap)?;
         let file = buf.into_inner().map_err(|e| wrap(e.into_error()))?;
@@ -152,7 +193,15 @@ mod tests {
     #[test]
     fn archive_reads_back_with_types_and_contents() {
         let mut i = Initramfs::new();
-        i.add("/dev/console", Entry::CharDev { major: 5, minor: 1, mode: 0o600 }).unwrap();
+        i.add(
+            "/dev/console",
+            Entry::CharDev {
+                major: 5,
+                minor: 1,
+                mode: 0o600,
+            },
+        )
+        .unwrap();
         i.file("/init", "ELF", 0o755).unwrap();
         i.symlink("/sbin/mkfs.ext4", "mke2fs").unwrap();
         let bytes = i.write_cpio(Vec::new(), 0).unwrap();
@@ -164,7 +213,12 @@ mod tests {
                 break;
             }
             let e = r.entry();
-            seen.push((e.name().to_string(), e.mode(), e.rdev_major(), e.file_size()));
+            seen.push((
+                e.name().to_string(),
+                e.mode(),
+                e.rdev_major(),
+                e.file_size(),
+            ));
             rest = r.finish().unwrap();
         }
         assert_eq!(

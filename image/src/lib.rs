@@ -12,9 +12,15 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot list the libraries of {path}: {detail}")]
     Ldd { path: PathBuf, detail: String },
     #[error("{0} is not an absolute path inside the image")]
@@ -29,7 +35,10 @@ pub fn blank_disk(path: &Path, size: u64) -> Result<(), ImageError> {
     if size < 16 << 20 {
         return Err(ImageError::DiskTooSmall(size));
     }
-    let wrap = |source| ImageError::Write { path: path.to_path_buf(), source };
+    let wrap = |source| ImageError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = path.with_extension("img.tmp");
     let f = std::fs::File::create(&tmp).map_err(wrap)?;
     f.set_len(size).map_err(wrap)?;

@@ -25,7 +25,10 @@ pub fn needed(binary: &Path) -> Result<Vec<PathBuf>, ImageError> {
     let out = Command::new("ldd")
         .arg(binary)
         .output()
-        .map_err(|e| ImageError::Ldd { path: binary.to_path_buf(), detail: e.to_string() })?;
+        .map_err(|e| ImageError::Ldd {
+            path: binary.to_path_buf(),
+            detail: e.to_string(),
+        })?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stdout.contains("not a dynamic executable") || stderr.contains("not a dynamic executable") {
@@ -35,10 +38,16 @@ pub fn needed(binary: &Path) -> Result<Vec<PathBuf>, ImageError> {
         return Ok(Vec::new());
     }
     if !out.status.success() {
-        return Err(ImageError::Ldd { path: binary.to_path_buf(), detail: stderr.trim().to_string() });
+        return Err(ImageError::Ldd {
+            path: binary.to_path_buf(),
+            detail: stderr.trim().to_string(),
+        });
     }
     if let Some(missing) = stdout.lines().find(|l| l.contains("not found")) {
-        return Err(ImageError::Ldd { path: binary.to_path_buf(), detail: missing.trim().to_string() });
+        return Err(ImageError::Ldd {
+            path: binary.to_path_buf(),
+            detail: missing.trim().to_string(),
+        });
     }
     Ok(parse_ldd(&stdout))
 }
@@ -66,6 +75,10 @@ mod tests {
     #[test]
     fn finds_the_libraries_of_a_host_tool() {
         let libs = needed(Path::new("/sbin/mke2fs")).unwrap();
-        assert!(libs.iter().any(|p| p.to_string_lossy().contains("libext2fs")), "{libs:?}");
+        assert!(
+            libs.iter()
+                .any(|p| p.to_string_lossy().contains("libext2fs")),
+            "{libs:?}"
+        );
     }
 }

@@ -41,21 +41,42 @@ enum Cmd {
 }
 
 /// Host tools the appliance runs, with the names they are also known by.
-const TOOLS: &[(&str, &[&str])] = &[("/sbin/mke2fs", &["mkfs.ext4"]), ("/sbin/e2fsck", &["fsck.ext4"])];
+const TOOLS: &[(&str, &[&str])] = &[
+    ("/sbin/mke2fs", &["mkfs.ext4"]),
+    ("/sbin/e2fsck", &["fsck.ext4"]),
+];
 
 fn initramfs(bin_dir: &Path, out: &Path, version: &str, build: &str) -> Result<(), ImageError> {
     let mut img = Initramfs::new();
-    for (dir, mode) in [("/dev", 0o755), ("/proc", 0o555), ("/sys", 0o555), ("/run", 0o755), ("/tmp", 0o1777), ("/data", 0o755), ("/root", 0o700)] {
+    for (dir, mode) in [
+        ("/dev", 0o755),
+        ("/proc", 0o555),
+        ("/sys", 0o555),
+        ("/run", 0o755),
+        ("/tmp", 0o1777),
+        ("/data", 0o755),
+        ("/root", 0o700),
+    ] {
         img.dir(dir, mode)?;
     }
     // The kernel opens /dev/console for PID 1 before anything mounts devtmpfs.
-    img.add("/dev/console", Entry::CharDev { major: 5, minor: 1, mode: 0o600 })?;
+    img.add(
+        "/dev/console",
+        Entry::CharDev {
+            major: 5,
+            minor: 1,
+            mode: 0o600,
+        },
+    )?;
     img.program(&bin_dir.join("appliance-init"), "/init")?;
     img.program(&bin_dir.join("appliance-agent"), "/bin/appliance-agent")?;
     img.program(&bin_dir.join("appliancectl"), "/bin/appliancectl")?;
     for (tool, aliases) in TOOLS {
         img.program(Path::new(tool), tool)?;
-        let name = Path::new(tool).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = Path::new(tool)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for alias in *aliases {
             img.symlink(&format!("/sbin/{alias}"), &name)?;
         }
@@ -65,13 +86,20 @@ fn initramfs(bin_dir: &Path, out: &Path, version: &str, build: &str) -> Result<(
     }
     img.file("/etc/passwd", "root:x:0:0:root:/root:/bin/false\n", 0o644)?;
     img.file("/etc/group", "root:x:0:\n", 0o644)?;
-    img.file("/etc/hosts", "127.0.0.1 localhost appliance\n::1 localhost\n", 0o644)?;
+    img.file(
+        "/etc/hosts",
+        "127.0.0.1 localhost appliance\n::1 localhost\n",
+        0o644,
+    )?;
     img.file(
         "/etc/os-release",
         format!("NAME=\"Appliance OS\"\nID=appliance\nVERSION_ID={version}\nBUILD_ID={build}\n"),
         0o644,
     )?;
-    let mtime = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mtime = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let size = img.write_gz(out, mtime)?;
     println!(
         "initramfs: {} ({} entries, {:.1} MiB of files, {:.1} MiB compressed)",
@@ -86,7 +114,12 @@ fn initramfs(bin_dir: &Path, out: &Path, version: &str, build: &str) -> Result<(
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
-        Cmd::Initramfs { bin_dir, out, version, build } => initramfs(&bin_dir, &out, &version, &build),
+        Cmd::Initramfs {
+            bin_dir,
+            out,
+            version,
+            build,
+        } => initramfs(&bin_dir, &out, &version, &build),
         Cmd::DataDisk { out, size_mib } => blank_disk(&out, size_mib << 20).map(|()| {
             println!("data disk: {} ({size_mib} MiB, blank)", out.display());
         }),

@@ -68,13 +68,17 @@ impl Default for BootParams {
 fn valid_ifname(name: &str) -> bool {
     !name.is_empty()
         && name.len() < 16
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn valid_device(path: &str) -> bool {
     path.strip_prefix("/dev/").is_some_and(|rest| {
         !rest.is_empty()
-            && !rest.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            && !rest
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
             && rest.bytes().all(|b| b.is_ascii_graphic())
     })
 }
@@ -84,7 +88,9 @@ impl BootParams {
     pub fn parse(cmdline: &str) -> BootParams {
         let mut p = BootParams::default();
         for word in cmdline.split_whitespace() {
-            let Some(key_value) = word.strip_prefix("appliance.") else { continue };
+            let Some(key_value) = word.strip_prefix("appliance.") else {
+                continue;
+            };
             let (key, value) = key_value.split_once('=').unwrap_or((key_value, ""));
             let ok = match key {
                 "data" => {
@@ -134,7 +140,8 @@ impl BootParams {
                     ok
                 }
                 _ => {
-                    p.warnings.push(format!("ignoring unknown kernel parameter {word:?}"));
+                    p.warnings
+                        .push(format!("ignoring unknown kernel parameter {word:?}"));
                     continue;
                 }
             };

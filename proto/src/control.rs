@@ -75,7 +75,10 @@ impl fmt::Display for RequestError {
             RequestError::TooLong => write!(f, "request longer than {MAX_REQUEST} bytes"),
             RequestError::NotText => write!(f, "request is not utf-8 text"),
             RequestError::Unknown(w) => {
-                write!(f, "unknown request {w:?}: use poweroff, reboot, halt, log or ping")
+                write!(
+                    f,
+                    "unknown request {w:?}: use poweroff, reboot, halt, log or ping"
+                )
             }
             RequestError::UnexpectedArgument(w) => write!(f, "{w} takes no argument"),
         }
@@ -95,7 +98,10 @@ fn clean_reason(reason: &str) -> String {
 
 impl Request {
     pub fn power(action: PowerAction, reason: &str) -> Request {
-        Request::Power { action, reason: clean_reason(reason) }
+        Request::Power {
+            action,
+            reason: clean_reason(reason),
+        }
     }
 
     /// Parses one request line (with or without its newline).
@@ -121,11 +127,13 @@ impl Request {
             other => return Err(RequestError::Unknown(other.chars().take(32).collect())),
         };
         if !rest.is_empty() {
-            return Err(RequestError::UnexpectedArgument(if simple == Request::Log {
-                "log"
-            } else {
-                "ping"
-            }));
+            return Err(RequestError::UnexpectedArgument(
+                if simple == Request::Log {
+                    "log"
+                } else {
+                    "ping"
+                },
+            ));
         }
         Ok(simple)
     }
@@ -172,13 +180,20 @@ mod tests {
 
     #[test]
     fn power_requests_round_trip_with_reason() {
-        for action in [PowerAction::PowerOff, PowerAction::Reboot, PowerAction::Halt] {
+        for action in [
+            PowerAction::PowerOff,
+            PowerAction::Reboot,
+            PowerAction::Halt,
+        ] {
             let r = Request::power(action, "api: maintenance window");
             assert_eq!(Request::parse(r.encode().as_bytes()), Ok(r));
         }
         assert_eq!(
             Request::parse(b"reboot\n"),
-            Ok(Request::Power { action: PowerAction::Reboot, reason: String::new() })
+            Ok(Request::Power {
+                action: PowerAction::Reboot,
+                reason: String::new()
+            })
         );
     }
 
@@ -191,10 +206,19 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_with_a_reason() {
         assert_eq!(Request::parse(b"\n"), Err(RequestError::Empty));
-        assert_eq!(Request::parse(b"format /data"), Err(RequestError::Unknown("format".into())));
-        assert_eq!(Request::parse(b"log now"), Err(RequestError::UnexpectedArgument("log")));
+        assert_eq!(
+            Request::parse(b"format /data"),
+            Err(RequestError::Unknown("format".into()))
+        );
+        assert_eq!(
+            Request::parse(b"log now"),
+            Err(RequestError::UnexpectedArgument("log"))
+        );
         assert_eq!(Request::parse(&[0xff, 0xfe]), Err(RequestError::NotText));
-        assert_eq!(Request::parse(&[b'a'; MAX_REQUEST + 1]), Err(RequestError::TooLong));
+        assert_eq!(
+            Request::parse(&[b'a'; MAX_REQUEST + 1]),
+            Err(RequestError::TooLong)
+        );
         assert_eq!(Request::parse(b"ping"), Ok(Request::Ping));
         assert_eq!(Request::parse(b"log\n"), Ok(Request::Log));
     }

@@ -6,11 +6,16 @@
 use std::collections::BTreeMap;
 
 fn one_line(v: &str) -> String {
-    v.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    v.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 fn encode(pairs: &[(&str, String)]) -> String {
-    pairs.iter().map(|(k, v)| format!("{k}={}\n", one_line(v))).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}\n", one_line(v)))
+        .collect()
 }
 
 fn decode(text: &str) -> BTreeMap<&str, &str> {
@@ -35,7 +40,11 @@ pub enum DataState {
 impl DataState {
     pub fn encode(&self) -> String {
         match self {
-            DataState::Persistent { device, formatted, check } => encode(&[
+            DataState::Persistent {
+                device,
+                formatted,
+                check,
+            } => encode(&[
                 ("mode", "persistent".into()),
                 ("device", device.clone()),
                 ("formatted", if *formatted { "1" } else { "0" }.into()),
@@ -102,8 +111,14 @@ mod tests {
     #[test]
     fn data_state_round_trips() {
         for s in [
-            DataState::Persistent { device: "/dev/vdb".into(), formatted: true, check: "clean".into() },
-            DataState::Volatile { reason: "no blank disk\nfound".into() },
+            DataState::Persistent {
+                device: "/dev/vdb".into(),
+                formatted: true,
+                check: "clean".into(),
+            },
+            DataState::Volatile {
+                reason: "no blank disk\nfound".into(),
+            },
         ] {
             let back = DataState::parse(&s.encode()).unwrap();
             if let DataState::Volatile { reason } = &back {
@@ -117,9 +132,17 @@ mod tests {
 
     #[test]
     fn last_shutdown_round_trips() {
-        let s = LastShutdown { kind: "reboot".into(), reason: "api: test".into(), unix_time: Some(17) };
+        let s = LastShutdown {
+            kind: "reboot".into(),
+            reason: "api: test".into(),
+            unix_time: Some(17),
+        };
         assert_eq!(LastShutdown::parse(&s.encode()), Some(s));
-        let s = LastShutdown { kind: "unclean".into(), reason: String::new(), unix_time: None };
+        let s = LastShutdown {
+            kind: "unclean".into(),
+            reason: String::new(),
+            unix_time: None,
+        };
         assert_eq!(LastShutdown::parse(&s.encode()), Some(s));
     }
 }

@@ -61,7 +61,10 @@ mod tests {
 
     #[test]
     fn milestones_round_trip() {
-        let m = vec![Milestone::new(812_345, "init-start"), Milestone::new(990_001, "agent-listening")];
+        let m = vec![
+            Milestone::new(812_345, "init-start"),
+            Milestone::new(990_001, "agent-listening"),
+        ];
         let text: String = m.iter().map(Milestone::encode).collect();
         assert_eq!(parse(&text), m);
     }

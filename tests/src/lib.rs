@@ -5,6 +5,7 @@
 //! under `out/test-logs/<test>/`; logs of a failed test are kept and their tail printed.
 
 pub mod api;
+pub mod lab;
 pub mod netns;
 pub mod qmp;
 pub mod vm;
@@ -21,15 +22,26 @@ pub fn top() -> PathBuf {
 pub fn images() -> PathBuf {
     let dir = top().join("out/images");
     for f in ["bzImage", "initramfs.cpio.gz", "data.img"] {
-        assert!(dir.join(f).exists(), "{} is missing: run `make image` (or `make test`) first", dir.join(f).display());
+        assert!(
+            dir.join(f).exists(),
+            "{} is missing: run `make image` (or `make test`) first",
+            dir.join(f).display()
+        );
     }
     dir
 }
 
-/// A binary from `out/bin` (built by `make image`).
+/// A binary from `out/bin` (built by `make image`), or from `$APPLIANCE_BIN_DIR`.
 pub fn bin(name: &str) -> PathBuf {
-    let p = top().join("out/bin").join(name);
-    assert!(p.exists(), "{} is missing: run `make image` (or `make test`) first", p.display());
+    let dir = std::env::var_os("APPLIANCE_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| top().join("out/bin"));
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `make image` (or `make test`) first",
+        p.display()
+    );
     p
 }
 
@@ -42,5 +54,9 @@ pub fn crypto() {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}{}-{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}-{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

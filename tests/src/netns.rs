@@ -23,7 +23,11 @@ impl Switch {
             cmd.arg(format!("tap{i}"));
         }
         let out = cmd.output().expect("run qemu/netns-up");
-        assert!(out.status.success(), "netns-up failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "netns-up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Switch { name }
     }
 

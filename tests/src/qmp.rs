@@ -16,7 +16,10 @@ impl Qmp {
         let stream = UnixStream::connect(socket)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         let writer = stream.try_clone()?;
-        let mut qmp = Qmp { reader: BufReader::new(stream), writer };
+        let mut qmp = Qmp {
+            reader: BufReader::new(stream),
+            writer,
+        };
         qmp.read_value()?; // greeting
         qmp.execute("qmp_capabilities", json!({}))?;
         Ok(qmp)

@@ -38,7 +38,11 @@ impl Drop for TestDir {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(40)..];
-            eprintln!("---- last lines of {} ----\n{}", log.display(), tail.join("\n"));
+            eprintln!(
+                "---- last lines of {} ----\n{}",
+                log.display(),
+                tail.join("\n")
+            );
         }
         eprintln!("---- logs kept in {} ----", self.path.display());
     }
@@ -87,7 +91,8 @@ impl Vm {
 
     /// The console log of the current (or last) QEMU process.
     pub fn log_path(&self) -> PathBuf {
-        self.dir.join(format!("{}.boot{}.log", self.name, self.boots))
+        self.dir
+            .join(format!("{}.boot{}.log", self.name, self.boots))
     }
 
     pub fn qmp_path(&self) -> PathBuf {
@@ -113,28 +118,38 @@ impl Vm {
             .args(["--append", &self.append])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.join(format!("{}.qemu-stderr.log", self.name))).expect("stderr log"))
+            .stderr(
+                std::fs::File::create(self.dir.join(format!("{}.qemu-stderr.log", self.name)))
+                    .expect("stderr log"),
+            )
             .spawn()
             .expect("start qemu/run-node");
         self.child = Some(child);
     }
 
     pub fn console(&self) -> String {
-        std::fs::read(self.log_path()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        std::fs::read(self.log_path())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// Waits until the current console shows `text`.
     pub fn wait_console(&mut self, text: &str, timeout: Duration) {
         let name = self.name.clone();
-        crate::wait::until(&format!("{text:?} on the console of {name}"), timeout, Duration::from_millis(100), || {
-            if self.console().contains(text) {
-                return Ok(());
-            }
-            match self.try_exit() {
-                Some(s) => Err(format!("QEMU already exited ({s})")),
-                None => Err("not yet".into()),
-            }
-        });
+        crate::wait::until(
+            &format!("{text:?} on the console of {name}"),
+            timeout,
+            Duration::from_millis(100),
+            || {
+                if self.console().contains(text) {
+                    return Ok(());
+                }
+                match self.try_exit() {
+                    Some(s) => Err(format!("QEMU already exited ({s})")),
+                    None => Err("not yet".into()),
+                }
+            },
+        );
     }
 
     fn try_exit(&mut self) -> Option<ExitStatus> {
@@ -168,14 +183,19 @@ impl Vm {
 
     pub fn qmp(&self) -> Qmp {
         let path = self.qmp_path();
-        crate::wait::until("the QMP socket", Duration::from_secs(10), Duration::from_millis(50), || {
-            Qmp::connect(&path).map_err(|e| e.to_string())
-        })
+        crate::wait::until(
+            "the QMP socket",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || Qmp::connect(&path).map_err(|e| e.to_string()),
+        )
     }
 
     /// Presses the ACPI power button.
     pub fn power_button(&self) {
-        self.qmp().execute("system_powerdown", json!({})).expect("system_powerdown");
+        self.qmp()
+            .execute("system_powerdown", json!({}))
+            .expect("system_powerdown");
     }
 
     /// Cuts the power: QEMU stops at once, whatever the guest was doing.
@@ -186,7 +206,9 @@ impl Vm {
 
     /// Plugs or unplugs the VM's network cable.
     pub fn set_link(&self, up: bool) {
-        self.qmp().execute("set_link", json!({ "name": "n0", "up": up })).expect("set_link");
+        self.qmp()
+            .execute("set_link", json!({ "name": "n0", "up": up }))
+            .expect("set_link");
     }
 
     pub fn dir(&self) -> &Path {

@@ -4,7 +4,12 @@ use std::time::{Duration, Instant};
 
 /// Polls `probe` every `every` until it returns `Some`, or panics after `timeout` saying
 /// what was awaited and what the last attempt said.
-pub fn until<T>(what: &str, timeout: Duration, every: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+pub fn until<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
     let start = Instant::now();
     loop {
         let last = match probe() {

@@ -30,19 +30,37 @@ fn boots_to_an_answering_api_with_a_fresh_data_disk() {
     let (_dir, sw, _vm) = boot("boots_to_an_answering_api", "");
     let s = api::wait_status(&sw.name, FACTORY, BOOT);
     let names: Vec<&str> = s.boot_timeline.iter().map(|m| m.name.as_str()).collect();
-    for milestone in ["init-start", "agent-spawned", "agent-start", "api-listening"] {
-        assert!(names.contains(&milestone), "milestone {milestone} missing from {names:?}");
+    for milestone in [
+        "init-start",
+        "agent-spawned",
+        "agent-start",
+        "api-listening",
+    ] {
+        assert!(
+            names.contains(&milestone),
+            "milestone {milestone} missing from {names:?}"
+        );
     }
     assert_eq!(s.data.mode, "persistent", "{:?}", s.data);
-    assert!(s.data.formatted_this_boot, "a blank disk is formatted on first boot");
-    assert_eq!(s.last_shutdown.map(|l| l.kind).as_deref(), Some("first-boot"));
+    assert!(
+        s.data.formatted_this_boot,
+        "a blank disk is formatted on first boot"
+    );
+    assert_eq!(
+        s.last_shutdown.map(|l| l.kind).as_deref(),
+        Some("first-boot")
+    );
     assert_eq!(s.factory_address.address.as_deref(), Some("169.254.1.1/24"));
     assert_eq!(s.factory_address.nic.as_deref(), Some("eth0"));
 
     // The CLI, from the workstation at 169.254.1.4: human output and --json.
     let out = sw.exec(&bin("appliancectl"), &["--insecure", "status"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "appliancectl status failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "appliancectl status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("169.254.1.1/24 on eth0"), "{text}");
     let out = sw.exec(&bin("appliancectl"), &["--insecure", "--json", "status"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
@@ -58,41 +76,83 @@ fn boots_to_an_answering_api_with_a_fresh_data_disk() {
 fn shutdown_via_the_api_powers_off_and_is_recorded() {
     let (_dir, sw, mut vm) = boot("shutdown_via_the_api", "");
     api::wait_status(&sw.name, FACTORY, BOOT);
-    let out = sw.exec(&bin("appliancectl"), &["--insecure", "shutdown", "--reason", "end of test"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = sw.exec(
+        &bin("appliancectl"),
+        &["--insecure", "shutdown", "--reason", "end of test"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("power off"));
     let status = vm.wait_exit(POWER_OFF);
     assert!(status.success(), "QEMU exit status {status}");
 
     vm.start();
     api::wait_status(&sw.name, FACTORY, BOOT);
-    assert_eq!(last_shutdown(&sw.name), ("poweroff".to_string(), "api: end of test".to_string()));
+    assert_eq!(
+        last_shutdown(&sw.name),
+        ("poweroff".to_string(), "api: end of test".to_string())
+    );
 }
 
 #[test]
 fn reboot_via_the_api_comes_back_with_data_intact() {
     let (_dir, sw, mut vm) = boot("reboot_via_the_api", "appliance.debug=1");
     let before = api::wait_status(&sw.name, FACTORY, BOOT);
-    api::ok(&sw.name, FACTORY, "PUT", "/debug/data/site/canary.txt", Some(b"kept across reboots".to_vec()));
+    api::ok(
+        &sw.name,
+        FACTORY,
+        "PUT",
+        "/debug/data/site/canary.txt",
+        Some(b"kept across reboots".to_vec()),
+    );
     let cert_before = api::ok(&sw.name, FACTORY, "GET", "/status", None).fingerprint;
-    let a = api::ok(&sw.name, FACTORY, "POST", "/system/reboot", Some(br#"{"reason":"test reboot"}"#.to_vec()));
+    let a = api::ok(
+        &sw.name,
+        FACTORY,
+        "POST",
+        "/system/reboot",
+        Some(br#"{"reason":"test reboot"}"#.to_vec()),
+    );
     assert_eq!(a.status, 202);
 
-    let after = wait::until("the appliance to come back from the reboot", BOOT, Duration::from_millis(500), || {
-        let s = api::status(&sw.name, FACTORY)?;
-        match &s.last_shutdown {
-            Some(ls) if ls.kind == "reboot" => Ok(s),
-            other => Err(format!("last shutdown still {other:?}")),
-        }
-    });
+    let after = wait::until(
+        "the appliance to come back from the reboot",
+        BOOT,
+        Duration::from_millis(500),
+        || {
+            let s = api::status(&sw.name, FACTORY)?;
+            match &s.last_shutdown {
+                Some(ls) if ls.kind == "reboot" => Ok(s),
+                other => Err(format!("last shutdown still {other:?}")),
+            }
+        },
+    );
     assert!(vm.is_running(), "a reboot must not stop QEMU");
     assert!(after.uptime_seconds < before.uptime_seconds + 60.0);
-    assert_eq!(after.last_shutdown.as_ref().map(|l| l.reason.as_str()), Some("api: test reboot"));
-    assert!(!after.data.formatted_this_boot, "the data disk must not be formatted again");
-    let canary = api::ok(&sw.name, FACTORY, "GET", "/debug/data/site/canary.txt", None);
+    assert_eq!(
+        after.last_shutdown.as_ref().map(|l| l.reason.as_str()),
+        Some("api: test reboot")
+    );
+    assert!(
+        !after.data.formatted_this_boot,
+        "the data disk must not be formatted again"
+    );
+    let canary = api::ok(
+        &sw.name,
+        FACTORY,
+        "GET",
+        "/debug/data/site/canary.txt",
+        None,
+    );
     assert_eq!(&canary.body[..], b"kept across reboots");
     let cert_after = api::ok(&sw.name, FACTORY, "GET", "/status", None).fingerprint;
-    assert_eq!(cert_before, cert_after, "the certificate made on first boot is kept in /data");
+    assert_eq!(
+        cert_before, cert_after,
+        "the certificate made on first boot is kept in /data"
+    );
 }
 
 #[test]
@@ -115,18 +175,26 @@ fn a_killed_agent_is_restarted_by_init() {
     let first = api::wait_status(&sw.name, FACTORY, BOOT);
     let a = api::ok(&sw.name, FACTORY, "POST", "/debug/kill-agent", None);
     assert_eq!(a.status, 202);
-    let second = wait::until("a new agent to answer", Duration::from_secs(60), Duration::from_millis(250), || {
-        let s = api::status(&sw.name, FACTORY)?;
-        if s.agent.pid != first.agent.pid {
-            Ok(s)
-        } else {
-            Err(format!("still the old agent (pid {})", s.agent.pid))
-        }
-    });
+    let second = wait::until(
+        "a new agent to answer",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || {
+            let s = api::status(&sw.name, FACTORY)?;
+            if s.agent.pid != first.agent.pid {
+                Ok(s)
+            } else {
+                Err(format!("still the old agent (pid {})", s.agent.pid))
+            }
+        },
+    );
     assert!(second.agent.running_seconds < first.agent.running_seconds + 60.0);
     assert!(vm.is_running());
     // The factory address survives the restart; the certificate is loaded, not remade.
-    assert_eq!(second.factory_address.address.as_deref(), Some("169.254.1.1/24"));
+    assert_eq!(
+        second.factory_address.address.as_deref(),
+        Some("169.254.1.1/24")
+    );
 }
 
 #[test]
@@ -134,7 +202,13 @@ fn a_file_written_to_data_survives_a_clean_shutdown() {
     let (_dir, sw, mut vm) = boot("data_survives_shutdown", "appliance.debug=1");
     api::wait_status(&sw.name, FACTORY, BOOT);
     let content = b"written before a clean shutdown";
-    api::ok(&sw.name, FACTORY, "PUT", "/debug/data/site/notes/before-shutdown.txt", Some(content.to_vec()));
+    api::ok(
+        &sw.name,
+        FACTORY,
+        "PUT",
+        "/debug/data/site/notes/before-shutdown.txt",
+        Some(content.to_vec()),
+    );
     api::ok(&sw.name, FACTORY, "POST", "/system/shutdown", None);
     assert!(vm.wait_exit(POWER_OFF).success());
 
@@ -145,13 +219,32 @@ fn a_file_written_to_data_survives_a_clean_shutdown() {
         .arg(&vm.disk)
         .output()
         .expect("run debugfs");
-    assert_eq!(out.stdout, content, "debugfs: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.stdout,
+        content,
+        "debugfs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // And the filesystem was unmounted cleanly: e2fsck finds nothing to fix.
-    let fsck = std::process::Command::new("e2fsck").args(["-n", "-f"]).arg(&vm.disk).output().expect("run e2fsck");
-    assert!(fsck.status.success(), "e2fsck: {}", String::from_utf8_lossy(&fsck.stdout));
+    let fsck = std::process::Command::new("e2fsck")
+        .args(["-n", "-f"])
+        .arg(&vm.disk)
+        .output()
+        .expect("run e2fsck");
+    assert!(
+        fsck.status.success(),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
 
     vm.start();
     api::wait_status(&sw.name, FACTORY, BOOT);
-    let back = api::ok(&sw.name, FACTORY, "GET", "/debug/data/site/notes/before-shutdown.txt", None);
+    let back = api::ok(
+        &sw.name,
+        FACTORY,
+        "GET",
+        "/debug/data/site/notes/before-shutdown.txt",
+        None,
+    );
     assert_eq!(&back.body[..], content);
 }

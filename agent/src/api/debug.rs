@@ -19,16 +19,22 @@ fn enabled(app: &AppState) -> Result<(), ApiError> {
     if app.settings.boot.debug {
         Ok(())
     } else {
-        Err(ApiError::NotFound("debug hooks are off (boot with appliance.debug=1)".into()))
+        Err(ApiError::NotFound(
+            "debug hooks are off (boot with appliance.debug=1)".into(),
+        ))
     }
 }
 
 /// A path under the data directory: relative, no `..`, no empty parts.
 fn data_path(app: &AppState, rel: &str) -> Result<PathBuf, ApiError> {
     let p = std::path::Path::new(rel);
-    let ok = !rel.is_empty() && rel.len() <= 255 && p.components().all(|c| matches!(c, Component::Normal(_)));
+    let ok = !rel.is_empty()
+        && rel.len() <= 255
+        && p.components().all(|c| matches!(c, Component::Normal(_)));
     if !ok {
-        return Err(ApiError::BadRequest(format!("{rel:?} is not a plain relative path")));
+        return Err(ApiError::BadRequest(format!(
+            "{rel:?} is not a plain relative path"
+        )));
     }
     Ok(app.settings.data_dir.join(p))
 }
@@ -43,7 +49,11 @@ async fn kill_agent(State(app): State<AppState>) -> Result<impl IntoResponse, Ap
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn put_data(State(app): State<AppState>, Path(rel): Path<String>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn put_data(
+    State(app): State<AppState>,
+    Path(rel): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     enabled(&app)?;
     let path = data_path(&app, &rel)?;
     if let Some(dir) = path.parent() {
@@ -54,7 +64,10 @@ async fn put_data(State(app): State<AppState>, Path(rel): Path<String>, body: By
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn get_data(State(app): State<AppState>, Path(rel): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn get_data(
+    State(app): State<AppState>,
+    Path(rel): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     enabled(&app)?;
     let path = data_path(&app, &rel)?;
     std::fs::read(&path).map_err(|e| ApiError::NotFound(format!("{}: {e}", path.display())))

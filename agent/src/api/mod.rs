@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod debug;
+mod network;
 pub mod types;
 
 use crate::settings::Settings;
@@ -32,6 +33,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("no such endpoint: {0}")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error(transparent)]
@@ -43,12 +46,17 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            ApiError::Power(PowerError::AlreadyScheduled(_)) => (StatusCode::CONFLICT, "already_scheduled"),
+            ApiError::Power(PowerError::AlreadyScheduled(_)) => {
+                (StatusCode::CONFLICT, "already_scheduled")
+            }
             ApiError::Power(PowerError::DelayTooLong | PowerError::ReasonTooLong) => {
                 (StatusCode::BAD_REQUEST, "bad_request")
             }
-            ApiError::Power(PowerError::Init(_)) => (StatusCode::SERVICE_UNAVAILABLE, "init_unavailable"),
+            ApiError::Power(PowerError::Init(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "init_unavailable")
+            }
         }
     }
 }
@@ -57,7 +65,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let body = types::ErrorBody {
-            error: types::ErrorDetail { code: code.to_string(), message: self.to_string() },
+            error: types::ErrorDetail {
+                code: code.to_string(),
+                message: self.to_string(),
+            },
         };
         (status, Json(body)).into_response()
     }
@@ -68,7 +79,8 @@ fn parse_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// What the handlers share.
@@ -78,14 +90,21 @@ pub struct AppState {
     pub started: Instant,
     pub factory: Arc<Mutex<types::FactoryAddress>>,
     pub power: Power,
+    pub config: Arc<crate::config::ConfigStore>,
+    pub nl: crate::net::netlink::Netlink,
 }
 
 async fn status(State(app): State<AppState>) -> Json<types::Status> {
-    let factory = app.factory.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    Json(system::status(&app.settings, &factory, app.started))
+    let mut s = system::status(&app.settings, &network::factory_snapshot(&app), app.started);
+    s.config_error = app.config.load_error();
+    Json(s)
 }
 
-async fn power(app: &AppState, action: PowerAction, body: &Bytes) -> Result<(StatusCode, Json<types::PowerAccepted>), ApiError> {
+async fn power(
+    app: &AppState,
+    action: PowerAction,
+    body: &Bytes,
+) -> Result<(StatusCode, Json<types::PowerAccepted>), ApiError> {
     let req: types::PowerRequest = parse_body(body)?;
     let cmd = PowerCommand::from_request(action, &req)?;
     let delay_seconds = cmd.delay.as_secs() as u32;
@@ -95,7 +114,11 @@ async fn power(app: &AppState, action: PowerAction, body: &Bytes) -> Result<(Sta
         PowerAction::Reboot => "reboot",
         PowerAction::Halt => "halt",
     };
-    let when = if delay_seconds == 0 { "now".to_string() } else { format!("in {delay_seconds} s") };
+    let when = if delay_seconds == 0 {
+        "now".to_string()
+    } else {
+        format!("in {delay_seconds} s")
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(types::PowerAccepted {
@@ -122,6 +145,7 @@ pub fn router(app: AppState) -> Router {
     let admin = Router::new()
         .route("/system/shutdown", post(shutdown))
         .route("/system/reboot", post(reboot))
+        .merge(network::routes())
         .merge(debug::routes())
         .layer(axum::middleware::from_fn(auth::require_admin));
     let api = Router::new().route("/status", get(status)).merge(admin);

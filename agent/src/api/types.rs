@@ -27,6 +27,9 @@ pub struct Status {
     pub last_shutdown: Option<LastShutdown>,
     pub factory_address: FactoryAddress,
     pub agent: AgentStatus,
+    /// Why the configuration file on /data is not in force (the agent runs on factory
+    /// defaults until it is fixed or replaced).
+    pub config_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -52,12 +55,46 @@ pub struct LastShutdown {
     pub unix_time: Option<u64>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// `GET /appliance/api/v1/network/factory-address` (also part of status).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct FactoryAddress {
+    pub enabled: bool,
+    /// `fast` or `rfc`.
+    pub timing: String,
     pub nic: Option<String>,
+    pub mac: Option<String>,
+    /// The address held, with prefix (`169.254.1.1/24`), once it is usable.
     pub address: Option<String>,
+    /// `disabled`, `starting`, `waiting-for-link`, `probing`, `held`, `rate-limited` or `failed`.
     pub state: String,
+    /// The candidate being probed.
+    pub probing: Option<String>,
+    /// Every candidate was found taken since the last success; retrying at the rate limit.
+    pub exhausted: bool,
+    /// Milliseconds from link up to the address being usable, for the last claim.
+    pub usable_after_ms: Option<f64>,
+    /// Conflicts seen, oldest first (at most 32).
+    pub conflicts: Vec<FactoryConflict>,
     pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FactoryConflict {
+    pub address: String,
+    /// The other host's MAC.
+    pub mac: String,
+    /// `in-use`, `simultaneous-probe`, `defended` (we kept it) or `lost`.
+    pub kind: String,
+    /// Seconds since the epoch.
+    pub unix_time: u64,
+}
+
+/// `PUT /appliance/api/v1/network/factory-address`: fields left out are unchanged.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactoryAddressUpdate {
+    pub enabled: Option<bool>,
+    pub timing: Option<crate::config::TimingProfile>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

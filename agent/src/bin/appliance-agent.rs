@@ -44,7 +44,10 @@ fn main() -> ExitCode {
         .with_ansi(false)
         .with_target(false)
         .init();
-    if rustls::crypto::ring::default_provider().install_default().is_err() {
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
         tracing::debug!("a rustls crypto provider was already installed");
     }
     for w in &boot.warnings {
@@ -56,7 +59,10 @@ fn main() -> ExitCode {
     settings.listen = args.listen;
     settings.nic = args.nic.or(settings.nic);
     settings.factory_address = !args.no_factory_address;
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");

@@ -21,24 +21,41 @@ const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {target}: {source}")]
-    Connect { target: String, source: std::io::Error },
+    Connect {
+        target: String,
+        source: std::io::Error,
+    },
     #[error("{target} did not answer within {timeout:?}")]
     Timeout { target: String, timeout: Duration },
     #[error("TLS with {target} failed: {source}")]
-    Tls { target: String, source: std::io::Error },
+    Tls {
+        target: String,
+        source: std::io::Error,
+    },
     #[error(
         "the certificate of {target} has changed (was {expected}, now {seen}); if the appliance \
          was reset or its certificate replaced, remove its line from {file} and try again"
     )]
-    CertificateChanged { target: String, expected: String, seen: String, file: String },
+    CertificateChanged {
+        target: String,
+        expected: String,
+        seen: String,
+        file: String,
+    },
     #[error("HTTP exchange with {target} failed: {source}")]
-    Http { target: String, source: hyper::Error },
+    Http {
+        target: String,
+        source: hyper::Error,
+    },
     #[error("the answer from {target} is too large or broken")]
     Body { target: String },
     #[error("bad host {0:?}")]
     BadHost(String),
     #[error("cannot update {path}: {source}")]
-    KnownHosts { path: PathBuf, source: std::io::Error },
+    KnownHosts {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// How the server's certificate is checked.
@@ -63,11 +80,19 @@ impl Trust {
 }
 
 pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn normalize(fp: &str) -> String {
-    let hex: String = fp.chars().filter(|c| c.is_ascii_hexdigit()).collect::<String>().to_lowercase();
+    let hex: String = fp
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .collect::<String>()
+        .to_lowercase();
     hex.as_bytes()
         .chunks(2)
         .map(|c| String::from_utf8_lossy(c).into_owned())
@@ -96,7 +121,9 @@ impl ServerCertVerifier for Pin {
         let fp = fingerprint(end_entity);
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(fp.clone());
         match &self.expected {
-            Some(e) if *e != fp => Err(rustls::Error::General("certificate fingerprint mismatch".into())),
+            Some(e) if *e != fp => Err(rustls::Error::General(
+                "certificate fingerprint mismatch".into(),
+            )),
             _ => Ok(ServerCertVerified::assertion()),
         }
     }
@@ -107,7 +134,12 @@ impl ServerCertVerifier for Pin {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -116,11 +148,18 @@ impl ServerCertVerifier for Pin {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -134,11 +173,18 @@ fn known_hosts_lookup(path: &PathBuf, target: &str) -> Option<String> {
 
 fn known_hosts_add(path: &PathBuf, target: &str, fp: &str) -> Result<(), ClientError> {
     use std::io::Write;
-    let wrap = |source| ClientError::KnownHosts { path: path.clone(), source };
+    let wrap = |source| ClientError::KnownHosts {
+        path: path.clone(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(wrap)?;
     }
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(wrap)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(wrap)?;
     writeln!(f, "{target} {fp}").map_err(wrap)
 }
 
@@ -168,14 +214,27 @@ impl Client {
     }
 
     /// Sends one request (JSON body if given) and returns the answer.
-    pub async fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Answer, ClientError> {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, ClientError> {
         let target = self.target();
         tokio::time::timeout(self.timeout, self.exchange(method, path, body))
             .await
-            .map_err(|_| ClientError::Timeout { target, timeout: self.timeout })?
+            .map_err(|_| ClientError::Timeout {
+                target,
+                timeout: self.timeout,
+            })?
     }
 
-    async fn exchange(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Answer, ClientError> {
+    async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, ClientError> {
         let target = self.target();
         let (expected, record_in) = match &self.trust {
             Trust::Insecure => (None, None),
@@ -187,17 +246,28 @@ impl Client {
             }
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let pin = Arc::new(Pin { expected: expected.clone(), seen: Mutex::new(None), provider: provider.clone() });
+        let pin = Arc::new(Pin {
+            expected: expected.clone(),
+            seen: Mutex::new(None),
+            provider: provider.clone(),
+        });
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Tls { target: target.clone(), source: std::io::Error::other(e) })?
+            .map_err(|e| ClientError::Tls {
+                target: target.clone(),
+                source: std::io::Error::other(e),
+            })?
             .dangerous()
             .with_custom_certificate_verifier(pin.clone())
             .with_no_client_auth();
-        let server_name = ServerName::try_from(self.host.clone()).map_err(|_| ClientError::BadHost(self.host.clone()))?;
+        let server_name = ServerName::try_from(self.host.clone())
+            .map_err(|_| ClientError::BadHost(self.host.clone()))?;
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|source| ClientError::Connect { target: target.clone(), source })?;
+            .map_err(|source| ClientError::Connect {
+                target: target.clone(),
+                source,
+            })?;
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tls = match connector.connect(server_name, tcp).await {
             Ok(t) => t,
@@ -209,20 +279,37 @@ impl Client {
                             Trust::KnownHosts(f) => f.display().to_string(),
                             _ => "--fingerprint".to_string(),
                         };
-                        return Err(ClientError::CertificateChanged { target, expected, seen, file });
+                        return Err(ClientError::CertificateChanged {
+                            target,
+                            expected,
+                            seen,
+                            file,
+                        });
                     }
                 }
                 return Err(ClientError::Tls { target, source });
             }
         };
-        let fingerprint = pin.seen.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+        let fingerprint = pin
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
         if let Some(file) = record_in {
             known_hosts_add(&file, &target, &fingerprint)?;
-            eprintln!("note: trusting the certificate of {target} from now on (sha256 {fingerprint})");
+            eprintln!(
+                "note: trusting the certificate of {target} from now on (sha256 {fingerprint})"
+            );
         }
         let io = hyper_util::rt::TokioIo::new(tls);
-        let http = |source| ClientError::Http { target: target.clone(), source };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(http)?;
+        let http = |source| ClientError::Http {
+            target: target.clone(),
+            source,
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(http)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -231,7 +318,10 @@ impl Client {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, target.clone())
-            .header(hyper::header::USER_AGENT, concat!("appliancectl/", env!("CARGO_PKG_VERSION")));
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("appliancectl/", env!("CARGO_PKG_VERSION")),
+            );
         if has_body {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
         }
@@ -243,9 +333,15 @@ impl Client {
         let body = Limited::new(resp.into_body(), MAX_RESPONSE)
             .collect()
             .await
-            .map_err(|_| ClientError::Body { target: target.clone() })?
+            .map_err(|_| ClientError::Body {
+                target: target.clone(),
+            })?
             .to_bytes();
-        Ok(Answer { status, body, fingerprint })
+        Ok(Answer {
+            status,
+            body,
+            fingerprint,
+        })
     }
 }
 
@@ -266,6 +362,9 @@ mod tests {
         assert_eq!(known_hosts_lookup(&f, "169.254.1.1:443"), None);
         known_hosts_add(&f, "169.254.1.1:443", "aa:bb").unwrap();
         known_hosts_add(&f, "169.254.1.2:443", "cc:dd").unwrap();
-        assert_eq!(known_hosts_lookup(&f, "169.254.1.2:443").as_deref(), Some("cc:dd"));
+        assert_eq!(
+            known_hosts_lookup(&f, "169.254.1.2:443").as_deref(),
+            Some("cc:dd")
+        );
     }
 }

@@ -14,10 +14,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "appliancectl", version, about = "Manage a B Series appliance over its HTTPS API")]
+#[command(
+    name = "appliancectl",
+    version,
+    about = "Manage a B Series appliance over its HTTPS API"
+)]
 pub struct Cli {
     /// Appliance address (a factory-fresh one answers on 169.254.1.1, else .2, .3, ...).
-    #[arg(long, global = true, default_value = "169.254.1.1", env = "APPLIANCE_HOST")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "169.254.1.1",
+        env = "APPLIANCE_HOST"
+    )]
     pub host: String,
     /// HTTPS port.
     #[arg(long, global = true, default_value_t = 443)]
@@ -46,6 +55,26 @@ pub enum Command {
     Shutdown(PowerArgs),
     /// Restart the appliance.
     Reboot(PowerArgs),
+    /// Show or change the factory address (169.254.1.x).
+    #[command(name = "factory-address")]
+    FactoryAddress {
+        #[command(subcommand)]
+        action: Option<FactoryAction>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FactoryAction {
+    /// Show the address held, its state and the conflicts seen (the default).
+    Show,
+    /// Claim the factory address again.
+    Enable,
+    /// Stop using the factory address (refused unless another IPv4 address exists).
+    Disable,
+    /// Choose the conflict-detection timing: fast (~0.25 s) or rfc (RFC 5227, 5-9 s).
+    Timing {
+        profile: crate::config::TimingProfile,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -63,7 +92,11 @@ enum CliError {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error("the appliance answered {status}: {message}")]
-    Api { status: u16, code: String, message: String },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
     #[error("the appliance sent something that is not the expected JSON: {0}")]
     Decode(serde_json::Error),
 }
@@ -89,30 +122,92 @@ fn check(answer: client::Answer) -> Result<serde_json::Value, CliError> {
     }
     let (code, message) = match serde_json::from_value::<types::ErrorBody>(value) {
         Ok(b) => (b.error.code, b.error.message),
-        Err(_) => ("unknown".into(), String::from_utf8_lossy(&answer.body).into_owned()),
+        Err(_) => (
+            "unknown".into(),
+            String::from_utf8_lossy(&answer.body).into_owned(),
+        ),
     };
-    Err(CliError::Api { status: answer.status, code, message })
+    Err(CliError::Api {
+        status: answer.status,
+        code,
+        message,
+    })
 }
 
 async fn execute(cli: &Cli, client: &Client) -> Result<String, CliError> {
     let api = crate::api::PREFIX;
     let (value, text) = match &cli.command {
         Command::Status => {
-            let v = check(client.request("GET", &format!("{api}/status"), None).await?)?;
-            let status: types::Status = serde_json::from_value(v.clone()).map_err(CliError::Decode)?;
+            let v = check(
+                client
+                    .request("GET", &format!("{api}/status"), None)
+                    .await?,
+            )?;
+            let status: types::Status =
+                serde_json::from_value(v.clone()).map_err(CliError::Decode)?;
             let text = render::status(&status);
             (v, text)
         }
         Command::Shutdown(p) | Command::Reboot(p) => {
-            let verb = if matches!(cli.command, Command::Shutdown(_)) { "shutdown" } else { "reboot" };
-            let req = types::PowerRequest { reason: p.reason.clone(), delay_seconds: Some(p.delay) };
+            let verb = if matches!(cli.command, Command::Shutdown(_)) {
+                "shutdown"
+            } else {
+                "reboot"
+            };
+            let req = types::PowerRequest {
+                reason: p.reason.clone(),
+                delay_seconds: Some(p.delay),
+            };
             let body = serde_json::to_vec(&req).map_err(CliError::Decode)?;
-            let v = check(client.request("POST", &format!("{api}/system/{verb}"), Some(body)).await?)?;
-            let accepted: types::PowerAccepted = serde_json::from_value(v.clone()).map_err(CliError::Decode)?;
+            let v = check(
+                client
+                    .request("POST", &format!("{api}/system/{verb}"), Some(body))
+                    .await?,
+            )?;
+            let accepted: types::PowerAccepted =
+                serde_json::from_value(v.clone()).map_err(CliError::Decode)?;
             (v, accepted.message)
         }
+        Command::FactoryAddress { action } => {
+            let path = format!("{api}/network/factory-address");
+            let update = match action {
+                None | Some(FactoryAction::Show) => None,
+                Some(FactoryAction::Enable) => Some(types::FactoryAddressUpdate {
+                    enabled: Some(true),
+                    timing: None,
+                }),
+                Some(FactoryAction::Disable) => Some(types::FactoryAddressUpdate {
+                    enabled: Some(false),
+                    timing: None,
+                }),
+                Some(FactoryAction::Timing { profile }) => Some(types::FactoryAddressUpdate {
+                    enabled: None,
+                    timing: Some(*profile),
+                }),
+            };
+            let answer = match update {
+                None => client.request("GET", &path, None).await?,
+                Some(u) => {
+                    client
+                        .request(
+                            "PUT",
+                            &path,
+                            Some(serde_json::to_vec(&u).map_err(CliError::Decode)?),
+                        )
+                        .await?
+                }
+            };
+            let v = check(answer)?;
+            let fa: types::FactoryAddress =
+                serde_json::from_value(v.clone()).map_err(CliError::Decode)?;
+            (v, render::factory_lines(&fa).trim_end().to_string())
+        }
     };
-    Ok(if cli.json { serde_json::to_string_pretty(&value).unwrap_or_default() } else { text })
+    Ok(if cli.json {
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    } else {
+        text
+    })
 }
 
 /// Parses the command line, runs the verb, prints, and maps errors to exit codes.
@@ -124,12 +219,19 @@ pub fn main() -> ExitCode {
         (None, false) => Trust::KnownHosts(Trust::default_known_hosts()),
     };
     let client = Client {
-        host: cli.host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        host: cli
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
         port: cli.port,
         trust,
         timeout: Duration::from_secs(cli.timeout.max(1)),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("appliancectl: cannot start: {e}");
@@ -145,9 +247,15 @@ pub fn main() -> ExitCode {
             if cli.json {
                 if let CliError::Api { code, message, .. } = &e {
                     let body = types::ErrorBody {
-                        error: types::ErrorDetail { code: code.clone(), message: message.clone() },
+                        error: types::ErrorDetail {
+                            code: code.clone(),
+                            message: message.clone(),
+                        },
                     };
-                    println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&body).unwrap_or_default()
+                    );
                 }
             }
             eprintln!("appliancectl: {e}");

@@ -15,29 +15,41 @@ fn duration(seconds: f64) -> String {
 
 pub fn status(s: &types::Status) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<16}{} {} (build {})", "Product", s.product, s.version, s.build);
+    let _ = writeln!(
+        out,
+        "{:<16}{} {} (build {})",
+        "Product", s.product, s.version, s.build
+    );
     let _ = writeln!(out, "{:<16}{}", "Hostname", s.hostname);
     let _ = writeln!(out, "{:<16}{}", "Uptime", duration(s.uptime_seconds));
     let data = match (&s.data.mode[..], &s.data.device) {
         ("persistent", Some(dev)) => {
-            let fresh = if s.data.formatted_this_boot { ", formatted this boot" } else { "" };
+            let fresh = if s.data.formatted_this_boot {
+                ", formatted this boot"
+            } else {
+                ""
+            };
             format!("persistent on {dev}{fresh}")
         }
         _ => format!("{} ({})", s.data.mode, s.data.detail),
     };
     let _ = writeln!(out, "{:<16}{data}", "Data");
-    let fa = &s.factory_address;
-    let factory = match (&fa.address, &fa.nic, &fa.error) {
-        (Some(a), Some(n), _) => format!("{a} on {n} ({})", fa.state),
-        (_, _, Some(e)) => format!("{} ({e})", fa.state),
-        _ => fa.state.clone(),
-    };
-    let _ = writeln!(out, "{:<16}{factory}", "Factory address");
+    out.push_str(&factory_lines(&s.factory_address));
     if let Some(ls) = &s.last_shutdown {
-        let reason = if ls.reason.is_empty() { String::new() } else { format!(" ({})", ls.reason) };
+        let reason = if ls.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", ls.reason)
+        };
         let _ = writeln!(out, "{:<16}{}{reason}", "Last shutdown", ls.kind);
     }
-    let _ = writeln!(out, "{:<16}pid {}, up {}", "Agent", s.agent.pid, duration(s.agent.running_seconds));
+    let _ = writeln!(
+        out,
+        "{:<16}pid {}, up {}",
+        "Agent",
+        s.agent.pid,
+        duration(s.agent.running_seconds)
+    );
     if !s.boot_timeline.is_empty() {
         let _ = writeln!(out, "Boot timeline (ms since kernel start)");
         for m in &s.boot_timeline {
@@ -45,4 +57,52 @@ pub fn status(s: &types::Status) -> String {
         }
     }
     out.trim_end().to_string()
+}
+
+fn ago(unix_time: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(unix_time);
+    format!("{} ago", duration(now.saturating_sub(unix_time) as f64))
+}
+
+/// The factory address as status lines (shared by `status` and `factory-address`).
+pub fn factory_lines(fa: &types::FactoryAddress) -> String {
+    let mut out = String::new();
+    let nic = fa.nic.as_deref().unwrap_or("?");
+    let line = match (&fa.address, &fa.probing) {
+        (Some(a), _) => {
+            let after = fa
+                .usable_after_ms
+                .map(|ms| format!(", usable {ms:.0} ms after link up"))
+                .unwrap_or_default();
+            format!("{a} on {nic} ({}, {} timing{after})", fa.state, fa.timing)
+        }
+        (None, Some(p)) => format!("{} {p} on {nic}", fa.state),
+        (None, None) => match &fa.error {
+            Some(e) => format!("{} ({e})", fa.state),
+            None => fa.state.clone(),
+        },
+    };
+    let _ = writeln!(out, "{:<16}{line}", "Factory address");
+    if fa.exhausted {
+        let _ = writeln!(
+            out,
+            "{:<16}every candidate address is taken; retrying once a minute",
+            ""
+        );
+    }
+    for c in &fa.conflicts {
+        let _ = writeln!(
+            out,
+            "{:<16}{} claimed by {} ({}, {})",
+            "  conflict",
+            c.address,
+            c.mac,
+            c.kind,
+            ago(c.unix_time)
+        );
+    }
+    out
 }

@@ -1,12 +1,18 @@
 //! Network: NICs and addresses, through rtnetlink in-process.
 //!
-//! Current limits: the factory address is added without conflict detection (RFC 5227
-//! comes with its own issue); static configuration is not there yet.
+//! - [`acd`]: RFC 5227 conflict detection for one address (pure state machine);
+//! - [`factory`]: choosing the factory address among 169.254.1.x (pure state machine);
+//! - [`factory_service`]: running it with a raw ARP socket ([`arp`]) and [`netlink`].
+//!
+//! Current limits: static addresses, routes and DNS are not there yet.
 
+pub mod acd;
+pub mod arp;
+pub mod factory;
+pub mod factory_service;
 pub mod netlink;
 
-use netlink::{Link, Netlink, NetlinkError};
-use serde::Serialize;
+use netlink::{Link, NetlinkError};
 use std::net::Ipv4Addr;
 
 /// The address a fresh appliance answers on.
@@ -21,15 +27,12 @@ pub enum NetError {
     NoSuchNic(String),
     #[error("no Ethernet interface found for the factory address")]
     NoNic,
-}
-
-/// What the factory address is doing, for status.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct FactoryStatus {
-    pub nic: Option<String>,
-    pub address: Option<String>,
-    pub state: String,
-    pub error: Option<String>,
+    #[error("interface {0} has no MAC address")]
+    NoMac(String),
+    #[error("raw ARP socket: {0}")]
+    Arp(#[source] std::io::Error),
+    #[error("the kernel stopped sending link events")]
+    EventsEnded,
 }
 
 /// The NIC the factory address goes on: the one named, else the first Ethernet NIC.
@@ -47,19 +50,22 @@ pub fn pick_factory_nic<'a>(links: &'a [Link], wanted: Option<&str>) -> Result<&
     }
 }
 
-/// Brings the factory NIC up and puts 169.254.1.1/24 on it.
-pub async fn claim_factory_address(nl: &Netlink, wanted: Option<&str>) -> Result<FactoryStatus, NetError> {
-    let links = nl.links().await?;
-    let nic = pick_factory_nic(&links, wanted)?;
-    nl.set_up(nic.index).await?;
-    nl.add_address(nic.index, FACTORY_ADDRESS.into(), FACTORY_PREFIX).await?;
-    tracing::info!(nic = %nic.name, address = %FACTORY_ADDRESS, "factory address added");
-    Ok(FactoryStatus {
-        nic: Some(nic.name.clone()),
-        address: Some(format!("{FACTORY_ADDRESS}/{FACTORY_PREFIX}")),
-        state: "held".into(),
-        error: None,
-    })
+/// Whether some interface has an IPv4 address other than a factory or loopback one: the
+/// factory address may be turned off only then, or the administrator would be locked out.
+pub async fn has_other_ipv4(nl: &netlink::Netlink) -> Result<bool, NetError> {
+    for link in nl.links().await? {
+        if link.loopback {
+            continue;
+        }
+        for a in nl.addresses(link.index).await? {
+            if let std::net::IpAddr::V4(v4) = a.ip {
+                if !factory::in_factory_range(v4) && !v4.is_loopback() {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -67,15 +73,33 @@ mod tests {
     use super::*;
 
     fn link(index: u32, name: &str, ethernet: bool) -> Link {
-        Link { index, name: name.into(), ethernet, loopback: name == "lo", up: false, mac: None }
+        Link {
+            index,
+            name: name.into(),
+            ethernet,
+            loopback: name == "lo",
+            up: false,
+            running: false,
+            mac: None,
+        }
     }
 
     #[test]
     fn factory_nic_is_the_first_ethernet_or_the_named_one() {
-        let links = vec![link(1, "lo", false), link(3, "eth1", true), link(2, "eth0", true)];
+        let links = vec![
+            link(1, "lo", false),
+            link(3, "eth1", true),
+            link(2, "eth0", true),
+        ];
         assert_eq!(pick_factory_nic(&links, None).unwrap().name, "eth0");
         assert_eq!(pick_factory_nic(&links, Some("eth1")).unwrap().name, "eth1");
-        assert!(matches!(pick_factory_nic(&links, Some("eth9")), Err(NetError::NoSuchNic(_))));
-        assert!(matches!(pick_factory_nic(&links[..1], None), Err(NetError::NoNic)));
+        assert!(matches!(
+            pick_factory_nic(&links, Some("eth9")),
+            Err(NetError::NoSuchNic(_))
+        ));
+        assert!(matches!(
+            pick_factory_nic(&links[..1], None),
+            Err(NetError::NoNic)
+        ));
     }
 }

@@ -1,7 +1,10 @@
 //! The agent's rtnetlink connection: a thin typed layer over `rtnetlink`.
 
 use futures_util::TryStreamExt;
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{Handle, LinkUnspec};
 use std::net::IpAddr;
 
@@ -25,6 +28,8 @@ pub struct Link {
     pub ethernet: bool,
     pub loopback: bool,
     pub up: bool,
+    /// Administratively up and with carrier: frames can flow.
+    pub running: bool,
     pub mac: Option<[u8; 6]>,
 }
 
@@ -45,7 +50,71 @@ impl Link {
             ethernet: m.header.link_layer_type == LinkLayerType::Ether,
             loopback: m.header.flags.contains(LinkFlags::Loopback),
             up: m.header.flags.contains(LinkFlags::Up),
+            running: m.header.flags.contains(LinkFlags::Up)
+                && m.header.flags.contains(LinkFlags::LowerUp),
             mac,
+        }
+    }
+}
+
+/// An address on an interface, with the kernel's message (needed to delete it).
+#[derive(Clone, Debug)]
+pub struct Address {
+    pub ip: IpAddr,
+    pub prefix: u8,
+    pub index: u32,
+    message: AddressMessage,
+}
+
+/// A change of link state the kernel announced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    Changed(Link),
+    Removed(u32),
+}
+
+/// Link events from a netlink multicast subscription (`ip monitor link`).
+pub struct LinkEvents {
+    rx: futures_channel_rx::Receiver,
+}
+
+mod futures_channel_rx {
+    use super::*;
+    pub type Receiver = Box<
+        dyn futures_util::Stream<
+                Item = (
+                    NetlinkMessage<RouteNetlinkMessage>,
+                    rtnetlink::sys::SocketAddr,
+                ),
+            > + Send
+            + Unpin,
+    >;
+}
+
+impl LinkEvents {
+    /// Subscribes; the connection's I/O runs as a task on the current runtime.
+    pub fn subscribe() -> Result<LinkEvents, NetlinkError> {
+        let (connection, _handle, rx) =
+            rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
+                .map_err(NetlinkError::Open)?;
+        tokio::spawn(connection);
+        Ok(LinkEvents { rx: Box::new(rx) })
+    }
+
+    /// The next link event; `None` if the subscription ended.
+    pub async fn next(&mut self) -> Option<LinkEvent> {
+        use futures_util::StreamExt;
+        loop {
+            let (msg, _) = self.rx.next().await?;
+            match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
+                    return Some(LinkEvent::Changed(Link::from_message(&m)))
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
+                    return Some(LinkEvent::Removed(m.header.index))
+                }
+                _ => continue,
+            }
         }
     }
 }
@@ -64,7 +133,10 @@ impl Netlink {
     }
 
     pub async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
-        let req = |source| NetlinkError::Request { op: "link dump", source };
+        let req = |source| NetlinkError::Request {
+            op: "link dump",
+            source,
+        };
         let mut stream = self.handle.link().get().execute();
         let mut links = Vec::new();
         while let Some(m) = stream.try_next().await.map_err(req)? {
@@ -79,17 +151,91 @@ impl Netlink {
             .set(LinkUnspec::new_with_index(index).up().build())
             .execute()
             .await
-            .map_err(|source| NetlinkError::Request { op: "link up", source })
+            .map_err(|source| NetlinkError::Request {
+                op: "link up",
+                source,
+            })
+    }
+
+    pub async fn link(&self, index: u32) -> Result<Option<Link>, NetlinkError> {
+        Ok(self.links().await?.into_iter().find(|l| l.index == index))
+    }
+
+    /// The addresses on interface `index`.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<Address>, NetlinkError> {
+        let req = |source| NetlinkError::Request {
+            op: "address dump",
+            source,
+        };
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut out = Vec::new();
+        while let Some(m) = stream.try_next().await.map_err(req)? {
+            if m.header.index != index {
+                continue;
+            }
+            let ip = m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(ip) => Some(*ip),
+                _ => None,
+            });
+            let ip = ip.or_else(|| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(ip) => Some(*ip),
+                    _ => None,
+                })
+            });
+            if let Some(ip) = ip {
+                out.push(Address {
+                    ip,
+                    prefix: m.header.prefix_len,
+                    index,
+                    message: m,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes an address; one that is already gone is not an error.
+    pub async fn del_address(&self, address: &Address) -> Result<(), NetlinkError> {
+        match self
+            .handle
+            .address()
+            .del(address.message.clone())
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {
+                Ok(())
+            }
+            Err(source) => Err(NetlinkError::Request {
+                op: "address delete",
+                source,
+            }),
+        }
     }
 
     /// Adds an address; adding one that is already there is not an error.
-    pub async fn add_address(&self, index: u32, ip: IpAddr, prefix: u8) -> Result<(), NetlinkError> {
+    pub async fn add_address(
+        &self,
+        index: u32,
+        ip: IpAddr,
+        prefix: u8,
+    ) -> Result<(), NetlinkError> {
         self.handle
             .address()
             .add(index, ip, prefix)
             .replace()
             .execute()
             .await
-            .map_err(|source| NetlinkError::Request { op: "address add", source })
+            .map_err(|source| NetlinkError::Request {
+                op: "address add",
+                source,
+            })
     }
 }

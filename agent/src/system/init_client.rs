@@ -11,7 +11,10 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error("cannot reach init at {path}: {source}")]
-    Connect { path: PathBuf, source: std::io::Error },
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("init did not answer within {0:?}")]
     Timeout(Duration),
     #[error("talking to init failed: {0}")]
@@ -40,9 +43,13 @@ impl InitClient {
     }
 
     async fn exchange(&self, request: &Request) -> Result<String, InitError> {
-        let mut stream = UnixStream::connect(&self.path)
-            .await
-            .map_err(|source| InitError::Connect { path: self.path.clone(), source })?;
+        let mut stream =
+            UnixStream::connect(&self.path)
+                .await
+                .map_err(|source| InitError::Connect {
+                    path: self.path.clone(),
+                    source,
+                })?;
         stream.write_all(request.encode().as_bytes()).await?;
         stream.shutdown().await?;
         let mut answer = String::new();

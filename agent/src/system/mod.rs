@@ -36,7 +36,10 @@ pub struct PowerCommand {
 }
 
 impl PowerCommand {
-    pub fn from_request(action: PowerAction, req: &types::PowerRequest) -> Result<PowerCommand, PowerError> {
+    pub fn from_request(
+        action: PowerAction,
+        req: &types::PowerRequest,
+    ) -> Result<PowerCommand, PowerError> {
         let delay = req.delay_seconds.unwrap_or(0);
         if delay > MAX_DELAY_SECONDS {
             return Err(PowerError::DelayTooLong);
@@ -45,8 +48,16 @@ impl PowerCommand {
         if given.chars().count() > 200 {
             return Err(PowerError::ReasonTooLong);
         }
-        let reason = if given.is_empty() { "api request".to_string() } else { format!("api: {given}") };
-        Ok(PowerCommand { action, reason, delay: Duration::from_secs(delay.into()) })
+        let reason = if given.is_empty() {
+            "api request".to_string()
+        } else {
+            format!("api: {given}")
+        };
+        Ok(PowerCommand {
+            action,
+            reason,
+            delay: Duration::from_secs(delay.into()),
+        })
     }
 }
 
@@ -59,7 +70,10 @@ pub struct Power {
 
 impl Power {
     pub fn new(init: InitClient) -> Power {
-        Power { init, scheduled: Arc::new(Mutex::new(None)) }
+        Power {
+            init,
+            scheduled: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// Checks init is there, then schedules the command; returns at once.
@@ -76,7 +90,11 @@ impl Power {
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(cmd.delay + ANSWER_HEAD_START).await;
-            if let Err(e) = this.init.request(&Request::power(cmd.action, &cmd.reason)).await {
+            if let Err(e) = this
+                .init
+                .request(&Request::power(cmd.action, &cmd.reason))
+                .await
+            {
                 tracing::error!(error = %e, action = %cmd.action, "init did not take the power request");
                 *this.scheduled.lock().unwrap_or_else(|p| p.into_inner()) = None;
             }
@@ -115,9 +133,17 @@ pub fn build_id() -> &'static str {
 }
 
 /// Collects `GET /status` from the run-time records and the kernel.
-pub fn status(settings: &Settings, factory: &types::FactoryAddress, started: Instant) -> types::Status {
+pub fn status(
+    settings: &Settings,
+    factory: &types::FactoryAddress,
+    started: Instant,
+) -> types::Status {
     let data = match read_small(&settings.data_state()).and_then(|t| DataState::parse(&t)) {
-        Some(DataState::Persistent { device, formatted, check }) => types::DataStatus {
+        Some(DataState::Persistent {
+            device,
+            formatted,
+            check,
+        }) => types::DataStatus {
             mode: "persistent".into(),
             device: Some(device),
             formatted_this_boot: formatted,
@@ -138,7 +164,11 @@ pub fn status(settings: &Settings, factory: &types::FactoryAddress, started: Ins
     };
     let last_shutdown = read_small(&settings.last_shutdown())
         .and_then(|t| LastShutdown::parse(&t))
-        .map(|s| types::LastShutdown { kind: s.kind, reason: s.reason, unix_time: s.unix_time });
+        .map(|s| types::LastShutdown {
+            kind: s.kind,
+            reason: s.reason,
+            unix_time: s.unix_time,
+        });
     types::Status {
         product: "B Series appliance".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -147,7 +177,10 @@ pub fn status(settings: &Settings, factory: &types::FactoryAddress, started: Ins
         uptime_seconds: uptime_seconds(),
         boot_timeline: crate::boot::read(&settings.timeline())
             .into_iter()
-            .map(|m| types::Milestone { ms: m.millis(), name: m.name })
+            .map(|m| types::Milestone {
+                ms: m.millis(),
+                name: m.name,
+            })
             .collect(),
         data,
         last_shutdown,
@@ -157,8 +190,11 @@ pub fn status(settings: &Settings, factory: &types::FactoryAddress, started: Ins
             running_seconds: started.elapsed().as_secs_f64(),
             debug_hooks: settings.boot.debug,
             rss_kib: rss_kib("self"),
-            init_rss_kib: (nix::unistd::getppid().as_raw() == 1).then(|| rss_kib("1")).flatten(),
+            init_rss_kib: (nix::unistd::getppid().as_raw() == 1)
+                .then(|| rss_kib("1"))
+                .flatten(),
         },
+        config_error: None,
     }
 }
 
@@ -168,15 +204,34 @@ mod tests {
 
     #[test]
     fn power_requests_are_validated() {
-        let ok = PowerCommand::from_request(PowerAction::Reboot, &types::PowerRequest::default()).unwrap();
+        let ok = PowerCommand::from_request(PowerAction::Reboot, &types::PowerRequest::default())
+            .unwrap();
         assert_eq!(ok.reason, "api request");
         assert_eq!(ok.delay, Duration::ZERO);
-        let req = types::PowerRequest { reason: Some(" upgrade ".into()), delay_seconds: Some(10) };
+        let req = types::PowerRequest {
+            reason: Some(" upgrade ".into()),
+            delay_seconds: Some(10),
+        };
         let ok = PowerCommand::from_request(PowerAction::PowerOff, &req).unwrap();
-        assert_eq!((ok.reason.as_str(), ok.delay), ("api: upgrade", Duration::from_secs(10)));
-        let req = types::PowerRequest { reason: None, delay_seconds: Some(MAX_DELAY_SECONDS + 1) };
-        assert!(matches!(PowerCommand::from_request(PowerAction::Halt, &req), Err(PowerError::DelayTooLong)));
-        let req = types::PowerRequest { reason: Some("x".repeat(201)), delay_seconds: None };
-        assert!(matches!(PowerCommand::from_request(PowerAction::Halt, &req), Err(PowerError::ReasonTooLong)));
+        assert_eq!(
+            (ok.reason.as_str(), ok.delay),
+            ("api: upgrade", Duration::from_secs(10))
+        );
+        let req = types::PowerRequest {
+            reason: None,
+            delay_seconds: Some(MAX_DELAY_SECONDS + 1),
+        };
+        assert!(matches!(
+            PowerCommand::from_request(PowerAction::Halt, &req),
+            Err(PowerError::DelayTooLong)
+        ));
+        let req = types::PowerRequest {
+            reason: Some("x".repeat(201)),
+            delay_seconds: None,
+        };
+        assert!(matches!(
+            PowerCommand::from_request(PowerAction::Halt, &req),
+            Err(PowerError::ReasonTooLong)
+        ));
     }
 }

@@ -34,7 +34,12 @@ struct Run {
 fn init_line(vm: &Vm) -> Option<f64> {
     let text = vm.console();
     let line = text.lines().find(|l| l.contains("] init:"))?;
-    let ts = line.trim_start().strip_prefix('[')?.split(']').next()?.trim();
+    let ts = line
+        .trim_start()
+        .strip_prefix('[')?
+        .split(']')
+        .next()?
+        .trim();
     ts.parse::<f64>().ok()
 }
 
@@ -50,7 +55,10 @@ fn one_boot(vm: &mut Vm, sw: &Switch) -> Run {
     let mut answered: Option<Instant> = None;
     let mut status = None;
     while answered.is_none() {
-        assert!(t0.elapsed() < deadline, "boot did not finish within {deadline:?}");
+        assert!(
+            t0.elapsed() < deadline,
+            "boot did not finish within {deadline:?}"
+        );
         if seen_init.is_none() && init_line(vm).is_some() {
             seen_init = Some(Instant::now());
         }
@@ -109,7 +117,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn size(path: &std::path::Path) -> String {
     match std::fs::metadata(path) {
-        Ok(m) => format!("{:>8.2} MiB  {}", m.len() as f64 / 1048576.0, path.display()),
+        Ok(m) => format!(
+            "{:>8.2} MiB  {}",
+            m.len() as f64 / 1048576.0,
+            path.display()
+        ),
         Err(e) => format!("{:>12}  {} ({e})", "?", path.display()),
     }
 }
@@ -136,19 +148,49 @@ fn main() {
         runs.push(r);
     }
     let col = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
-    println!("boot phases, median of {} warm boots (TCG, 1 vCPU, 256 MiB):", runs.len());
-    println!("  QEMU start → kernel start      {:>8.0} ms", col(|r| r.qemu_to_kernel));
-    println!("  kernel start → init            {:>8.0} ms", col(|r| r.kernel_to_init));
-    println!("  init → API listening           {:>8.0} ms", col(|r| r.init_to_listening));
-    println!("  API listening → answering      {:>8.0} ms  (HTTPS from the workstation over the bridge)", col(|r| r.listening_to_answering));
-    println!("  QEMU start → API answering     {:>8.0} ms", col(|r| r.total));
-    println!("  shutdown request → QEMU exit   {:>8.0} ms", col(|r| r.shutdown));
+    println!(
+        "boot phases, median of {} warm boots (TCG, 1 vCPU, 256 MiB):",
+        runs.len()
+    );
+    println!(
+        "  QEMU start → kernel start      {:>8.0} ms",
+        col(|r| r.qemu_to_kernel)
+    );
+    println!(
+        "  kernel start → init            {:>8.0} ms",
+        col(|r| r.kernel_to_init)
+    );
+    println!(
+        "  init → API listening           {:>8.0} ms",
+        col(|r| r.init_to_listening)
+    );
+    println!(
+        "  API listening → answering      {:>8.0} ms  (HTTPS from the workstation over the bridge)",
+        col(|r| r.listening_to_answering)
+    );
+    println!(
+        "  QEMU start → API answering     {:>8.0} ms",
+        col(|r| r.total)
+    );
+    println!(
+        "  shutdown request → QEMU exit   {:>8.0} ms",
+        col(|r| r.shutdown)
+    );
     println!("first boot (formats /data, makes the TLS key):");
-    println!("  QEMU start → API answering     {:>8.0} ms  (init → listening {:.0} ms)", first.total, first.init_to_listening);
+    println!(
+        "  QEMU start → API answering     {:>8.0} ms  (init → listening {:.0} ms)",
+        first.total, first.init_to_listening
+    );
     let rss = |v: Vec<Option<u64>>| median(v.into_iter().flatten().map(|k| k as f64).collect());
     println!("memory (RSS, median):");
-    println!("  init                           {:>8.0} KiB", rss(runs.iter().map(|r| r.init_rss).collect()));
-    println!("  agent                          {:>8.0} KiB", rss(runs.iter().map(|r| r.agent_rss).collect()));
+    println!(
+        "  init                           {:>8.0} KiB",
+        rss(runs.iter().map(|r| r.init_rss).collect())
+    );
+    println!(
+        "  agent                          {:>8.0} KiB",
+        rss(runs.iter().map(|r| r.agent_rss).collect())
+    );
     println!("sizes:");
     let img = images();
     println!("  {}", size(&img.join("bzImage")));

@@ -1,0 +1,310 @@
+//! A namespace lab for agent tests without VMs: a switch (a namespace with bridge `br0`
+//! and the workstation address 169.254.1.4/16) and hosts, each a namespace whose `eth0` is
+//! a veth cabled to a switch port. Agents run as real processes in the hosts, with real
+//! netlink, ARP and TLS. Everything is removed on drop.
+
+use crate::netns::enter_and_run;
+use appliance_agent::api::types::{FactoryAddress, Status};
+use appliance_agent::cli::client::{Answer, Client, Trust};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub struct Lab {
+    pub switch: String,
+    hosts: Vec<String>,
+    pub dir: PathBuf,
+}
+
+/// A host on the lab's switch.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub ns: String,
+    /// The switch-side end of its cable.
+    port: String,
+    switch: String,
+}
+
+impl Lab {
+    pub fn new(dir: PathBuf) -> Lab {
+        let switch = crate::unique("sw");
+        ip(&["netns", "add", &switch]);
+        ip(&["-n", &switch, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n",
+            &switch,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+            "stp_state",
+            "0",
+        ]);
+        ip(&["-n", &switch, "addr", "add", "169.254.1.4/16", "dev", "br0"]);
+        ip(&["-n", &switch, "link", "set", "br0", "up"]);
+        Lab {
+            switch,
+            hosts: Vec::new(),
+            dir,
+        }
+    }
+
+    /// A new host cabled to the switch; its `eth0` has MAC `52:54:00:b0:00:<mac_last>`.
+    pub fn host(&mut self, mac_last: u8) -> Host {
+        let ns = crate::unique("h");
+        let port = format!("p{}", self.hosts.len() + 1);
+        ip(&["netns", "add", &ns]);
+        self.hosts.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        let mac = format!("52:54:00:b0:00:{mac_last:02x}");
+        ip(&[
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            &ns,
+            "address",
+            &mac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &self.switch,
+        ]);
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            &port,
+            "master",
+            "br0",
+            "up",
+        ]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        Host {
+            ns,
+            port,
+            switch: self.switch.clone(),
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.hosts.iter().chain(std::iter::once(&self.switch)) {
+            let _ = Command::new(crate::top().join("qemu/netns-down"))
+                .arg(ns)
+                .output();
+        }
+    }
+}
+
+impl Host {
+    /// Plugs or unplugs the cable at the switch (the host sees carrier go and come).
+    pub fn cable(&self, plugged: bool) {
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            &self.port,
+            if plugged { "up" } else { "down" },
+        ]);
+    }
+
+    /// Configures an address by hand, as a rogue host would (its kernel then answers probes).
+    pub fn add_address(&self, cidr: &str) {
+        ip(&["-n", &self.ns, "addr", "add", cidr, "dev", "eth0"]);
+        ip(&["-n", &self.ns, "link", "set", "eth0", "up"]);
+    }
+
+    /// The IPv4 addresses on `eth0`, as `a.b.c.d/p`.
+    pub fn addresses(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns, "-4", "-o", "addr", "show", "dev", "eth0"])
+            .output()
+            .expect("ip addr");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .skip_while(|w| *w != "inet")
+                    .nth(1)
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    pub fn mac(&self) -> [u8; 6] {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns, "-o", "link", "show", "dev", "eth0"])
+            .output()
+            .expect("ip link");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mac = text
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        let mut m = [0u8; 6];
+        for (i, part) in mac.split(':').enumerate().take(6) {
+            m[i] = u8::from_str_radix(part, 16).unwrap_or(0);
+        }
+        m
+    }
+
+    /// Runs `f` inside this host's namespace with a tokio runtime.
+    pub fn block_on<F: std::future::Future + Send>(&self, f: F) -> F::Output
+    where
+        F::Output: Send,
+    {
+        enter_and_run(&self.ns, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(f)
+        })
+    }
+}
+
+/// A real `appliance-agent` process on a lab host; killed on drop.
+pub struct Agent {
+    pub host: Host,
+    child: Option<Child>,
+    pub data: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent with `<data>/config/appliance.toml` = `config` (if given). Its API
+    /// listens on every address, so the tests reach it at 127.0.0.1 inside the host.
+    pub fn start(lab: &Lab, host: &Host, name: &str, config: Option<&str>) -> Agent {
+        let data = lab.dir.join(name).join("data");
+        let run = lab.dir.join(name).join("run");
+        std::fs::create_dir_all(data.join("config")).expect("data dir");
+        std::fs::create_dir_all(&run).expect("run dir");
+        if let Some(text) = config {
+            std::fs::write(data.join("config/appliance.toml"), text).expect("write config");
+        }
+        let mut a = Agent {
+            host: host.clone(),
+            child: None,
+            data,
+            log: lab.dir.join(format!("{name}.log")),
+        };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("agent log");
+        let run = self
+            .data
+            .parent()
+            .map(|p| p.join("run"))
+            .unwrap_or_default();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.host.ns])
+            .arg(crate::bin("appliance-agent"))
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--run-dir")
+            .arg(run)
+            .args(["--nic", "eth0", "--cmdline", "/dev/null"])
+            .env("APPLIANCE_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start appliance-agent");
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the agent as a crash would and starts it again.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// One API call to this agent, from inside its host.
+    pub fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Answer, String> {
+        crate::crypto();
+        let client = Client {
+            host: "127.0.0.1".into(),
+            port: 443,
+            trust: Trust::Insecure,
+            timeout: Duration::from_secs(5),
+        };
+        let path = format!("{}{path}", appliance_agent::api::PREFIX);
+        self.host.block_on(async move {
+            client
+                .request(method, &path, body)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    pub fn factory(&self) -> Result<FactoryAddress, String> {
+        let a = self.call("GET", "/network/factory-address", None)?;
+        serde_json::from_slice(&a.body)
+            .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&a.body)))
+    }
+
+    pub fn status(&self) -> Result<Status, String> {
+        let a = self.call("GET", "/status", None)?;
+        serde_json::from_slice(&a.body)
+            .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&a.body)))
+    }
+
+    /// Waits until the agent holds a factory address, and returns its status.
+    pub fn wait_held(&self, timeout: Duration) -> FactoryAddress {
+        crate::wait::until(
+            "the factory address to be held",
+            timeout,
+            Duration::from_millis(20),
+            || {
+                let f = self.factory()?;
+                if f.state == "held" {
+                    Ok(f)
+                } else {
+                    Err(format!("state {} (probing {:?})", f.state, f.probing))
+                }
+            },
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
