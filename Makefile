@@ -17,13 +17,14 @@ BENCH_RUNS  ?= 5
 HOST_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev \
                  cpio xz-utils build-essential e2fsprogs iproute2 kmod
 
-.PHONY: help deps kernel binaries image run test test-unit test-system bench-boot clean
+.PHONY: help deps kernel binaries image run test test-unit test-system bench-boot bench-acd clean
 
 help:
 	@echo "make run        build everything and boot the appliance in QEMU on a bridge"
 	@echo "make test       build everything and run every test (unit, namespace, QEMU)"
 	@echo "make image      build kernel, binaries and images into $(IMAGES)/"
 	@echo "make bench-boot boot $(BENCH_RUNS) times and print the boot-phase medians and sizes"
+	@echo "make bench-acd  time the factory address (link up to usable) per profile, in namespaces"
 
 deps:
 	@missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -67,6 +68,9 @@ test-system:
 
 bench-boot: deps image
 	cargo run --locked -q -p appliance-tests --bin bench-boot -- --runs $(BENCH_RUNS)
+
+bench-acd: deps binaries
+	cargo run --locked -q -p appliance-tests --bin bench-acd
 
 clean:
 	rm -rf out target
