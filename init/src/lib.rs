@@ -1,0 +1,168 @@
+//! `appliance-init`: PID 1 of the appliance.
+//!
+//! The boot sequence is [`run`]: mounts, console, kernel command line, data disk, last
+//! shutdown record, `lo`, then [`event_loop`], the one loop that supervises the agent, reaps
+//! every child, serves the control socket, watches the power button and carries out the
+//! ordered shutdown. Module map, one concern each:
+//!
+//! | module | concern |
+//! | --- | --- |
+//! | [`console`] | `[    1.234567] init: message` lines on the console and in the ring buffer; panic hook |
+//! | [`ring`] | the bounded in-memory log (128 KiB, oldest lines dropped) |
+//! | [`timeline`] | boot milestones in `/run/appliance/timeline` |
+//! | [`kernel`] | the [`kernel::Kernel`] trait in front of mount, kill, sync, reboot and the clock |
+//! | [`ffi`] | the only `unsafe` code: the `SIOCSIFFLAGS` ioctl, the empty signal mask for children |
+//! | [`mounts`] | early mounts and the unmount order at shutdown |
+//! | [`datadisk`] | find, check, format and mount `/data` (or a tmpfs) |
+//! | [`records`] | the state files: data state, last shutdown, shutdown record, atomic writes |
+//! | [`net`] | bring up `lo` |
+//! | [`signals`] | signal mask, signalfd, what each signal means |
+//! | [`reap`] | `waitpid` until no child is left |
+//! | [`supervisor`] | restart-with-backoff state machine for the agent |
+//! | [`agent`] | spawning the agent and reading its output pipe |
+//! | [`input`] | evdev power button |
+//! | [`control`] | the control socket |
+//! | [`shutdown`] | the ordered shutdown: state machine and final executor |
+//! | [`event_loop`] | the main loop tying the above together |
+//!
+//! PID 1 must never panic or exit: the lints below forbid the usual ways to panic outside
+//! tests, every error is logged and survived, and the panic hook logs anyway.
+
+#![deny(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::indexing_slicing,
+        clippy::print_stdout,
+        clippy::print_stderr,
+        clippy::exit
+    )
+)]
+
+#[macro_use]
+pub mod console;
+
+pub mod agent;
+pub mod control;
+pub mod datadisk;
+pub mod event_loop;
+#[allow(unsafe_code)]
+pub mod ffi;
+pub mod input;
+pub mod kernel;
+pub mod mounts;
+pub mod net;
+pub mod reap;
+pub mod records;
+pub mod ring;
+pub mod shutdown;
+pub mod signals;
+pub mod supervisor;
+pub mod timeline;
+
+#[cfg(test)]
+mod testutil;
+
+use std::convert::Infallible;
+use std::fmt;
+
+use appliance_proto::cmdline::BootParams;
+use appliance_proto::paths;
+
+use crate::kernel::{Kernel, Linux};
+
+/// The host name the appliance sets at boot; the agent may change it from the config.
+pub const HOSTNAME: &str = "appliance";
+
+/// Why [`run`] returned: the only case is that this process is not PID 1.
+#[derive(Debug)]
+pub struct NotPid1 {
+    pub pid: i32,
+}
+
+impl fmt::Display for NotPid1 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "refusing to run as pid {}: this is the appliance's pid 1 and would mount, kill \
+             every process and reboot; start it as /init (or in a pid namespace)",
+            self.pid
+        )
+    }
+}
+
+impl std::error::Error for NotPid1 {}
+
+/// Boots the appliance and runs the main loop; never returns when this process is PID 1.
+pub fn run() -> Result<Infallible, NotPid1> {
+    let mut k = Linux;
+    let t0 = k.now();
+    console::install_panic_hook();
+    let pid = nix::unistd::getpid().as_raw();
+    if pid != 1 {
+        return Err(NotPid1 { pid });
+    }
+    // Blocked first, so a SIGTERM during boot waits for the loop instead of being lost.
+    if let Err(e) = signals::block_all() {
+        error!("cannot block signals: {e}; signals may be lost");
+    }
+
+    // 1. File systems, console, run directory, first milestone.
+    mounts::mount_early(&mut k);
+    console::ensure_stdio();
+    if let Err(e) = k.mkdir(paths::RUN_DIR, 0o755) {
+        error!("cannot create {}: {e}", paths::RUN_DIR);
+    }
+    timeline::milestone_at(t0, "init-start");
+
+    // 2. Kernel command line, ctrl-alt-del, host name.
+    let params = read_boot_params();
+    console::set_level(params.log);
+    for w in &params.warnings {
+        warn!("{w}");
+    }
+    if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
+        warn!("cannot turn ctrl-alt-del into SIGINT: {e}");
+    }
+    match nix::unistd::sethostname(HOSTNAME) {
+        Ok(()) => info!("host name set to {HOSTNAME}"),
+        Err(e) => warn!("cannot set host name: {e}"),
+    }
+
+    // 3. Data disk. (A factory-reset wipe, when it comes, runs inside `datadisk::prepare`
+    // after the mount and before anything reads /data.)
+    let data = datadisk::prepare(&mut k, &params.data);
+    timeline::milestone("data-ready");
+
+    // 4. How the previous boot ended.
+    records::take_last_shutdown(&data);
+
+    // 5. Loopback.
+    match net::loopback_up() {
+        Ok(()) => info!("lo is up"),
+        Err(e) => error!("cannot bring up lo: {e}"),
+    }
+
+    // 6-8. Agent, signals, control socket, power button, shutdown.
+    event_loop::run(&mut k, data.is_persistent())
+}
+
+fn read_boot_params() -> BootParams {
+    match std::fs::read_to_string("/proc/cmdline") {
+        Ok(text) => {
+            let p = BootParams::parse(&text);
+            info!("kernel command line: {}", text.trim());
+            p
+        }
+        Err(e) => {
+            warn!("cannot read /proc/cmdline: {e}; using defaults");
+            BootParams::default()
+        }
+    }
+}
