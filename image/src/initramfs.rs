@@ -161,6 +161,9 @@ impl Initramfs {
             path: out.to_path_buf(),
             source,
         };
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(wrap)?;
+        }
         let tmp: PathBuf = out.with_extension("tmp");
         let file = std::fs::File::create(&tmp).map_err(wrap)?;
         let gz = flate2::write::GzEncoder::new(

@@ -39,6 +39,9 @@ pub fn blank_disk(path: &Path, size: u64) -> Result<(), ImageError> {
         path: path.to_path_buf(),
         source,
     };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(wrap)?;
+    }
     let tmp = path.with_extension("img.tmp");
     let f = std::fs::File::create(&tmp).map_err(wrap)?;
     f.set_len(size).map_err(wrap)?;

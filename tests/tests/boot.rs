@@ -181,16 +181,18 @@ fn a_killed_agent_is_restarted_by_init() {
         Duration::from_millis(250),
         || {
             let s = api::status(&sw.name, FACTORY)?;
-            if s.agent.pid != first.agent.pid {
-                Ok(s)
-            } else {
+            if s.agent.pid == first.agent.pid {
                 Err(format!("still the old agent (pid {})", s.agent.pid))
+            } else if s.factory_address.state != "held" {
+                Err(format!("new agent, factory address {}", s.factory_address.state))
+            } else {
+                Ok(s)
             }
         },
     );
     assert!(second.agent.running_seconds < first.agent.running_seconds + 60.0);
     assert!(vm.is_running());
-    // The factory address survives the restart; the certificate is loaded, not remade.
+    // The new agent re-checks and keeps the address the old one held.
     assert_eq!(
         second.factory_address.address.as_deref(),
         Some("169.254.1.1/24")
