@@ -24,6 +24,7 @@ struct Run {
     kernel_to_init: f64,
     init_to_listening: f64,
     listening_to_answering: f64,
+    listening_to_address: f64,
     total: f64,
     shutdown: f64,
     init_rss: Option<u64>,
@@ -33,14 +34,9 @@ struct Run {
 /// The guest timestamp of init's first console line, and when the host saw it.
 fn init_line(vm: &Vm) -> Option<f64> {
     let text = vm.console();
-    let line = text.lines().find(|l| l.contains("] init:"))?;
-    let ts = line
-        .trim_start()
-        .strip_prefix('[')?
-        .split(']')
-        .next()?
-        .trim();
-    ts.parse::<f64>().ok()
+    let end = text.find("] init:")?;
+    let start = text[..end].rfind('[')?;
+    text[start + 1..end].trim().parse::<f64>().ok()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -48,6 +44,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn one_boot(vm: &mut Vm, sw: &Switch) -> Run {
+    // A workstation that has not talked to this address before: with the previous boot's
+    // ARP entry still cached, its first SYN would reach the appliance before the address is
+    // claimed and wait out TCP's 1 s retransmission timer, which measures the client.
+    let _ = std::process::Command::new("ip").args(["-n", &sw.name, "neigh", "flush", "all"]).status();
     let t0 = Instant::now();
     vm.start();
     let deadline = Duration::from_secs(120);
@@ -63,9 +63,13 @@ fn one_boot(vm: &mut Vm, sw: &Switch) -> Run {
             seen_init = Some(Instant::now());
         }
         if vm.console().contains("api-listening") {
-            if let Ok(s) = api::status(&sw.name, "169.254.1.1") {
-                answered = Some(Instant::now());
-                status = Some(s);
+            let ta = Instant::now();
+            match api::status(&sw.name, "169.254.1.1") {
+                Ok(s) => {
+                    answered = Some(Instant::now());
+                    status = Some(s);
+                }
+                Err(e) => eprintln!("attempt at {:?} took {:?}: {e}", ta - t0, ta.elapsed()),
             }
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -95,6 +99,7 @@ fn one_boot(vm: &mut Vm, sw: &Switch) -> Run {
         kernel_to_init: init_start,
         init_to_listening: listening - init_start,
         listening_to_answering: total - kernel_start - listening,
+        listening_to_address: mark("factory-address-up") - listening,
         total,
         shutdown: ms(t_off.elapsed()),
         init_rss: status.agent.init_rss_kib,
@@ -167,6 +172,10 @@ fn main() {
     println!(
         "  API listening → answering      {:>8.0} ms  (HTTPS from the workstation over the bridge)",
         col(|r| r.listening_to_answering)
+    );
+    println!(
+        "    of which: factory address    {:>8.0} ms  (RFC 5227 probing, fast profile)",
+        col(|r| r.listening_to_address)
     );
     println!(
         "  QEMU start → API answering     {:>8.0} ms",
