@@ -143,10 +143,16 @@ pub fn run() -> Result<Infallible, NotPid1> {
     // 4. How the previous boot ended.
     records::take_last_shutdown(&data);
 
-    // 5. Loopback.
-    match net::loopback_up() {
+    // 5. Loopback, on a thread of its own: the kernel's work behind it (addresses, routes,
+    // IPv6 set-up) takes tens of milliseconds under emulation and nothing at boot waits
+    // for it.
+    let lo_up = || match net::loopback_up() {
         Ok(()) => info!("lo is up"),
         Err(e) => error!("cannot bring up lo: {e}"),
+    };
+    if let Err(e) = std::thread::Builder::new().name("lo".into()).spawn(lo_up) {
+        warn!("cannot start a thread ({e}); bringing lo up inline");
+        lo_up();
     }
 
     // 6-8. Agent, signals, control socket, power button, shutdown.

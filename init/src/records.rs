@@ -78,10 +78,32 @@ pub fn take_last_shutdown(data: &DataDisk) -> LastShutdown {
         data,
         Path::new(paths::SHUTDOWN_RECORD),
         Path::new(paths::LAST_SHUTDOWN),
+        true,
     )
 }
 
-pub fn take_last_shutdown_at(data: &DataDisk, record_path: &Path, out: &Path) -> LastShutdown {
+/// Deletes the shutdown record and makes the deletion durable.
+fn forget_record(record_path: &Path) {
+    match std::fs::remove_file(record_path) {
+        Ok(()) => {
+            if let Err(e) = sync_dir(record_path.parent().unwrap_or(Path::new("/"))) {
+                error!("cannot sync {}: {e}", record_path.display());
+            }
+        }
+        Err(e) => error!(
+            "cannot delete {}: {e}; the next unclean shutdown will look clean",
+            record_path.display()
+        ),
+    }
+}
+
+/// With `background`, the record is deleted on a thread of its own (see below).
+pub fn take_last_shutdown_at(
+    data: &DataDisk,
+    record_path: &Path,
+    out: &Path,
+    background: bool,
+) -> LastShutdown {
     let record = if data.is_persistent() {
         match std::fs::read_to_string(record_path) {
             Ok(text) => Record::Text(text),
@@ -101,18 +123,20 @@ pub fn take_last_shutdown_at(data: &DataDisk, record_path: &Path, out: &Path) ->
         error!("cannot write {}: {e}", out.display());
     }
     if record != Record::Missing {
-        // Gone for good before anything else happens, so that a crash from here on is
-        // reported as unclean at the next boot.
-        match std::fs::remove_file(record_path) {
-            Ok(()) => {
-                if let Err(e) = sync_dir(record_path.parent().unwrap_or(Path::new("/"))) {
-                    error!("cannot sync {}: {e}", record_path.display());
-                }
-            }
-            Err(e) => error!(
-                "cannot delete {}: {e}; the next unclean shutdown will look clean",
-                record_path.display()
-            ),
+        // Gone for good, so that a crash from here on is reported as unclean at the next
+        // boot. The directory sync waits for a journal commit (a disk flush); it runs on its
+        // own thread so the agent starts meanwhile, leaving a window of milliseconds in which
+        // a power cut would still be reported as the previous clean shutdown.
+        let path = record_path.to_path_buf();
+        let forget = move || forget_record(&path);
+        if !background {
+            forget();
+        } else if let Err(e) = std::thread::Builder::new()
+            .name("record".into())
+            .spawn(forget.clone())
+        {
+            warn!("cannot start a thread ({e}); removing the shutdown record inline");
+            forget();
         }
     }
     last
@@ -161,14 +185,14 @@ mod tests {
         let rec = t.path("shutdown");
         let out = t.path("last-shutdown");
         write_atomic(&rec, b"kind=reboot\nreason=api: test\ntime=7\n").unwrap();
-        let l = take_last_shutdown_at(&persistent(false), &rec, &out);
+        let l = take_last_shutdown_at(&persistent(false), &rec, &out, false);
         assert_eq!(l.kind, "reboot");
         assert!(!rec.exists());
         assert_eq!(
             LastShutdown::parse(&std::fs::read_to_string(&out).unwrap()),
             Some(l)
         );
-        let l = take_last_shutdown_at(&persistent(false), &rec, &out);
+        let l = take_last_shutdown_at(&persistent(false), &rec, &out, false);
         assert_eq!(l.kind, "unclean");
         assert_eq!(
             LastShutdown::parse(&std::fs::read_to_string(&out).unwrap())

@@ -70,7 +70,7 @@ impl DataDisk {
 /// Finds, checks, formats if needed, and mounts `/data`; never fails (volatile instead).
 pub fn prepare(k: &mut impl Kernel, source: &DataSource) -> DataDisk {
     let state = match find(source) {
-        Decision::Mount { dev } => match tools::check(&dev) {
+        Decision::Mount { dev } => match check_unless_clean(&dev) {
             Ok(check) => match mount_data(k, &dev) {
                 Ok(()) => DataState::Persistent {
                     device: dev,
@@ -110,6 +110,21 @@ pub fn prepare(k: &mut impl Kernel, source: &DataSource) -> DataDisk {
         error!("cannot write {}: {e}", paths::DATA_STATE);
     }
     DataDisk { state }
+}
+
+/// Runs `e2fsck` unless the superblock says the file system was unmounted cleanly.
+fn check_unless_clean(dev: &str) -> Result<String, String> {
+    match scan::read_superblock(dev).map(|sb| superblock::check_needed(&sb)) {
+        Ok(None) => Ok("clean (superblock)".into()),
+        Ok(Some(why)) => {
+            info!("{dev}: {why}: running e2fsck");
+            tools::check(dev)
+        }
+        Err(e) => {
+            warn!("cannot read the superblock of {dev} ({e}): running e2fsck");
+            tools::check(dev)
+        }
+    }
 }
 
 /// Scans the disks and decides; waits up to [`WAIT_FOR_NAMED`] for a named device or label

@@ -95,6 +95,17 @@ pub fn probe(device: &BlockDevice) -> Content {
 
 const CHUNK: usize = 64 * 1024;
 
+/// The 1 KiB ext superblock of `dev`.
+pub fn read_superblock(dev: &str) -> std::io::Result<Vec<u8>> {
+    let mut f = File::open(dev)?;
+    f.seek(SeekFrom::Start(
+        crate::datadisk::superblock::SUPERBLOCK_OFFSET as u64,
+    ))?;
+    let mut sb = vec![0u8; 1024];
+    f.read_exact(&mut sb)?;
+    Ok(sb)
+}
+
 fn probe_file(path: &str, size: u64) -> std::io::Result<Content> {
     let region = BLANK_REGION as u64;
     let mut f = File::open(path)?;

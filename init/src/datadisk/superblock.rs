@@ -37,6 +37,59 @@ pub fn ext_label(sb: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(raw.get(..end)?).into_owned())
 }
 
+const STATE_OFFSET: usize = 58;
+const MNT_COUNT_OFFSET: usize = 52;
+const MAX_MNT_COUNT_OFFSET: usize = 54;
+const CHECKINTERVAL_OFFSET: usize = 68;
+const INCOMPAT_OFFSET: usize = 96;
+const STATE_VALID: u16 = 0x1;
+const STATE_ERROR: u16 = 0x2;
+const INCOMPAT_RECOVER: u32 = 0x4;
+
+fn le16(sb: &[u8], at: usize) -> Option<u16> {
+    let b = sb.get(at..at + 2)?;
+    Some(u16::from_le_bytes([*b.first()?, *b.get(1)?]))
+}
+
+fn le32(sb: &[u8], at: usize) -> Option<u32> {
+    let b = sb.get(at..at + 4)?;
+    Some(u32::from_le_bytes([
+        *b.first()?,
+        *b.get(1)?,
+        *b.get(2)?,
+        *b.get(3)?,
+    ]))
+}
+
+/// Why an ext file system needs `e2fsck` before it is mounted, or `None` when its
+/// superblock says it was unmounted cleanly and nothing asks for a check: valid state, no
+/// error flag, no journal waiting for recovery, no mount-count or interval check due.
+/// (Running `e2fsck -p` costs a process start under emulation; it would answer "clean".)
+pub fn check_needed(sb: &[u8]) -> Option<&'static str> {
+    ext_label(sb)?;
+    let (Some(state), Some(incompat)) = (le16(sb, STATE_OFFSET), le32(sb, INCOMPAT_OFFSET)) else {
+        return Some("superblock too short");
+    };
+    if state & STATE_VALID == 0 {
+        return Some("not cleanly unmounted");
+    }
+    if state & STATE_ERROR != 0 {
+        return Some("errors recorded");
+    }
+    if incompat & INCOMPAT_RECOVER != 0 {
+        return Some("journal needs recovery");
+    }
+    let mounts = le16(sb, MNT_COUNT_OFFSET).unwrap_or(0);
+    let max = le16(sb, MAX_MNT_COUNT_OFFSET).unwrap_or(0) as i16;
+    if max > 0 && i32::from(mounts) >= i32::from(max) {
+        return Some("maximal mount count reached");
+    }
+    if le32(sb, CHECKINTERVAL_OFFSET).unwrap_or(0) != 0 {
+        return Some("periodic checks are configured");
+    }
+    None
+}
+
 /// Classifies a device from its first bytes (`head`, from offset 0, up to
 /// [`BLANK_REGION`]) and its last bytes (`tail`, may be empty when `head` covered it all).
 pub fn classify(head: &[u8], tail: &[u8]) -> Content {
@@ -65,6 +118,35 @@ pub mod tests {
         let start = SUPERBLOCK_OFFSET + LABEL_OFFSET;
         img[start..start + label.len()].copy_from_slice(label.as_bytes());
         img
+    }
+
+    fn set16(img: &mut [u8], at: usize, v: u16) {
+        img[SUPERBLOCK_OFFSET + at..SUPERBLOCK_OFFSET + at + 2].copy_from_slice(&v.to_le_bytes());
+    }
+
+    #[test]
+    fn only_a_cleanly_unmounted_file_system_skips_the_check() {
+        let mut img = ext_image("APPLIANCE_DATA");
+        let sb = |img: &Vec<u8>| img[SUPERBLOCK_OFFSET..].to_vec();
+        assert_eq!(check_needed(&sb(&img)), Some("not cleanly unmounted"));
+        set16(&mut img, STATE_OFFSET, STATE_VALID);
+        assert_eq!(check_needed(&sb(&img)), None);
+        set16(&mut img, STATE_OFFSET, STATE_VALID | STATE_ERROR);
+        assert_eq!(check_needed(&sb(&img)), Some("errors recorded"));
+        set16(&mut img, STATE_OFFSET, STATE_VALID);
+        img[SUPERBLOCK_OFFSET + INCOMPAT_OFFSET] = INCOMPAT_RECOVER as u8;
+        assert_eq!(check_needed(&sb(&img)), Some("journal needs recovery"));
+        img[SUPERBLOCK_OFFSET + INCOMPAT_OFFSET] = 0;
+        set16(&mut img, MNT_COUNT_OFFSET, 20);
+        set16(&mut img, MAX_MNT_COUNT_OFFSET, 20);
+        assert_eq!(check_needed(&sb(&img)), Some("maximal mount count reached"));
+        set16(&mut img, MAX_MNT_COUNT_OFFSET, 0xffff); // -1: no limit
+        assert_eq!(check_needed(&sb(&img)), None);
+        assert_eq!(
+            check_needed(&[0u8; 1024]),
+            None,
+            "not ext at all: nothing to say"
+        );
     }
 
     #[test]
