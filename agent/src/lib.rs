@@ -8,6 +8,7 @@
 //! - [`boot`]: the boot timeline;
 //! - [`cli`]: `appliancectl`.
 
+pub mod admin;
 pub mod api;
 pub mod boot;
 pub mod cli;
@@ -71,7 +72,8 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         };
         tokio::spawn(service.run());
     }
-    let (tls_config, origin) = tls_task.await??;
+    let (identity, origin) = tls_task.await??;
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(identity.server_config());
     match origin {
         tls::Origin::Generated => tracing::info!("generated a self-signed TLS certificate"),
         tls::Origin::Loaded => tracing::debug!("loaded the TLS certificate"),
@@ -85,6 +87,8 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         settings: settings.clone(),
         started,
         factory,
+        admin: Arc::new(admin::Admin::open(&settings.data_dir.join("config"))),
+        tls: tls.clone(),
         config,
         nl,
     };
@@ -118,14 +122,14 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     })?;
     axum_server::from_tcp_rustls(
         listener,
-        axum_server::tls_rustls::RustlsConfig::from_config(tls_config),
+        tls,
     )
     .map_err(|source| AgentError::Serve {
         addr: settings.listen,
         source,
     })?
     .handle(handle)
-    .serve(api::router(app).into_make_service())
+    .serve(api::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>())
     .await
     .map_err(|source| AgentError::Serve {
         addr: settings.listen,

@@ -5,7 +5,7 @@
 
 use crate::netns::enter_and_run;
 use appliance_agent::api::types::{FactoryAddress, Status};
-use appliance_agent::cli::client::{Answer, Client, Trust};
+use appliance_agent::cli::client::Answer;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -255,22 +255,16 @@ impl Agent {
         self.spawn();
     }
 
-    /// One API call to this agent, from inside its host.
+    /// One API call to this agent as the administrator, from inside its host.
     pub fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Answer, String> {
-        crate::crypto();
-        let client = Client {
-            host: "127.0.0.1".into(),
-            port: 443,
-            trust: Trust::Insecure,
-            timeout: Duration::from_secs(5),
-        };
-        let path = format!("{}{path}", appliance_agent::api::PREFIX);
-        self.host.block_on(async move {
-            client
-                .request(method, &path, body)
-                .await
-                .map_err(|e| e.to_string())
-        })
+        crate::api::call(&self.host.ns, "127.0.0.1", method, path, body)
+    }
+
+    /// Waits until the agent's API answers (any HTTP answer counts).
+    pub fn wait_api(&self) {
+        crate::wait::until("the agent's API", Duration::from_secs(20), Duration::from_millis(50), || {
+            crate::api::call_raw(&self.host.ns, "127.0.0.1", "GET", "/status", None)
+        });
     }
 
     pub fn factory(&self) -> Result<FactoryAddress, String> {

@@ -45,6 +45,19 @@ impl Switch {
             .expect("run ip netns exec")
     }
 
+    /// Runs `appliancectl` (with `--insecure`) in the namespace against `host`, logged in.
+    pub fn ctl(&self, host: &str, args: &[&str]) -> Output {
+        let token = crate::api::token(&self.name, host).unwrap_or_default();
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(crate::bin("appliancectl"))
+            .args(["--insecure", "--host", host])
+            .args(args)
+            .env("APPLIANCE_TOKEN", token)
+            .output()
+            .expect("run appliancectl")
+    }
+
     /// Runs `f` on a thread that has entered the namespace: sockets it opens live there.
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         enter_and_run(&self.name, f)

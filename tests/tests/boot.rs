@@ -54,7 +54,7 @@ fn boots_to_an_answering_api_with_a_fresh_data_disk() {
     assert_eq!(s.factory_address.nic.as_deref(), Some("eth0"));
 
     // The CLI, from the workstation at 169.254.1.4: human output and --json.
-    let out = sw.exec(&bin("appliancectl"), &["--insecure", "status"]);
+    let out = sw.ctl(FACTORY, &["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -62,7 +62,7 @@ fn boots_to_an_answering_api_with_a_fresh_data_disk() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("169.254.1.1/24 on eth0"), "{text}");
-    let out = sw.exec(&bin("appliancectl"), &["--insecure", "--json", "status"]);
+    let out = sw.ctl(FACTORY, &["--json", "status"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
     assert_eq!(v["data"]["mode"], "persistent");
 
@@ -76,10 +76,7 @@ fn boots_to_an_answering_api_with_a_fresh_data_disk() {
 fn shutdown_via_the_api_powers_off_and_is_recorded() {
     let (_dir, sw, mut vm) = boot("shutdown_via_the_api", "");
     api::wait_status(&sw.name, FACTORY, BOOT);
-    let out = sw.exec(
-        &bin("appliancectl"),
-        &["--insecure", "shutdown", "--reason", "end of test"],
-    );
+    let out = sw.ctl(FACTORY, &["shutdown", "--reason", "end of test"]);
     assert!(
         out.status.success(),
         "{}",

@@ -24,7 +24,7 @@ fn two_fresh_appliances_booted_together_end_on_1_and_2_and_both_answer() {
     assert!(!s2.factory_address.conflicts.is_empty(), "{:?}", s2.factory_address);
     assert!(s2.factory_address.conflicts.iter().all(|c| c.address == "169.254.1.1"));
     for host in ["169.254.1.1", "169.254.1.2"] {
-        let out = sw.exec(&bin("appliancectl"), &["--insecure", "--host", host, "status"]);
+        let out = sw.ctl(host, &["status"]);
         assert!(out.status.success(), "{host}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{host}/24 on eth0")));
     }

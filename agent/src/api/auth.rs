@@ -1,21 +1,45 @@
-//! Who may call the API.
-//!
-//! Every route but status passes through [`require_admin`]. Today it admits every caller:
-//! accounts, sessions and API tokens arrive with the administration issue and plug in
-//! here, without touching the handlers.
+//! Who may call the API: every route but login and the password change passes through
+//! [`require_admin`], which checks the bearer token with [`crate::admin::Admin`] and puts
+//! the caller's [`Principal`] in the request's extensions.
 
-use axum::extract::Request;
+use super::{ApiError, AppState};
+use crate::admin::store::AuthError;
+pub use crate::admin::store::Principal;
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
-/// The caller a request runs as, placed in the request's extensions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Principal {
-    /// No authentication is configured yet: every caller is the administrator.
-    Unauthenticated,
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(request_headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = request_headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
 }
 
-pub async fn require_admin(mut request: Request, next: Next) -> Response {
-    request.extensions_mut().insert(Principal::Unauthenticated);
-    next.run(request).await
+pub async fn require_admin(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+    let token = bearer(request.headers());
+    match app.admin.authenticate(token.as_deref()) {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(e) => ApiError::Auth(e).into_response(),
+    }
+}
+
+/// The status and stable code for each authentication error.
+pub fn status_and_code(e: &AuthError) -> (axum::http::StatusCode, &'static str) {
+    use axum::http::StatusCode as S;
+    match e {
+        AuthError::Missing | AuthError::Invalid => (S::UNAUTHORIZED, "unauthorized"),
+        AuthError::BadCredentials => (S::UNAUTHORIZED, "bad_credentials"),
+        AuthError::DefaultPassword => (S::FORBIDDEN, "password_change_required"),
+        AuthError::Locked(_) => (S::TOO_MANY_REQUESTS, "too_many_attempts"),
+        AuthError::Password(_) => (S::BAD_REQUEST, "password_rules"),
+        AuthError::BadTokenName => (S::BAD_REQUEST, "bad_request"),
+        AuthError::TokenExists(_) | AuthError::TooManyTokens => (S::CONFLICT, "conflict"),
+        AuthError::TokenNotFound(_) => (S::NOT_FOUND, "not_found"),
+        AuthError::Store(_) | AuthError::Encode(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
+    }
 }

@@ -7,16 +7,16 @@
 pub mod auth;
 mod debug;
 mod network;
+mod system;
 pub mod types;
 
 use crate::settings::Settings;
-use crate::system::{self, Power, PowerCommand, PowerError};
-use appliance_proto::control::PowerAction;
+use crate::system::{Power, PowerError};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use std::sync::{Arc, Mutex};
@@ -39,6 +39,8 @@ pub enum ApiError {
     Internal(String),
     #[error(transparent)]
     Power(#[from] PowerError),
+    #[error(transparent)]
+    Auth(#[from] crate::admin::store::AuthError),
 }
 
 impl ApiError {
@@ -54,6 +56,7 @@ impl ApiError {
             ApiError::Power(PowerError::DelayTooLong | PowerError::ReasonTooLong) => {
                 (StatusCode::BAD_REQUEST, "bad_request")
             }
+            ApiError::Auth(e) => auth::status_and_code(e),
             ApiError::Power(PowerError::Init(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "init_unavailable")
             }
@@ -83,6 +86,14 @@ fn parse_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
+/// Parses a JSON body that must be there.
+fn parse_required<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest("a JSON body is required".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -91,50 +102,16 @@ pub struct AppState {
     pub factory: Arc<Mutex<types::FactoryAddress>>,
     pub power: Power,
     pub config: Arc<crate::config::ConfigStore>,
+    pub admin: Arc<crate::admin::Admin>,
+    /// The live TLS configuration, reloaded when a certificate is imported.
+    pub tls: axum_server::tls_rustls::RustlsConfig,
     pub nl: crate::net::netlink::Netlink,
 }
 
 async fn status(State(app): State<AppState>) -> Json<types::Status> {
-    let mut s = system::status(&app.settings, &network::factory_snapshot(&app), app.started);
+    let mut s = crate::system::status(&app.settings, &network::factory_snapshot(&app), app.started);
     s.config_error = app.config.load_error();
     Json(s)
-}
-
-async fn power(
-    app: &AppState,
-    action: PowerAction,
-    body: &Bytes,
-) -> Result<(StatusCode, Json<types::PowerAccepted>), ApiError> {
-    let req: types::PowerRequest = parse_body(body)?;
-    let cmd = PowerCommand::from_request(action, &req)?;
-    let delay_seconds = cmd.delay.as_secs() as u32;
-    app.power.schedule(cmd).await?;
-    let what = match action {
-        PowerAction::PowerOff => "power off",
-        PowerAction::Reboot => "reboot",
-        PowerAction::Halt => "halt",
-    };
-    let when = if delay_seconds == 0 {
-        "now".to_string()
-    } else {
-        format!("in {delay_seconds} s")
-    };
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(types::PowerAccepted {
-            action: action.to_string(),
-            delay_seconds,
-            message: format!("the appliance will {what} {when}"),
-        }),
-    ))
-}
-
-async fn shutdown(State(app): State<AppState>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
-    power(&app, PowerAction::PowerOff, &body).await
-}
-
-async fn reboot(State(app): State<AppState>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
-    power(&app, PowerAction::Reboot, &body).await
 }
 
 async fn fallback(uri: axum::http::Uri) -> ApiError {
@@ -143,12 +120,12 @@ async fn fallback(uri: axum::http::Uri) -> ApiError {
 
 pub fn router(app: AppState) -> Router {
     let admin = Router::new()
-        .route("/system/shutdown", post(shutdown))
-        .route("/system/reboot", post(reboot))
+        .route("/status", get(status))
+        .merge(system::routes())
         .merge(network::routes())
         .merge(debug::routes())
-        .layer(axum::middleware::from_fn(auth::require_admin));
-    let api = Router::new().route("/status", get(status)).merge(admin);
+        .layer(axum::middleware::from_fn_with_state(app.clone(), auth::require_admin));
+    let api = Router::new().merge(system::public_routes()).merge(admin);
     Router::new()
         .nest(PREFIX, api)
         .fallback(fallback)

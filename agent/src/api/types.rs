@@ -27,6 +27,8 @@ pub struct Status {
     pub last_shutdown: Option<LastShutdown>,
     pub factory_address: FactoryAddress,
     pub agent: AgentStatus,
+    /// Status > Basics: identity, firmware, kernel, CPU, memory, disks, NICs.
+    pub basics: Basics,
     /// Why the configuration file on /data is not in force (the agent runs on factory
     /// defaults until it is fixed or replaced).
     pub config_error: Option<String>,
@@ -127,4 +129,153 @@ pub struct PowerAccepted {
     pub action: String,
     pub delay_seconds: u32,
     pub message: String,
+}
+
+/// `POST /appliance/api/v1/login`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginResponse {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// The session ends after this long without use (and 12 h after login at most).
+    pub expires_in_seconds: u64,
+    /// The factory default password is in force: change it before anything else.
+    pub must_change_password: bool,
+}
+
+/// `POST /appliance/api/v1/system/admin/password` (no token needed: the current password
+/// proves who is asking).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    #[serde(default)]
+    pub username: Option<String>,
+    pub current_password: String,
+    pub new_password: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Message {
+    pub message: String,
+}
+
+/// `POST /appliance/api/v1/system/tokens`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub name: String,
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NewApiToken {
+    pub name: String,
+    /// Shown once; only its hash is kept.
+    pub token: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub name: String,
+    pub created_unix: u64,
+    pub expires_unix: Option<u64>,
+}
+
+/// Status > Basics.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Basics {
+    pub identity: SystemIdentity,
+    pub firmware_version: String,
+    pub firmware_build: String,
+    pub kernel: String,
+    pub cpu: Cpu,
+    pub memory: Memory,
+    pub disks: Vec<Disk>,
+    pub nics: Vec<Nic>,
+    /// When a setting under /data/config last changed (seconds since the epoch).
+    pub last_config_change_unix: Option<u64>,
+}
+
+/// SMBIOS system information (type 1).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SystemIdentity {
+    pub manufacturer: Option<String>,
+    pub product_name: Option<String>,
+    pub serial_number: Option<String>,
+    pub uuid: Option<String>,
+    /// `smbios`, or why there is none.
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Cpu {
+    pub model: Option<String>,
+    pub logical_cpus: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Memory {
+    pub total_bytes: Option<u64>,
+    pub available_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Disk {
+    pub name: String,
+    pub size_bytes: u64,
+    pub model: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Nic {
+    pub name: String,
+    pub mac: Option<String>,
+    pub driver: Option<String>,
+}
+
+/// `GET /appliance/api/v1/system/certificate`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CertificateInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub subject_alt_names: Vec<String>,
+    pub not_before_unix: i64,
+    pub not_after_unix: i64,
+    pub self_signed: bool,
+    pub chain_length: usize,
+    pub sha256_fingerprint: String,
+}
+
+/// `PUT /appliance/api/v1/system/certificate`: a chain (leaf first) and its key, PEM.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateImport {
+    pub chain_pem: String,
+    pub key_pem: String,
+    /// For a key in encrypted PKCS#8 form.
+    #[serde(default)]
+    pub passphrase: Option<String>,
+}
+
+/// `POST /appliance/api/v1/system/certificate/export`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateExportRequest {
+    /// Protect the exported key with this passphrase (strongly recommended).
+    #[serde(default)]
+    pub passphrase: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CertificateExport {
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub key_encrypted: bool,
 }

@@ -194,6 +194,8 @@ pub struct Client {
     pub port: u16,
     pub trust: Trust,
     pub timeout: Duration,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 /// A response: status and body.
@@ -205,7 +207,8 @@ pub struct Answer {
 }
 
 impl Client {
-    fn target(&self) -> String {
+    /// `host:port`, as the known-hosts and sessions files name the appliance.
+    pub fn target(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
@@ -324,6 +327,9 @@ impl Client {
             );
         if has_body {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = &self.token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))

@@ -6,6 +6,8 @@
 
 pub mod client;
 mod render;
+pub mod session;
+mod system;
 
 use crate::api::types;
 use clap::{Parser, Subcommand};
@@ -51,10 +53,26 @@ pub struct Cli {
 pub enum Command {
     /// Show version, uptime, boot timeline, data partition and addresses.
     Status,
+    /// Log in (the session is kept per appliance in ~/.config/appliancectl/sessions).
+    Login(system::LoginArgs),
+    /// End the session.
+    Logout,
+    /// Change the admin password (the factory default must be changed first).
+    Passwd(system::LoginArgs),
+    /// API tokens for scripts.
+    Token {
+        #[command(subcommand)]
+        action: system::TokenAction,
+    },
+    /// The HTTPS certificate: show, import, export.
+    Cert {
+        #[command(subcommand)]
+        action: system::CertAction,
+    },
     /// Shut the appliance down and power it off.
-    Shutdown(PowerArgs),
+    Shutdown(system::PowerArgs),
     /// Restart the appliance.
-    Reboot(PowerArgs),
+    Reboot(system::PowerArgs),
     /// Show or change the factory address (169.254.1.x).
     #[command(name = "factory-address")]
     FactoryAddress {
@@ -77,20 +95,15 @@ pub enum FactoryAction {
     },
 }
 
-#[derive(clap::Args, Debug)]
-pub struct PowerArgs {
-    /// Why, for the log and the last-shutdown record.
-    #[arg(long)]
-    pub reason: Option<String>,
-    /// Wait this many seconds first.
-    #[arg(long, default_value_t = 0)]
-    pub delay: u32,
-}
 
 #[derive(Debug, thiserror::Error)]
-enum CliError {
+pub(crate) enum CliError {
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Local(std::io::Error),
     #[error("the appliance answered {status}: {message}")]
     Api {
         status: u16,
@@ -104,14 +117,18 @@ enum CliError {
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
-            CliError::Api { .. } => 1,
+            CliError::Api { .. } | CliError::Local(_) => 1,
+            CliError::Usage(_) => 2,
             CliError::Client(ClientError::Tls { .. } | ClientError::CertificateChanged { .. }) => 4,
             CliError::Client(_) | CliError::Decode(_) => 3,
         }
     }
 }
 
-fn check(answer: client::Answer) -> Result<serde_json::Value, CliError> {
+/// What a verb produced: the API's JSON (for `--json`) and text for people.
+pub(crate) type Outcome = Result<(serde_json::Value, String), CliError>;
+
+pub(crate) fn check(answer: client::Answer) -> Result<serde_json::Value, CliError> {
     let value: serde_json::Value = if answer.body.is_empty() {
         serde_json::Value::Null
     } else {
@@ -137,37 +154,14 @@ fn check(answer: client::Answer) -> Result<serde_json::Value, CliError> {
 async fn execute(cli: &Cli, client: &Client) -> Result<String, CliError> {
     let api = crate::api::PREFIX;
     let (value, text) = match &cli.command {
-        Command::Status => {
-            let v = check(
-                client
-                    .request("GET", &format!("{api}/status"), None)
-                    .await?,
-            )?;
-            let status: types::Status =
-                serde_json::from_value(v.clone()).map_err(CliError::Decode)?;
-            let text = render::status(&status);
-            (v, text)
-        }
-        Command::Shutdown(p) | Command::Reboot(p) => {
-            let verb = if matches!(cli.command, Command::Shutdown(_)) {
-                "shutdown"
-            } else {
-                "reboot"
-            };
-            let req = types::PowerRequest {
-                reason: p.reason.clone(),
-                delay_seconds: Some(p.delay),
-            };
-            let body = serde_json::to_vec(&req).map_err(CliError::Decode)?;
-            let v = check(
-                client
-                    .request("POST", &format!("{api}/system/{verb}"), Some(body))
-                    .await?,
-            )?;
-            let accepted: types::PowerAccepted =
-                serde_json::from_value(v.clone()).map_err(CliError::Decode)?;
-            (v, accepted.message)
-        }
+        Command::Status => system::status(client).await?,
+        Command::Login(a) => system::login(client, a).await?,
+        Command::Logout => system::logout(client).await?,
+        Command::Passwd(a) => system::passwd(client, a).await?,
+        Command::Token { action } => system::token(client, action).await?,
+        Command::Cert { action } => system::cert(client, action).await?,
+        Command::Shutdown(p) => system::power(client, "shutdown", p).await?,
+        Command::Reboot(p) => system::power(client, "reboot", p).await?,
         Command::FactoryAddress { action } => {
             let path = format!("{api}/network/factory-address");
             let update = match action {
@@ -218,7 +212,7 @@ pub fn main() -> ExitCode {
         (Some(fp), false) => Trust::Fingerprint(fp.clone()),
         (None, false) => Trust::KnownHosts(Trust::default_known_hosts()),
     };
-    let client = Client {
+    let mut client = Client {
         host: cli
             .host
             .trim_start_matches('[')
@@ -227,7 +221,9 @@ pub fn main() -> ExitCode {
         port: cli.port,
         trust,
         timeout: Duration::from_secs(cli.timeout.max(1)),
+        token: None,
     };
+    client.token = session::token_for(&client.target());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -20,6 +20,7 @@ pub fn status(s: &types::Status) -> String {
         "{:<16}{} {} (build {})",
         "Product", s.product, s.version, s.build
     );
+    out.push_str(&basics(&s.basics));
     let _ = writeln!(out, "{:<16}{}", "Hostname", s.hostname);
     let _ = writeln!(out, "{:<16}{}", "Uptime", duration(s.uptime_seconds));
     let data = match (&s.data.mode[..], &s.data.device) {
@@ -103,6 +104,44 @@ pub fn factory_lines(fa: &types::FactoryAddress) -> String {
             c.kind,
             ago(c.unix_time)
         );
+    }
+    out
+}
+
+fn mib(bytes: u64) -> String {
+    if bytes >= 10 << 30 {
+        format!("{:.0} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
+    }
+}
+
+/// Status > Basics lines.
+fn basics(b: &types::Basics) -> String {
+    let mut out = String::new();
+    let id = &b.identity;
+    let unknown = || "unknown".to_string();
+    let _ = writeln!(out, "{:<16}{}", "Manufacturer", id.manufacturer.clone().unwrap_or_else(unknown));
+    let _ = writeln!(out, "{:<16}{}", "Model", id.product_name.clone().unwrap_or_else(unknown));
+    let _ = writeln!(out, "{:<16}{}", "Serial number", id.serial_number.clone().unwrap_or_else(unknown));
+    if let Some(uuid) = &id.uuid {
+        let _ = writeln!(out, "{:<16}{uuid}", "UUID");
+    }
+    let _ = writeln!(out, "{:<16}{} (build {}), kernel {}", "Firmware", b.firmware_version, b.firmware_build, b.kernel);
+    let _ = writeln!(out, "{:<16}{} × {}", "CPU", b.cpu.logical_cpus, b.cpu.model.clone().unwrap_or_else(unknown));
+    if let (Some(t), Some(a)) = (b.memory.total_bytes, b.memory.available_bytes) {
+        let _ = writeln!(out, "{:<16}{} ({} available)", "Memory", mib(t), mib(a));
+    }
+    let disks: Vec<String> = b.disks.iter().map(|d| format!("{} {}", d.name, mib(d.size_bytes))).collect();
+    let _ = writeln!(out, "{:<16}{}", "Disks", if disks.is_empty() { "none".into() } else { disks.join(", ") });
+    let nics: Vec<String> = b
+        .nics
+        .iter()
+        .map(|n| format!("{} {}", n.name, n.mac.clone().unwrap_or_default()))
+        .collect();
+    let _ = writeln!(out, "{:<16}{}", "NICs", nics.join(", "));
+    if let Some(t) = b.last_config_change_unix {
+        let _ = writeln!(out, "{:<16}{}", "Settings changed", ago(t));
     }
     out
 }

@@ -1,5 +1,6 @@
 //! The system: status, and power actions carried out by init.
 
+pub mod basics;
 pub mod init_client;
 
 use crate::api::types;
@@ -194,6 +195,7 @@ pub fn status(
                 .then(|| rss_kib("1"))
                 .flatten(),
         },
+        basics: basics::basics(&settings.data_dir.join("config")),
         config_error: None,
     }
 }

@@ -1,0 +1,214 @@
+//! Verbs for the system: status, login, logout, passwd, token, shutdown, reboot.
+
+use super::client::{Answer, Client};
+use super::{check, render, session, CliError, Outcome};
+use crate::api::types;
+use clap::Subcommand;
+
+#[derive(clap::Args, Debug)]
+pub struct PowerArgs {
+    /// Why, for the log and the last-shutdown record.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Wait this many seconds first.
+    #[arg(long, default_value_t = 0)]
+    pub delay: u32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LoginArgs {
+    /// User name.
+    #[arg(long, default_value = "admin")]
+    pub user: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenAction {
+    /// List API tokens (names and dates; tokens are shown only when made).
+    List,
+    /// Make an API token for scripts; it is printed once.
+    Create {
+        name: String,
+        /// Expire after this many days (default: never).
+        #[arg(long)]
+        days: Option<u32>,
+    },
+    /// Revoke an API token.
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertAction {
+    /// Show the certificate in use.
+    Show,
+    /// Replace the certificate: a PEM chain (leaf first) and its PEM key.
+    Import {
+        #[arg(long)]
+        chain: std::path::PathBuf,
+        #[arg(long)]
+        key: std::path::PathBuf,
+        /// The key's passphrase is in this file (first line).
+        #[arg(long)]
+        passphrase_file: Option<std::path::PathBuf>,
+    },
+    /// Save the certificate chain and key (for the failover peer).
+    Export {
+        #[arg(long)]
+        chain_out: std::path::PathBuf,
+        #[arg(long)]
+        key_out: std::path::PathBuf,
+        /// Protect the key with the passphrase in this file (first line); recommended.
+        #[arg(long)]
+        passphrase_file: Option<std::path::PathBuf>,
+    },
+}
+
+fn passphrase(file: &Option<std::path::PathBuf>) -> Result<Option<String>, CliError> {
+    match file {
+        None => Ok(None),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(CliError::Local)?;
+            Ok(Some(text.lines().next().unwrap_or("").to_string()))
+        }
+    }
+}
+
+fn cert_text(c: &types::CertificateInfo) -> String {
+    format!(
+        "Subject         {}\nIssuer          {}{}\nNames           {}\nValid           unix {} to {}\nSHA-256         {}",
+        c.subject,
+        c.issuer,
+        if c.self_signed { " (self-signed)" } else { "" },
+        c.subject_alt_names.join(", "),
+        c.not_before_unix,
+        c.not_after_unix,
+        c.sha256_fingerprint
+    )
+}
+
+pub async fn cert(client: &Client, action: &CertAction) -> Outcome {
+    match action {
+        CertAction::Show => {
+            let v = check(client.request("GET", &api("/system/certificate"), None).await?)?;
+            let c: types::CertificateInfo = decode(&v)?;
+            Ok((v, cert_text(&c)))
+        }
+        CertAction::Import { chain, key, passphrase_file } => {
+            let req = types::CertificateImport {
+                chain_pem: std::fs::read_to_string(chain).map_err(CliError::Local)?,
+                key_pem: std::fs::read_to_string(key).map_err(CliError::Local)?,
+                passphrase: passphrase(passphrase_file)?,
+            };
+            let v = check(client.request("PUT", &api("/system/certificate"), body(&req)?).await?)?;
+            let c: types::CertificateInfo = decode(&v)?;
+            Ok((v, format!("certificate imported\n{}", cert_text(&c))))
+        }
+        CertAction::Export { chain_out, key_out, passphrase_file } => {
+            let req = types::CertificateExportRequest { passphrase: passphrase(passphrase_file)? };
+            let v = check(client.request("POST", &api("/system/certificate/export"), body(&req)?).await?)?;
+            let e: types::CertificateExport = decode(&v)?;
+            std::fs::write(chain_out, &e.chain_pem).map_err(CliError::Local)?;
+            crate::store::write_atomic(key_out, e.key_pem.as_bytes(), 0o600).map_err(|e| CliError::Local(e.source))?;
+            let note = if e.key_encrypted { "protected by the passphrase" } else { "NOT protected: keep it safe" };
+            Ok((v, format!("chain written to {}, key to {} ({note})", chain_out.display(), key_out.display())))
+        }
+    }
+}
+
+fn api(path: &str) -> String {
+    format!("{}{path}", crate::api::PREFIX)
+}
+
+fn body<T: serde::Serialize>(v: &T) -> Result<Option<Vec<u8>>, CliError> {
+    serde_json::to_vec(v).map(Some).map_err(CliError::Decode)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, CliError> {
+    serde_json::from_value(v.clone()).map_err(CliError::Decode)
+}
+
+pub async fn status(client: &Client) -> Outcome {
+    let v = check(client.request("GET", &api("/status"), None).await?)?;
+    let s: types::Status = decode(&v)?;
+    Ok((v.clone(), render::status(&s)))
+}
+
+pub async fn power(client: &Client, verb: &str, p: &PowerArgs) -> Outcome {
+    let req = types::PowerRequest { reason: p.reason.clone(), delay_seconds: Some(p.delay) };
+    let v = check(client.request("POST", &api(&format!("/system/{verb}")), body(&req)?).await?)?;
+    let accepted: types::PowerAccepted = decode(&v)?;
+    Ok((v, accepted.message))
+}
+
+async fn login_with(client: &Client, user: &str, password: String) -> Result<(serde_json::Value, types::LoginResponse), CliError> {
+    let req = types::LoginRequest { username: user.into(), password };
+    let v = check(client.request("POST", &api("/login"), body(&req)?).await?)?;
+    let resp: types::LoginResponse = decode(&v)?;
+    session::save(&client.target(), &resp.token).map_err(CliError::Local)?;
+    Ok((v, resp))
+}
+
+pub async fn login(client: &Client, a: &LoginArgs) -> Outcome {
+    let password = session::read_secret(&format!("Password for {}@{}: ", a.user, client.host)).map_err(CliError::Local)?;
+    let (v, resp) = login_with(client, &a.user, password).await?;
+    let text = if resp.must_change_password {
+        "logged in; the factory default password is still set: change it now with `appliancectl passwd`".to_string()
+    } else {
+        format!("logged in to {}", client.target())
+    };
+    Ok((v, text))
+}
+
+pub async fn logout(client: &Client) -> Outcome {
+    let answer: Answer = client.request("POST", &api("/logout"), None).await?;
+    session::forget(&client.target()).map_err(CliError::Local)?;
+    check(answer)?;
+    Ok((serde_json::Value::Null, "logged out".into()))
+}
+
+/// Asks for the current password and the new one twice (or reads three lines of standard
+/// input), changes it, and logs in with the new one.
+pub async fn passwd(client: &Client, a: &LoginArgs) -> Outcome {
+    let current = session::read_secret(&format!("Current password for {}: ", a.user)).map_err(CliError::Local)?;
+    let new = session::read_secret("New password: ").map_err(CliError::Local)?;
+    let again = session::read_secret("New password again: ").map_err(CliError::Local)?;
+    if new != again {
+        return Err(CliError::Usage("the two new passwords differ; nothing changed".into()));
+    }
+    let req = types::PasswordChange { username: Some(a.user.clone()), current_password: current, new_password: new.clone() };
+    check(client.request("POST", &api("/system/admin/password"), body(&req)?).await?)?;
+    let (v, _) = login_with(client, &a.user, new).await?;
+    Ok((v, "password changed; logged in with the new password".into()))
+}
+
+pub async fn token(client: &Client, action: &TokenAction) -> Outcome {
+    match action {
+        TokenAction::List => {
+            let v = check(client.request("GET", &api("/system/tokens"), None).await?)?;
+            let tokens: Vec<types::ApiToken> = decode(&v)?;
+            let text = if tokens.is_empty() {
+                "no API tokens".to_string()
+            } else {
+                tokens
+                    .iter()
+                    .map(|t| match t.expires_unix {
+                        Some(e) => format!("{:<24} expires at unix time {e}", t.name),
+                        None => format!("{:<24} does not expire", t.name),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            Ok((v, text))
+        }
+        TokenAction::Create { name, days } => {
+            let req = types::TokenRequest { name: name.clone(), expires_in_days: *days };
+            let v = check(client.request("POST", &api("/system/tokens"), body(&req)?).await?)?;
+            let t: types::NewApiToken = decode(&v)?;
+            Ok((v, format!("{}\n(shown once: keep it; use it as APPLIANCE_TOKEN)", t.token)))
+        }
+        TokenAction::Delete { name } => {
+            check(client.request("DELETE", &api(&format!("/system/tokens/{name}")), None).await?)?;
+            Ok((serde_json::Value::Null, format!("token {name} revoked")))
+        }
+    }
+}

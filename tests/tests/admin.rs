@@ -1,0 +1,186 @@
+//! Administration with a real agent in a namespace: the default password rule, login
+//! limits, API tokens, the CLI's login and passwd, and certificate import and export.
+
+use appliance_tests::api::{self, TEST_PASSWORD};
+use appliance_tests::lab::{Agent, Lab};
+use appliance_tests::vm::TestDir;
+use serde_json::{json, Value};
+use std::process::{Command, Stdio};
+
+const LOCAL: &str = "127.0.0.1";
+
+fn one_agent(name: &str) -> (TestDir, Lab, Agent) {
+    let dir = TestDir::new(name);
+    let mut lab = Lab::new(dir.path.clone());
+    let host = lab.host(0x80);
+    let agent = Agent::start(&lab, &host, "agent", None);
+    agent.wait_api();
+    (dir, lab, agent)
+}
+
+fn raw(agent: &Agent, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
+    let a = api::raw(&agent.host.ns, LOCAL, method, path, body.map(|b| b.to_string().into_bytes()), token.map(str::to_string))
+        .expect("call");
+    (a.status, serde_json::from_slice(&a.body).unwrap_or(Value::Null))
+}
+
+fn login(agent: &Agent, password: &str) -> (u16, Value) {
+    raw(agent, "POST", "/login", Some(json!({"username": "admin", "password": password})), None)
+}
+
+#[test]
+fn the_default_password_must_be_changed_before_anything_else() {
+    let (_dir, _lab, agent) = one_agent("default_password");
+    let (status, body) = raw(&agent, "GET", "/status", None, None);
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("password_change_required")));
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("change the default password first"));
+
+    let (status, body) = login(&agent, "password");
+    assert_eq!(status, 200);
+    assert_eq!(body["must_change_password"], true);
+    let token = body["token"].as_str().unwrap().to_string();
+    for (method, path) in [("GET", "/status"), ("POST", "/system/reboot"), ("GET", "/network/factory-address")] {
+        let (status, body) = raw(&agent, method, path, None, Some(&token));
+        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("password_change_required")), "{method} {path}");
+    }
+
+    // Weak passwords and a wrong current password change nothing.
+    let change = |current: &str, new: &str| {
+        raw(&agent, "POST", "/system/admin/password", Some(json!({"current_password": current, "new_password": new})), None)
+    };
+    let (status, body) = change("password", "short");
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("password_rules")));
+    let (status, _) = change("wrong-password", TEST_PASSWORD);
+    assert_eq!(status, 401);
+    assert_eq!(raw(&agent, "GET", "/status", None, Some(&token)).0, 403);
+
+    let (status, _) = change("password", TEST_PASSWORD);
+    assert_eq!(status, 200);
+    assert_eq!(raw(&agent, "GET", "/status", None, Some(&token)).0, 401, "sessions end with the change");
+    assert_eq!(raw(&agent, "GET", "/status", None, None).0, 401, "no token, no answer");
+    assert_eq!(login(&agent, "password").0, 401, "the default no longer works");
+    let (status, body) = login(&agent, TEST_PASSWORD);
+    assert_eq!((status, &body["must_change_password"]), (200, &json!(false)));
+    let token = body["token"].as_str().unwrap();
+    assert_eq!(raw(&agent, "GET", "/status", None, Some(token)).0, 200);
+    assert_eq!(raw(&agent, "POST", "/logout", None, Some(token)).0, 204);
+    assert_eq!(raw(&agent, "GET", "/status", None, Some(token)).0, 401);
+}
+
+#[test]
+fn repeated_failed_logins_are_locked_out() {
+    let (_dir, _lab, agent) = one_agent("login_lockout");
+    api::login(&agent.host.ns, LOCAL).expect("set the test password");
+    for i in 1..=4 {
+        assert_eq!(login(&agent, "not-the-password").0, 401, "attempt {i}");
+    }
+    let (status, body) = login(&agent, "not-the-password");
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("too_many_attempts")));
+    assert_eq!(login(&agent, TEST_PASSWORD).0, 429, "locked out even with the right password");
+}
+
+#[test]
+fn api_tokens_work_until_revoked() {
+    let (_dir, _lab, agent) = one_agent("api_tokens");
+    let a = agent.call("POST", "/system/tokens", Some(json!({"name": "backup-script", "expires_in_days": 30}).to_string().into_bytes())).unwrap();
+    assert_eq!(a.status, 201);
+    let token = serde_json::from_slice::<Value>(&a.body).unwrap()["token"].as_str().unwrap().to_string();
+    assert_eq!(raw(&agent, "GET", "/status", None, Some(&token)).0, 200);
+    let list = agent.call("GET", "/system/tokens", None).unwrap();
+    let text = String::from_utf8_lossy(&list.body);
+    assert!(text.contains("backup-script") && !text.contains(&token), "{text}");
+    let dup = agent.call("POST", "/system/tokens", Some(json!({"name": "backup-script"}).to_string().into_bytes())).unwrap();
+    assert_eq!(dup.status, 409);
+    assert_eq!(agent.call("DELETE", "/system/tokens/backup-script", None).unwrap().status, 204);
+    assert_eq!(raw(&agent, "GET", "/status", None, Some(&token)).0, 401);
+}
+
+/// Runs appliancectl inside the agent's host with its own sessions file, feeding `stdin`.
+fn ctl(agent: &Agent, sessions: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &agent.host.ns])
+        .arg(appliance_tests::bin("appliancectl"))
+        .args(["--insecure", "--host", LOCAL])
+        .args(args)
+        .env("APPLIANCECTL_SESSIONS", sessions)
+        .env_remove("APPLIANCE_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run appliancectl");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_cli_logs_in_changes_the_password_and_keeps_the_session() {
+    let (dir, _lab, agent) = one_agent("cli_login");
+    let sessions = dir.path.join("sessions");
+    let (ok, text) = ctl(&agent, &sessions, &["status"], "");
+    assert!(!ok && text.contains("change the default password first"), "{text}");
+    let (ok, text) = ctl(&agent, &sessions, &["login"], "password\n");
+    assert!(ok && text.contains("appliancectl passwd"), "{text}");
+    let (ok, text) = ctl(&agent, &sessions, &["passwd"], &format!("password\n{TEST_PASSWORD}\nsomething-else-1\n"));
+    assert!(!ok && text.contains("differ"), "mismatched confirmation: {text}");
+    let (ok, text) = ctl(&agent, &sessions, &["passwd"], &format!("password\n{TEST_PASSWORD}\n{TEST_PASSWORD}\n"));
+    assert!(ok, "{text}");
+    let (ok, text) = ctl(&agent, &sessions, &["status"], "");
+    assert!(ok && text.contains("Serial number"), "{text}");
+    let (ok, _) = ctl(&agent, &sessions, &["logout"], "");
+    assert!(ok);
+    let (ok, text) = ctl(&agent, &sessions, &["status"], "");
+    assert!(!ok && text.contains("log in"), "{text}");
+}
+
+fn fingerprint(agent: &Agent) -> String {
+    let a = agent.call("GET", "/system/certificate", None).unwrap();
+    let v: Value = serde_json::from_slice(&a.body).unwrap();
+    let fp = v["sha256_fingerprint"].as_str().unwrap().to_string();
+    // What a client sees on the wire must be the same certificate.
+    let wire = api::call_raw(&agent.host.ns, LOCAL, "GET", "/status", None).unwrap().fingerprint;
+    assert_eq!(fp, wire, "the certificate served is the one reported");
+    fp
+}
+
+#[test]
+fn a_certificate_exported_from_one_appliance_imports_into_another() {
+    let dir = TestDir::new("certificate_replication");
+    let mut lab = Lab::new(dir.path.clone());
+    let (h1, h2) = (lab.host(0x81), lab.host(0x82));
+    let primary = Agent::start(&lab, &h1, "primary", None);
+    let backup = Agent::start(&lab, &h2, "backup", None);
+    primary.wait_api();
+    backup.wait_api();
+    let (fp1, fp2) = (fingerprint(&primary), fingerprint(&backup));
+    assert_ne!(fp1, fp2, "each appliance made its own certificate");
+
+    let export = primary.call("POST", "/system/certificate/export", Some(json!({"passphrase": "export-pass-9"}).to_string().into_bytes())).unwrap();
+    assert_eq!(export.status, 200);
+    let e: Value = serde_json::from_slice(&export.body).unwrap();
+    assert!(e["key_pem"].as_str().unwrap().starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+
+    // Wrong passphrase, or a key from another certificate: refused, nothing changes.
+    let bad = json!({"chain_pem": e["chain_pem"], "key_pem": e["key_pem"], "passphrase": "nope-nope"});
+    let a = backup.call("PUT", "/system/certificate", Some(bad.to_string().into_bytes())).unwrap();
+    assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(&a.body));
+    let own_key = backup.call("POST", "/system/certificate/export", None).unwrap();
+    let own: Value = serde_json::from_slice(&own_key.body).unwrap();
+    let mixed = json!({"chain_pem": e["chain_pem"], "key_pem": own["key_pem"]});
+    let a = backup.call("PUT", "/system/certificate", Some(mixed.to_string().into_bytes())).unwrap();
+    assert!(String::from_utf8_lossy(&a.body).contains("does not belong"), "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(fingerprint(&backup), fp2);
+
+    let good = json!({"chain_pem": e["chain_pem"], "key_pem": e["key_pem"], "passphrase": "export-pass-9"});
+    let a = backup.call("PUT", "/system/certificate", Some(good.to_string().into_bytes())).unwrap();
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(fingerprint(&backup), fp1, "the backup now serves the primary's certificate");
+    // And keeps it across a restart.
+    let mut backup = backup;
+    backup.restart();
+    backup.wait_api();
+    assert_eq!(fingerprint(&backup), fp1);
+}
