@@ -13,7 +13,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use appliance_proto::control::{PowerAction, Reply, Request, RequestError, MAX_REQUEST};
+use appliance_proto::control::{
+    PowerAction, Reply, Request, RequestError, ResetLevel, MAX_REQUEST,
+};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::stat::{umask, Mode};
 
@@ -140,6 +142,9 @@ pub enum Effect {
         action: PowerAction,
         reason: String,
     },
+    /// Record a factory-reset request on the data disk; the answer depends on whether
+    /// that worked, so the loop writes it.
+    ArmReset(ResetLevel),
 }
 
 /// The answer to a request, given who asks and whether a shutdown is under way.
@@ -158,6 +163,11 @@ pub fn answer(
         Err(e) => (Reply::Err(e.to_string()), Effect::None),
         Ok(Request::Ping) => (Reply::Ok, Effect::None),
         Ok(Request::Log) => (Reply::Ok, Effect::SendLog),
+        Ok(Request::Reset { .. }) if shutting_down => (
+            Reply::Err("shutdown already under way".into()),
+            Effect::None,
+        ),
+        Ok(Request::Reset { level }) => (Reply::Ok, Effect::ArmReset(level)),
         Ok(Request::Power { .. }) if shutting_down => (
             Reply::Err("shutdown already under way".into()),
             Effect::None,

@@ -31,6 +31,10 @@ const DEGRADED_WAIT: Duration = Duration::from_secs(1);
 
 struct Loop {
     data_persistent: bool,
+    /// The persistent data device, for factory-reset requests.
+    data_device: Option<String>,
+    /// After an RMA erase: when to power off by ourselves.
+    power_off_at: Option<Duration>,
     signals: Option<SignalFd>,
     control: Option<ControlServer>,
     agent_out: Option<AgentOutput>,
@@ -41,7 +45,14 @@ struct Loop {
 }
 
 /// Runs the loop for ever.
-pub fn run(k: &mut impl Kernel, data_persistent: bool) -> ! {
+/// What the loop needs to know about the boot so far.
+pub struct BootState {
+    pub data_device: Option<String>,
+    /// Power off after this long (an RMA erase is done and its report is on show).
+    pub power_off_after: Option<Duration>,
+}
+
+pub fn run(k: &mut impl Kernel, boot: BootState) -> ! {
     let signals = signals::open_signalfd()
         .map_err(|e| {
             error!("cannot create a signalfd: {e}; reaping every second, signals are not handled")
@@ -57,7 +68,9 @@ pub fn run(k: &mut impl Kernel, data_persistent: bool) -> ! {
         .map_err(|e| error!("cannot create the agent's output pipe: {e}"))
         .ok();
     let mut l = Loop {
-        data_persistent,
+        data_persistent: boot.data_device.is_some(),
+        data_device: boot.data_device,
+        power_off_at: boot.power_off_after.map(|d| k.now() + d),
         signals,
         control,
         agent_out,
@@ -111,6 +124,14 @@ impl Loop {
         if reap {
             self.reap(k.now());
         }
+        if self.shutdown.is_none() && self.power_off_at.is_some_and(|at| k.now() >= at) {
+            self.power_off_at = None;
+            self.begin_shutdown(
+                k,
+                PowerAction::PowerOff,
+                "secure erase complete: powering off for return",
+            );
+        }
         let steps = match &mut self.shutdown {
             Some(sd) => sd.progress(self.children_left, k.now()),
             None => Vec::new(),
@@ -131,6 +152,7 @@ impl Loop {
                 .flatten(),
             self.shutdown.as_ref().and_then(Shutdown::deadline),
             self.inputs.deadline(),
+            self.power_off_at.filter(|_| self.shutdown.is_none()),
         ];
         let cap = if self.signals.is_some() {
             MAX_WAIT
@@ -258,7 +280,13 @@ impl Loop {
                     continue;
                 }
             };
-            let (reply, effect) = control::answer(request, peer.uid, self.shutdown.is_some());
+            let (mut reply, effect) = control::answer(request, peer.uid, self.shutdown.is_some());
+            if let Effect::ArmReset(level) = effect {
+                reply = match self.arm_reset(level) {
+                    Ok(()) => Reply::Ok,
+                    Err(e) => Reply::Err(e),
+                };
+            }
             match &reply {
                 Reply::Err(m) => info!("control socket: {peer}: refused: {m}"),
                 Reply::Ok => debug!("control socket: {peer}: ok"),
@@ -276,6 +304,25 @@ impl Loop {
                 self.begin_shutdown(k, action, &reason);
             }
         }
+    }
+
+    /// Records a factory-reset request on the data disk (the reset runs at the next boot).
+    fn arm_reset(&self, level: appliance_proto::control::ResetLevel) -> Result<(), String> {
+        let Some(dev) = &self.data_device else {
+            return Err(
+                "there is no persistent data disk to reset (/data is a tmpfs; a reboot clears it)"
+                    .into(),
+            );
+        };
+        let mut disk =
+            crate::reset::BlockDisk::open(dev).map_err(|e| format!("cannot open {dev}: {e}"))?;
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        crate::reset::arm(&mut disk, level, unix).map_err(|e| e.to_string())?;
+        warn!("factory reset ({level}) recorded on {dev}: it runs at the next boot");
+        Ok(())
     }
 
     fn reap(&mut self, now: Duration) {

@@ -1,7 +1,8 @@
 //! The only `unsafe` code in init, behind a safe API:
 //! - the interface-flags ioctls that bring a network interface up (nix has no safe wrapper
 //!   for `SIOCSIFFLAGS`);
-//! - a `pre_exec` hook that gives children an empty signal mask.
+//! - a `pre_exec` hook that gives children an empty signal mask;
+//! - the `BLKZEROOUT` ioctl that zeroes a range of a block device (secure erase).
 //!
 //! Everything else goes through `nix` or `std`.
 
@@ -70,6 +71,21 @@ pub fn set_interface_up(name: &str) -> Result<bool, Errno> {
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
     Errno::result(rc)?;
     Ok(true)
+}
+
+/// `BLKZEROOUT`: `_IO(0x12, 127)`.
+const BLKZEROOUT: libc::c_ulong = 0x127f;
+
+/// Zeroes `len` bytes at `offset` of the block device `fd` (both multiples of 512). The
+/// kernel uses the device's write-zeroes command where it has one, else writes zero pages;
+/// either way the range reads back as zeros.
+pub fn blkzeroout(fd: &impl AsRawFd, offset: u64, len: u64) -> Result<(), Errno> {
+    let range: [u64; 2] = [offset, len];
+    // SAFETY: the fd is a file we own for the duration of the call, and BLKZEROOUT reads
+    // exactly two u64 (start, length) from the pointer, which points at `range` on our
+    // stack for the whole call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), BLKZEROOUT, range.as_ptr()) };
+    Errno::result(rc).map(drop)
 }
 
 #[cfg(test)]

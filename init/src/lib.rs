@@ -60,6 +60,7 @@ pub mod mounts;
 pub mod net;
 pub mod reap;
 pub mod records;
+pub mod reset;
 pub mod ring;
 pub mod shutdown;
 pub mod signals;
@@ -135,13 +136,29 @@ pub fn run() -> Result<Infallible, NotPid1> {
         Err(e) => warn!("cannot set host name: {e}"),
     }
 
-    // 3. Data disk. (A factory-reset wipe, when it comes, runs inside `datadisk::prepare`
-    // after the mount and before anything reads /data.)
-    let data = datadisk::prepare(&mut k, &params.data);
+    // 3. A factory reset requested before the last reboot (or cut short by a power cut)
+    // runs now, with nothing mounted.
+    let reset = reset_if_requested(&params);
+
+    // 4. Data disk. After a secure erase it must stay blank: /data is a tmpfs.
+    let mut data = match &reset {
+        Some(ResetDone::Rma { .. }) => {
+            datadisk::volatile(&mut k, "the data disk was erased for return (RMA)")
+        }
+        _ => datadisk::prepare(&mut k, &params.data),
+    };
+    if matches!(reset, Some(ResetDone::Config { ok: true })) {
+        data.mark_formatted(&mut k);
+    }
     timeline::milestone("data-ready");
 
-    // 4. How the previous boot ended.
-    records::take_last_shutdown(&data);
+    // How the previous boot ended.
+    match &reset {
+        Some(done) => records::record_reset(done.describe()),
+        None => {
+            records::take_last_shutdown(&data);
+        }
+    }
 
     // 5. Loopback, on a thread of its own: the kernel's work behind it (addresses, routes,
     // IPv6 set-up) takes tens of milliseconds under emulation and nothing at boot waits
@@ -156,7 +173,96 @@ pub fn run() -> Result<Infallible, NotPid1> {
     }
 
     // 6-8. Agent, signals, control socket, power button, shutdown.
-    event_loop::run(&mut k, data.is_persistent())
+    let power_off_after = match &reset {
+        Some(ResetDone::Rma { verified: true }) => {
+            let hold = params.rma_hold_seconds;
+            warn!("the appliance powers off in {hold} s (appliance.rma_hold); the report stays in status until then");
+            Some(std::time::Duration::from_secs(hold.into()))
+        }
+        _ => None,
+    };
+    let data_device = match &data.state {
+        appliance_proto::state::DataState::Persistent { device, .. } => Some(device.clone()),
+        appliance_proto::state::DataState::Volatile { .. } => None,
+    };
+    event_loop::run(
+        &mut k,
+        event_loop::BootState {
+            data_device,
+            power_off_after,
+        },
+    )
+}
+
+/// A factory reset carried out at this boot.
+enum ResetDone {
+    Config { ok: bool },
+    Rma { verified: bool },
+}
+
+impl ResetDone {
+    fn describe(&self) -> String {
+        match self {
+            ResetDone::Config { ok: true } => "factory reset (config) completed at boot".into(),
+            ResetDone::Config { ok: false } => {
+                "factory reset (config) failed at boot; it is retried at the next boot".into()
+            }
+            ResetDone::Rma { verified: true } => {
+                "secure erase for return (rma) completed and verified at boot".into()
+            }
+            ResetDone::Rma { verified: false } => {
+                "secure erase for return (rma) FAILED at boot; see the erase report".into()
+            }
+        }
+    }
+}
+
+/// Finds a reset marker on the data disk and carries the reset out.
+fn reset_if_requested(params: &BootParams) -> Option<ResetDone> {
+    let probes = datadisk::scan(&params.data);
+    let (dev, level, unix) = reset::find_pending(&probes)?;
+    warn!("factory reset ({level}) requested at unix time {unix}: wiping {dev}");
+    timeline::milestone("reset-start");
+    let mut disk = match reset::BlockDisk::open(&dev) {
+        Ok(d) => d,
+        Err(e) => {
+            error!("cannot open {dev} for the factory reset: {e}");
+            return None;
+        }
+    };
+    let done = match level {
+        appliance_proto::control::ResetLevel::Config => match reset::run_config(&mut disk) {
+            Ok(()) => {
+                warn!("factory reset (config): {dev} has a new, empty file system");
+                ResetDone::Config { ok: true }
+            }
+            Err(e) => {
+                error!("factory reset (config) failed: {e}; the request stays and is retried at the next boot");
+                ResetDone::Config { ok: false }
+            }
+        },
+        appliance_proto::control::ResetLevel::Rma => {
+            let report = reset::run_rma(&mut disk);
+            for line in reset::describe(&report) {
+                if report.verified {
+                    warn!("{line}");
+                } else {
+                    error!("{line}");
+                }
+            }
+            if let Err(e) = records::write_atomic(
+                std::path::Path::new(paths::ERASE_REPORT),
+                report.encode().as_bytes(),
+            ) {
+                error!("cannot write {}: {e}", paths::ERASE_REPORT);
+            }
+            ResetDone::Rma {
+                verified: report.verified,
+            }
+        }
+    };
+    timeline::milestone("reset-done");
+    Some(done)
 }
 
 fn read_boot_params() -> BootParams {

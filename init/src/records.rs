@@ -82,6 +82,23 @@ pub fn take_last_shutdown(data: &DataDisk) -> LastShutdown {
     )
 }
 
+/// Reports a factory reset done at this boot as the way the previous boot ended.
+pub fn record_reset(reason: String) {
+    let unix_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs());
+    let last = LastShutdown {
+        kind: "factory-reset".into(),
+        reason,
+        unix_time,
+    };
+    info!("previous boot ended: {} ({})", last.kind, last.reason);
+    if let Err(e) = write_atomic(Path::new(paths::LAST_SHUTDOWN), last.encode().as_bytes()) {
+        error!("cannot write {}: {e}", paths::LAST_SHUTDOWN);
+    }
+}
+
 /// Deletes the shutdown record and makes the deletion durable.
 fn forget_record(record_path: &Path) {
     match std::fs::remove_file(record_path) {

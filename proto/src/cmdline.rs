@@ -6,6 +6,7 @@
 //! | `appliance.debug` | `0` or `1`: enables the debug API hooks used by the tests | `0` |
 //! | `appliance.log` | `error`, `warn`, `info`, `debug` or `trace` | `info` |
 //! | `appliance.nic` | interface for the factory address | the first Ethernet NIC |
+//! | `appliance.rma_hold` | seconds the appliance stays up after an RMA erase, showing the report, before it powers off (0 to 3600) | `60` |
 //!
 //! Other kernel parameters are ignored. An unknown `appliance.*` key or a bad value is
 //! reported as a warning and leaves the default in place: a typo on the command line must
@@ -49,6 +50,8 @@ pub struct BootParams {
     pub debug: bool,
     pub log: LogLevel,
     pub nic: Option<String>,
+    /// Seconds to stay up after an RMA erase before powering off.
+    pub rma_hold_seconds: u32,
     /// One line per ignored key or value, for the console.
     pub warnings: Vec<String>,
 }
@@ -60,6 +63,7 @@ impl Default for BootParams {
             debug: false,
             log: LogLevel::Info,
             nic: None,
+            rma_hold_seconds: 60,
             warnings: Vec::new(),
         }
     }
@@ -132,6 +136,13 @@ impl BootParams {
                     }
                     level.is_some()
                 }
+                "rma_hold" => match value.parse::<u32>() {
+                    Ok(n) if n <= 3600 => {
+                        p.rma_hold_seconds = n;
+                        true
+                    }
+                    _ => false,
+                },
                 "nic" => {
                     let ok = valid_ifname(value);
                     if ok {
@@ -168,12 +179,13 @@ mod tests {
     #[test]
     fn every_key_parses() {
         let p = BootParams::parse(
-            "console=ttyS0 appliance.data=/dev/vdb appliance.debug=1 appliance.log=debug appliance.nic=eth1",
+            "console=ttyS0 appliance.data=/dev/vdb appliance.debug=1 appliance.log=debug appliance.nic=eth1 appliance.rma_hold=5",
         );
         assert_eq!(p.data, DataSource::Device("/dev/vdb".into()));
         assert!(p.debug);
         assert_eq!(p.log, LogLevel::Debug);
         assert_eq!(p.nic.as_deref(), Some("eth1"));
+        assert_eq!(p.rma_hold_seconds, 5);
         assert!(p.warnings.is_empty());
         let p = BootParams::parse("appliance.data=LABEL=MYDATA");
         assert_eq!(p.data, DataSource::Label("MYDATA".into()));
@@ -183,13 +195,14 @@ mod tests {
     fn bad_values_warn_and_keep_defaults() {
         let p = BootParams::parse(
             "appliance.data=/dev/../etc/passwd appliance.debug=yes appliance.log=loud \
-             appliance.nic=this-name-is-far-too-long appliance.colour=blue appliance.data=sda",
+             appliance.nic=this-name-is-far-too-long appliance.colour=blue appliance.data=sda appliance.rma_hold=9999",
         );
         assert_eq!(p.data, DataSource::Auto);
         assert!(!p.debug);
         assert_eq!(p.log, LogLevel::Info);
         assert_eq!(p.nic, None);
-        assert_eq!(p.warnings.len(), 6, "{:?}", p.warnings);
+        assert_eq!(p.rma_hold_seconds, 60);
+        assert_eq!(p.warnings.len(), 7, "{:?}", p.warnings);
         assert!(p.warnings[4].contains("unknown"));
     }
 }

@@ -11,6 +11,8 @@
 //! halt [reason]       ordered shutdown, then halt (CPU stopped, power stays on)
 //! log                 the last lines of init's and the agent's console output
 //! ping                ok, if init is serving
+//! reset config|rma    record a factory-reset request on the data disk (the reset itself
+//!                     runs early in the next boot; send `reboot` to get there)
 //! ```
 
 use std::fmt;
@@ -51,10 +53,44 @@ impl fmt::Display for PowerAction {
     }
 }
 
+/// How thoroughly a factory reset wipes the data disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetLevel {
+    /// A new, empty file system: settings, keys, certificates, site data and logs are gone.
+    Config,
+    /// Return for repair (RMA): every byte of the data disk overwritten with zeros and read
+    /// back, no file system left, then power off.
+    Rma,
+}
+
+impl ResetLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetLevel::Config => "config",
+            ResetLevel::Rma => "rma",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<ResetLevel> {
+        match word {
+            "config" => Some(ResetLevel::Config),
+            "rma" => Some(ResetLevel::Rma),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ResetLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One request to init.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Power { action: PowerAction, reason: String },
+    Reset { level: ResetLevel },
     Log,
     Ping,
 }
@@ -66,6 +102,7 @@ pub enum RequestError {
     NotText,
     Unknown(String),
     UnexpectedArgument(&'static str),
+    BadResetLevel,
 }
 
 impl fmt::Display for RequestError {
@@ -81,6 +118,7 @@ impl fmt::Display for RequestError {
                 )
             }
             RequestError::UnexpectedArgument(w) => write!(f, "{w} takes no argument"),
+            RequestError::BadResetLevel => write!(f, "reset needs a level: config or rma"),
         }
     }
 }
@@ -121,6 +159,11 @@ impl Request {
         if let Some(action) = PowerAction::parse(word) {
             return Ok(Request::power(action, rest));
         }
+        if word == "reset" {
+            return ResetLevel::parse(rest)
+                .map(|level| Request::Reset { level })
+                .ok_or(RequestError::BadResetLevel);
+        }
         let simple = match word {
             "log" => Request::Log,
             "ping" => Request::Ping,
@@ -143,6 +186,7 @@ impl Request {
         match self {
             Request::Power { action, reason } if reason.is_empty() => format!("{action}\n"),
             Request::Power { action, reason } => format!("{action} {reason}\n"),
+            Request::Reset { level } => format!("reset {level}\n"),
             Request::Log => "log\n".to_string(),
             Request::Ping => "ping\n".to_string(),
         }
@@ -221,6 +265,19 @@ mod tests {
         );
         assert_eq!(Request::parse(b"ping"), Ok(Request::Ping));
         assert_eq!(Request::parse(b"log\n"), Ok(Request::Log));
+    }
+
+    #[test]
+    fn reset_requests_name_a_level() {
+        for level in [ResetLevel::Config, ResetLevel::Rma] {
+            let r = Request::Reset { level };
+            assert_eq!(Request::parse(r.encode().as_bytes()), Ok(r));
+        }
+        assert_eq!(Request::parse(b"reset"), Err(RequestError::BadResetLevel));
+        assert_eq!(
+            Request::parse(b"reset everything"),
+            Err(RequestError::BadResetLevel)
+        );
     }
 
     #[test]

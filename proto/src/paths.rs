@@ -10,6 +10,8 @@ pub const TIMELINE: &str = "/run/appliance/timeline";
 pub const DATA_STATE: &str = "/run/appliance/data";
 /// How the previous boot ended (see [`crate::state::LastShutdown`]).
 pub const LAST_SHUTDOWN: &str = "/run/appliance/last-shutdown";
+/// The report of the last secure erase (see [`crate::state::EraseReport`]).
+pub const ERASE_REPORT: &str = "/run/appliance/erase-report";
 /// Mount point of the persistent data partition.
 pub const DATA_DIR: &str = "/data";
 /// Init's private state on the data partition (shutdown record).

@@ -104,6 +104,55 @@ impl LastShutdown {
     }
 }
 
+/// What a secure erase (factory reset for return, RMA) did, for the console and status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EraseReport {
+    pub device: String,
+    /// How the zeros were written (`write-zeroes offload`, `zero-page writes`, ...).
+    pub method: String,
+    pub bytes: u64,
+    pub started_unix: u64,
+    pub finished_unix: u64,
+    /// Wall time of the erase and the read-back, in milliseconds.
+    pub erase_ms: u64,
+    pub verify_ms: u64,
+    /// Every byte read back as zero.
+    pub verified: bool,
+    pub detail: String,
+}
+
+impl EraseReport {
+    pub fn encode(&self) -> String {
+        encode(&[
+            ("device", self.device.clone()),
+            ("method", self.method.clone()),
+            ("bytes", self.bytes.to_string()),
+            ("started", self.started_unix.to_string()),
+            ("finished", self.finished_unix.to_string()),
+            ("erase_ms", self.erase_ms.to_string()),
+            ("verify_ms", self.verify_ms.to_string()),
+            ("verified", if self.verified { "1" } else { "0" }.into()),
+            ("detail", self.detail.clone()),
+        ])
+    }
+
+    pub fn parse(text: &str) -> Option<EraseReport> {
+        let kv = decode(text);
+        let num = |k: &str| kv.get(k).and_then(|v| v.parse().ok());
+        Some(EraseReport {
+            device: kv.get("device")?.to_string(),
+            method: kv.get("method").unwrap_or(&"").to_string(),
+            bytes: num("bytes")?,
+            started_unix: num("started").unwrap_or(0),
+            finished_unix: num("finished").unwrap_or(0),
+            erase_ms: num("erase_ms").unwrap_or(0),
+            verify_ms: num("verify_ms").unwrap_or(0),
+            verified: kv.get("verified") == Some(&"1"),
+            detail: kv.get("detail").unwrap_or(&"").to_string(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +177,22 @@ mod tests {
             }
         }
         assert_eq!(DataState::parse("mode=other\n"), None);
+    }
+
+    #[test]
+    fn erase_report_round_trips() {
+        let r = EraseReport {
+            device: "/dev/vda".into(),
+            method: "write-zeroes offload".into(),
+            bytes: 256 << 20,
+            started_unix: 10,
+            finished_unix: 12,
+            erase_ms: 150,
+            verify_ms: 1900,
+            verified: true,
+            detail: "every byte read back as zero".into(),
+        };
+        assert_eq!(EraseReport::parse(&r.encode()), Some(r));
     }
 
     #[test]

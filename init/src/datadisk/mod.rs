@@ -55,6 +55,20 @@ impl DataDisk {
         matches!(self.state, DataState::Persistent { .. })
     }
 
+    /// Records that the file system is new (made by a factory reset earlier in this boot).
+    pub fn mark_formatted(&mut self, k: &mut impl Kernel) {
+        if let DataState::Persistent {
+            formatted, check, ..
+        } = &mut self.state
+        {
+            *formatted = true;
+            *check = "new file system (factory reset)".into();
+        }
+        if let Err(e) = k.write_atomic(paths::DATA_STATE, self.state.encode().as_bytes()) {
+            error!("cannot write {}: {e}", paths::DATA_STATE);
+        }
+    }
+
     /// Formatted during this boot: there is no previous boot to report on.
     pub fn formatted(&self) -> bool {
         matches!(
@@ -97,6 +111,17 @@ pub fn prepare(k: &mut impl Kernel, source: &DataSource) -> DataDisk {
         }
         Decision::Volatile { reason } => mount_volatile(k, &reason),
     };
+    finish(k, state)
+}
+
+/// `/data` on a tmpfs on purpose (after a secure erase the disk must stay blank).
+pub fn volatile(k: &mut impl Kernel, reason: &str) -> DataDisk {
+    let state = mount_volatile(k, reason);
+    finish(k, state)
+}
+
+/// Creates the layout and records what `/data` is.
+fn finish(k: &mut impl Kernel, state: DataState) -> DataDisk {
     make_layout(k);
     if let DataState::Persistent {
         device,

@@ -73,18 +73,35 @@ pub fn check(dev: &str) -> Result<String, String> {
     }
 }
 
-/// Makes the data file system on `dev` (which the caller has found blank).
+/// Makes the data file system on `dev` (which the caller has found blank), leaving the
+/// device's last mebibyte free for the factory-reset marker ([`crate::reset::RESERVE`]).
 pub fn format(dev: &str) -> Result<(), String> {
+    let size = device_size(dev).map_err(|e| format!("cannot size {dev}: {e}"))?;
+    format_bytes(dev, crate::reset::fs_bytes(size))
+}
+
+/// The size of a block device (or file) in bytes.
+pub fn device_size(dev: &str) -> std::io::Result<u64> {
+    use std::io::Seek;
+    std::fs::File::open(dev)?.seek(std::io::SeekFrom::End(0))
+}
+
+/// Makes the data file system on the first `fs_bytes` bytes of `dev` (4 KiB blocks).
+pub fn format_bytes(dev: &str, fs_bytes: u64) -> Result<(), String> {
+    let blocks = (fs_bytes / 4096).to_string();
     let args = [
         "-t",
         "ext4",
         "-q",
         "-F",
+        "-b",
+        "4096",
         "-L",
         DATA_LABEL,
         "-E",
         "lazy_itable_init=1,lazy_journal_init=1",
         dev,
+        blocks.as_str(),
     ];
     match run(MKE2FS, &args)? {
         Some(0) => Ok(()),
