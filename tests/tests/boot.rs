@@ -3,7 +3,7 @@
 
 use appliance_tests::netns::Switch;
 use appliance_tests::vm::{TestDir, Vm};
-use appliance_tests::{api, bin, wait};
+use appliance_tests::{api, wait};
 use std::time::Duration;
 
 /// First boot under TCG formats the data disk and makes the TLS key: be generous.
@@ -76,13 +76,17 @@ fn boots_to_an_answering_api_with_a_fresh_data_disk() {
 fn shutdown_via_the_api_powers_off_and_is_recorded() {
     let (_dir, sw, mut vm) = boot("shutdown_via_the_api", "");
     api::wait_status(&sw.name, FACTORY, BOOT);
-    let out = sw.ctl(FACTORY, &["shutdown", "--reason", "end of test"]);
+    let out = sw.ctl(FACTORY, &["shutdown", "--reason", "end of test", "--delay", "3"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("power off"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("power off in 3 s"));
+    // The delay is honoured: the appliance still answers, and a second request is refused.
+    assert!(vm.is_running());
+    let again = api::call(&sw.name, FACTORY, "POST", "/system/reboot", None).expect("call");
+    assert_eq!(again.status, 409, "{}", String::from_utf8_lossy(&again.body));
     let status = vm.wait_exit(POWER_OFF);
     assert!(status.success(), "QEMU exit status {status}");
 
@@ -181,7 +185,10 @@ fn a_killed_agent_is_restarted_by_init() {
             if s.agent.pid == first.agent.pid {
                 Err(format!("still the old agent (pid {})", s.agent.pid))
             } else if s.factory_address.state != "held" {
-                Err(format!("new agent, factory address {}", s.factory_address.state))
+                Err(format!(
+                    "new agent, factory address {}",
+                    s.factory_address.state
+                ))
             } else {
                 Ok(s)
             }
@@ -246,4 +253,18 @@ fn a_file_written_to_data_survives_a_clean_shutdown() {
         None,
     );
     assert_eq!(&back.body[..], content);
+}
+
+#[test]
+fn a_power_cut_is_reported_as_unclean_and_the_disk_is_checked() {
+    let (_dir, sw, mut vm) = boot("power_cut_unclean", "appliance.debug=1");
+    api::wait_status(&sw.name, FACTORY, BOOT);
+    api::ok(&sw.name, FACTORY, "PUT", "/debug/data/site/before-cut.txt", Some(b"synced".to_vec()));
+    vm.power_cut();
+    vm.start();
+    let s = api::wait_status(&sw.name, FACTORY, BOOT);
+    assert_eq!(s.last_shutdown.as_ref().map(|l| l.kind.as_str()), Some("unclean"));
+    assert_ne!(s.data.detail, "clean (superblock)", "a file system that was not unmounted is checked");
+    let back = api::ok(&sw.name, FACTORY, "GET", "/debug/data/site/before-cut.txt", None);
+    assert_eq!(&back.body[..], b"synced", "an atomic write survives a power cut");
 }
