@@ -8,12 +8,16 @@
 //! timing = "fast"     # "fast" (about 0.25 s to a usable address) or "rfc" (RFC 5227, 5-9 s)
 //! ```
 //!
+//! The `[network]` section (static addresses, gateways, routes, DNS, host name) is
+//! [`NetworkConfig`], documented and validated in `net::model`; absent, it is empty.
+//!
 //! A missing file means factory defaults. A file that does not parse, or has another
 //! schema version, is reported (in the log and in status) and left untouched; the agent
 //! runs on factory defaults so the appliance stays reachable. Every change is validated
 //! whole, then written atomically (`store::write_atomic`), then published to the parts of
 //! the agent that apply it.
 
+use crate::net::model::NetworkConfig;
 use crate::store::{self, StoreError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -78,6 +82,9 @@ pub struct Config {
     pub version: u32,
     #[serde(default)]
     pub factory_address: FactoryAddressConfig,
+    /// Static addresses, routes, DNS and host name (`net::model`); empty by default.
+    #[serde(default, skip_serializing_if = "NetworkConfig::is_empty")]
+    pub network: NetworkConfig,
 }
 
 impl Default for Config {
@@ -85,6 +92,7 @@ impl Default for Config {
         Config {
             version: VERSION,
             factory_address: FactoryAddressConfig::default(),
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -106,6 +114,11 @@ pub enum ConfigError {
     Store(#[from] StoreError),
     #[error("cannot encode the configuration: {0}")]
     Encode(#[from] toml::ser::Error),
+    #[error("{path}: invalid network settings: {source}")]
+    Invalid {
+        path: PathBuf,
+        source: crate::net::model::ValidationError,
+    },
 }
 
 impl Config {
@@ -121,6 +134,13 @@ impl Config {
                 found: config.version,
             });
         }
+        config
+            .network
+            .validate()
+            .map_err(|source| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(config)
     }
 
@@ -190,6 +210,12 @@ impl ConfigStore {
         let mut next = self.current();
         change(&mut next);
         next.version = VERSION;
+        next.network
+            .validate()
+            .map_err(|source| ConfigError::Invalid {
+                path: self.path.clone(),
+                source,
+            })?;
         let text = next.to_toml()?;
         if let Some(dir) = self.path.parent() {
             store::ensure_dir(dir, 0o700)?;
@@ -261,5 +287,37 @@ mod tests {
         assert_eq!(again.current().factory_address.timing, TimingProfile::Rfc);
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert!(text.starts_with("version = 1"), "{text}");
+    }
+
+    #[test]
+    fn the_network_section_round_trips_and_a_bad_one_is_refused() {
+        let text = "version = 1\n[network]\nhostname = \"fw-1\"\n\
+                    [[network.interfaces]]\nname = \"eth0\"\n\
+                    addresses = [{ address = \"192.0.2.10/24\" }]\n";
+        let c = Config::parse(text, Path::new("x")).unwrap();
+        assert_eq!(
+            c.network.interfaces[0].addresses[0].address.to_string(),
+            "192.0.2.10/24"
+        );
+        assert_eq!(
+            Config::parse(&c.to_toml().unwrap(), Path::new("x")).unwrap(),
+            c
+        );
+        assert!(
+            !Config::default().to_toml().unwrap().contains("network"),
+            "an empty section is not written"
+        );
+
+        let bad = "version = 1\n[[network.interfaces]]\nname = \"eth0\"\n\
+                   addresses = [{ address = \"192.0.2.0/24\" }]\n";
+        let e = Config::parse(bad, Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("network address"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConfigStore::open(dir.path());
+        let err = store.update(|c| c.network.gateways.ipv4 = Some("192.0.2.1".parse().unwrap()));
+        assert!(matches!(err, Err(ConfigError::Invalid { .. })));
+        assert!(!dir.path().join(FILE).exists(), "nothing was written");
+        assert_eq!(store.current(), Config::default());
     }
 }

@@ -1,12 +1,16 @@
 //! The appliance management agent and its command-line client.
 //!
-//! - [`api`]: the HTTPS API (routes, errors, the JSON types `appliancectl` shares);
-//! - [`system`]: status and power actions (carried out by init over its control socket);
-//! - [`net`]: NICs and addresses through rtnetlink;
-//! - [`tls`]: the certificate made on first boot;
-//! - [`store`]: atomic writes to the data partition;
-//! - [`boot`]: the boot timeline;
-//! - [`cli`]: `appliancectl`.
+//! | module | concern |
+//! | --- | --- |
+//! | [`api`] | the HTTPS API: routes, errors, the JSON types `appliancectl` shares |
+//! | [`admin`] | the admin account, sessions, API tokens, login limits |
+//! | [`system`] | status, power actions and factory reset (carried out by init) |
+//! | [`net`] | factory address, NICs, addresses, routes, DNS, through rtnetlink |
+//! | [`config`] | the versioned settings file |
+//! | [`tls`] | the HTTPS identity: made on first boot, imported, exported |
+//! | [`store`] | atomic writes to the data partition |
+//! | [`boot`] | the boot timeline |
+//! | [`cli`] | `appliancectl` |
 
 pub mod admin;
 pub mod api;
@@ -62,6 +66,13 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         ..Default::default()
     }));
     let nl = net::netlink::Netlink::open().map_err(AgentError::Netlink)?;
+    // Restores a network change left unconfirmed, then reconciles in the background.
+    let network = net::service::NetworkService::start(
+        config.clone(),
+        settings.data_dir.join("config"),
+        nl.clone(),
+        settings.resolv_conf.clone(),
+    );
     if settings.factory_address {
         let service = net::factory_service::FactoryService {
             nl: nl.clone(),
@@ -91,6 +102,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         tls: tls.clone(),
         config,
         nl,
+        network,
     };
     let handle = axum_server::Handle::new();
     {
@@ -120,21 +132,18 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         addr: settings.listen,
         source,
     })?;
-    axum_server::from_tcp_rustls(
-        listener,
-        tls,
-    )
-    .map_err(|source| AgentError::Serve {
-        addr: settings.listen,
-        source,
-    })?
-    .handle(handle)
-    .serve(api::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>())
-    .await
-    .map_err(|source| AgentError::Serve {
-        addr: settings.listen,
-        source,
-    })
+    axum_server::from_tcp_rustls(listener, tls)
+        .map_err(|source| AgentError::Serve {
+            addr: settings.listen,
+            source,
+        })?
+        .handle(handle)
+        .serve(api::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .await
+        .map_err(|source| AgentError::Serve {
+            addr: settings.listen,
+            source,
+        })
 }
 
 /// Binds the API socket; `[::]` also takes IPv4 (dual stack), falling back to `0.0.0.0`

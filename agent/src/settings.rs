@@ -20,6 +20,8 @@ pub struct Settings {
     pub nic: Option<String>,
     /// Claim the factory address at start.
     pub factory_address: bool,
+    /// Where the DNS settings are written (`/etc/resolv.conf`).
+    pub resolv_conf: PathBuf,
 }
 
 impl Settings {
@@ -31,6 +33,7 @@ impl Settings {
             nic: boot.nic.clone(),
             boot,
             factory_address: true,
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
         }
     }
 

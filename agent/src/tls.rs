@@ -25,7 +25,10 @@ pub enum TlsError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no certificate in the PEM text")]
     NoCertificate,
     #[error("no private key in the PEM text")]
@@ -64,9 +67,15 @@ pub struct Identity {
 
 impl Identity {
     /// Parses chain and key PEM (one text or two); an encrypted PKCS#8 key needs `passphrase`.
-    pub fn from_pem(chain_pem: &str, key_pem: &str, passphrase: Option<&str>) -> Result<Identity, TlsError> {
+    pub fn from_pem(
+        chain_pem: &str,
+        key_pem: &str,
+        passphrase: Option<&str>,
+    ) -> Result<Identity, TlsError> {
         let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(chain_pem.as_bytes()).filter_map(Result::ok).collect();
+            CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+                .filter_map(Result::ok)
+                .collect();
         if chain.is_empty() {
             return Err(TlsError::NoCertificate);
         }
@@ -99,7 +108,11 @@ impl Identity {
                 other => TlsError::Unusable(other),
             })?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Identity { chain, key, config: Arc::new(config) })
+        Ok(Identity {
+            chain,
+            key,
+            config: Arc::new(config),
+        })
     }
 
     /// The rustls server configuration for this identity.
@@ -123,9 +136,16 @@ impl Identity {
 
     /// The key as PEM, encrypted with `passphrase` if given (PKCS#8 keys only).
     pub fn export_key(&self, passphrase: Option<&str>) -> Result<String, TlsError> {
-        let Some(pass) = passphrase else { return Ok(self.key_pem()) };
-        let PrivateKeyDer::Pkcs8(k) = &self.key else { return Err(TlsError::NotPkcs8) };
-        Ok(pem("ENCRYPTED PRIVATE KEY", &encrypt_pkcs8(k.secret_pkcs8_der(), pass)?))
+        let Some(pass) = passphrase else {
+            return Ok(self.key_pem());
+        };
+        let PrivateKeyDer::Pkcs8(k) = &self.key else {
+            return Err(TlsError::NotPkcs8);
+        };
+        Ok(pem(
+            "ENCRYPTED PRIVATE KEY",
+            &encrypt_pkcs8(k.secret_pkcs8_der(), pass)?,
+        ))
     }
 
     fn file_text(&self) -> String {
@@ -134,13 +154,17 @@ impl Identity {
 
     /// SHA-256 of the leaf certificate, as colon-separated hex (what clients pin).
     pub fn fingerprint(&self) -> String {
-        self.chain.first().map(|c| fingerprint(c)).unwrap_or_default()
+        self.chain
+            .first()
+            .map(|c| fingerprint(c))
+            .unwrap_or_default()
     }
 
     /// Details of the leaf certificate.
     pub fn info(&self) -> Result<crate::api::types::CertificateInfo, TlsError> {
         let leaf = self.chain.first().ok_or(TlsError::NoCertificate)?;
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| TlsError::Parse(e.to_string()))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| TlsError::Parse(e.to_string()))?;
         let mut names = Vec::new();
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for n in &san.value.general_names {
@@ -171,7 +195,11 @@ impl Identity {
 }
 
 pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -183,9 +211,14 @@ fn pem_blocks(text: &str) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("-----BEGIN ") {
-        let Some(end_at) = rest[start..].find("-----END ") else { break };
-        let end_line = rest[start + end_at..].find('\n').map(|i| start + end_at + i + 1).unwrap_or(rest.len());
-        if let Ok((label, der)) = pkcs8::der::pem::decode_vec(rest[start..end_line].as_bytes()) {
+        let Some(end_at) = rest[start..].find("-----END ") else {
+            break;
+        };
+        let end_line = rest[start + end_at..]
+            .find('\n')
+            .map(|i| start + end_at + i + 1)
+            .unwrap_or(rest.len());
+        if let Ok((label, der)) = pkcs8::der::pem::decode_vec(&rest.as_bytes()[start..end_line]) {
             out.push((label.to_string(), der));
         }
         rest = &rest[end_line..];
@@ -195,8 +228,11 @@ fn pem_blocks(text: &str) -> Vec<(String, Vec<u8>)> {
 
 fn decrypt_pkcs8(der: &[u8], passphrase: &str) -> Result<Vec<u8>, TlsError> {
     use pkcs8::der::Decode;
-    let enc = pkcs8::EncryptedPrivateKeyInfoRef::from_der(der).map_err(|_| TlsError::BadPassphrase)?;
-    let doc = enc.decrypt(passphrase.as_bytes()).map_err(|_| TlsError::BadPassphrase)?;
+    let enc =
+        pkcs8::EncryptedPrivateKeyInfoRef::from_der(der).map_err(|_| TlsError::BadPassphrase)?;
+    let doc = enc
+        .decrypt(passphrase.as_bytes())
+        .map_err(|_| TlsError::BadPassphrase)?;
     Ok(doc.as_bytes().to_vec())
 }
 
@@ -205,11 +241,20 @@ fn encrypt_pkcs8(der: &[u8], passphrase: &str) -> Result<Vec<u8>, TlsError> {
     use ring::rand::SecureRandom;
     let (mut salt, mut iv) = ([0u8; 16], [0u8; 16]);
     let rng = ring::rand::SystemRandom::new();
-    rng.fill(&mut salt).and_then(|()| rng.fill(&mut iv)).map_err(|_| TlsError::Encrypt("no randomness".into()))?;
-    let params = pkcs8::pkcs5::pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(EXPORT_PBKDF2_ROUNDS, &salt, iv)
+    rng.fill(&mut salt)
+        .and_then(|()| rng.fill(&mut iv))
+        .map_err(|_| TlsError::Encrypt("no randomness".into()))?;
+    let params = pkcs8::pkcs5::pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(
+        EXPORT_PBKDF2_ROUNDS,
+        &salt,
+        iv,
+    )
+    .map_err(|e| TlsError::Encrypt(e.to_string()))?;
+    let info =
+        pkcs8::PrivateKeyInfoRef::from_der(der).map_err(|e| TlsError::Encrypt(e.to_string()))?;
+    let doc = info
+        .encrypt_with_params(params, passphrase.as_bytes())
         .map_err(|e| TlsError::Encrypt(e.to_string()))?;
-    let info = pkcs8::PrivateKeyInfoRef::from_der(der).map_err(|e| TlsError::Encrypt(e.to_string()))?;
-    let doc = info.encrypt_with_params(params, passphrase.as_bytes()).map_err(|e| TlsError::Encrypt(e.to_string()))?;
     Ok(doc.as_bytes().to_vec())
 }
 
@@ -217,10 +262,18 @@ fn encrypt_pkcs8(der: &[u8], passphrase: &str) -> Result<Vec<u8>, TlsError> {
 fn generate(hostname: &str) -> Result<Identity, TlsError> {
     let mut params = rcgen::CertificateParams::new(vec![hostname.to_string()])?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, hostname);
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, "Appliance (self-signed)");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, hostname);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Appliance (self-signed)");
     for last in 1..=8u8 {
-        params.subject_alt_names.push(rcgen::SanType::IpAddress(std::net::IpAddr::from([169, 254, 1, last])));
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
+                169, 254, 1, last,
+            ])));
     }
     let now = std::time::SystemTime::now();
     params.not_before = (now - std::time::Duration::from_secs(86_400)).into();
@@ -275,7 +328,11 @@ mod tests {
         assert_eq!(first.fingerprint(), again.fingerprint());
         let info = again.info().unwrap();
         assert!(info.self_signed);
-        assert!(info.subject_alt_names.contains(&"169.254.1.1".to_string()), "{:?}", info.subject_alt_names);
+        assert!(
+            info.subject_alt_names.contains(&"169.254.1.1".to_string()),
+            "{:?}",
+            info.subject_alt_names
+        );
         assert!(info.not_after_unix > info.not_before_unix + 9 * 365 * 86_400);
     }
 
@@ -285,8 +342,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         load_or_generate(dir.path(), "appliance").unwrap();
         std::fs::write(identity_path(dir.path()), "garbage").unwrap();
-        assert!(matches!(load_or_generate(dir.path(), "appliance"), Err(TlsError::NoCertificate)));
-        assert_eq!(std::fs::read(identity_path(dir.path())).unwrap(), b"garbage");
+        assert!(matches!(
+            load_or_generate(dir.path(), "appliance"),
+            Err(TlsError::NoCertificate)
+        ));
+        assert_eq!(
+            std::fs::read(identity_path(dir.path())).unwrap(),
+            b"garbage"
+        );
     }
 
     #[test]
@@ -297,8 +360,14 @@ mod tests {
         let key = id.export_key(Some("s3cret pass")).unwrap();
         assert!(key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
         let chain = id.chain_pem();
-        assert!(matches!(Identity::from_pem(&chain, &key, None), Err(TlsError::PassphraseNeeded)));
-        assert!(matches!(Identity::from_pem(&chain, &key, Some("wrong")), Err(TlsError::BadPassphrase)));
+        assert!(matches!(
+            Identity::from_pem(&chain, &key, None),
+            Err(TlsError::PassphraseNeeded)
+        ));
+        assert!(matches!(
+            Identity::from_pem(&chain, &key, Some("wrong")),
+            Err(TlsError::BadPassphrase)
+        ));
         let back = Identity::from_pem(&chain, &key, Some("s3cret pass")).unwrap();
         assert_eq!(back.fingerprint(), id.fingerprint());
         let plain = Identity::from_pem(&chain, &id.export_key(None).unwrap(), None).unwrap();
@@ -313,7 +382,13 @@ mod tests {
         let (idb, _) = load_or_generate(b.path(), "b").unwrap();
         let mixed = Identity::from_pem(&ida.chain_pem(), &idb.export_key(None).unwrap(), None);
         assert!(matches!(mixed, Err(TlsError::KeyMismatch)));
-        assert!(matches!(Identity::from_pem("", &ida.export_key(None).unwrap(), None), Err(TlsError::NoCertificate)));
-        assert!(matches!(Identity::from_pem(&ida.chain_pem(), "", None), Err(TlsError::NoKey)));
+        assert!(matches!(
+            Identity::from_pem("", &ida.export_key(None).unwrap(), None),
+            Err(TlsError::NoCertificate)
+        ));
+        assert!(matches!(
+            Identity::from_pem(&ida.chain_pem(), "", None),
+            Err(TlsError::NoKey)
+        ));
     }
 }

@@ -23,19 +23,42 @@ static SESSIONS: std::sync::LazyLock<Mutex<HashMap<(String, String), String>>> =
 
 /// One request from inside namespace `ns`, with `token` if given; the certificate is not
 /// checked (tests compare fingerprints themselves where it matters).
-pub fn raw(ns: &str, host: &str, method: &str, path: &str, body: Option<Vec<u8>>, token: Option<String>) -> Result<Answer, String> {
+pub fn raw(
+    ns: &str,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+    token: Option<String>,
+) -> Result<Answer, String> {
     crate::crypto();
-    let client = Client { host: host.to_string(), port: 443, trust: Trust::Insecure, timeout: Duration::from_secs(10), token };
+    let client = Client {
+        host: host.to_string(),
+        port: 443,
+        trust: Trust::Insecure,
+        timeout: Duration::from_secs(10),
+        token,
+    };
     let path = format!("{PREFIX}{path}");
     let method = method.to_string();
     enter_and_run(ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-        rt.block_on(client.request(&method, &path, body)).map_err(|e| e.to_string())
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(client.request(&method, &path, body))
+            .map_err(|e| e.to_string())
     })
 }
 
 /// An unauthenticated call.
-pub fn call_raw(ns: &str, host: &str, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Answer, String> {
+pub fn call_raw(
+    ns: &str,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Answer, String> {
     raw(ns, host, method, path, body, None)
 }
 
@@ -47,10 +70,16 @@ fn error_code(a: &Answer) -> String {
 }
 
 fn login_as(ns: &str, host: &str, password: &str) -> Result<LoginResponse, String> {
-    let body = json!({ "username": "admin", "password": password }).to_string().into_bytes();
+    let body = json!({ "username": "admin", "password": password })
+        .to_string()
+        .into_bytes();
     let a = call_raw(ns, host, "POST", "/login", Some(body))?;
     if a.status != 200 {
-        return Err(format!("login answered {}: {}", a.status, String::from_utf8_lossy(&a.body)));
+        return Err(format!(
+            "login answered {}: {}",
+            a.status,
+            String::from_utf8_lossy(&a.body)
+        ));
     }
     serde_json::from_slice(&a.body).map_err(|e| e.to_string())
 }
@@ -60,20 +89,33 @@ pub fn login(ns: &str, host: &str) -> Result<String, String> {
     // An unauthenticated call tells whether the default is in force without a failed login.
     let probe = call_raw(ns, host, "GET", "/status", None)?;
     if error_code(&probe) == "password_change_required" {
-        let body = json!({ "current_password": "password", "new_password": TEST_PASSWORD }).to_string().into_bytes();
+        let body = json!({ "current_password": "password", "new_password": TEST_PASSWORD })
+            .to_string()
+            .into_bytes();
         let a = call_raw(ns, host, "POST", "/system/admin/password", Some(body))?;
         if a.status != 200 {
-            return Err(format!("password change answered {}: {}", a.status, String::from_utf8_lossy(&a.body)));
+            return Err(format!(
+                "password change answered {}: {}",
+                a.status,
+                String::from_utf8_lossy(&a.body)
+            ));
         }
     }
     let token = login_as(ns, host, TEST_PASSWORD)?.token;
-    SESSIONS.lock().unwrap_or_else(|p| p.into_inner()).insert((ns.into(), host.into()), token.clone());
+    SESSIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((ns.into(), host.into()), token.clone());
     Ok(token)
 }
 
 /// A session token for the appliance (logging in if needed).
 pub fn token(ns: &str, host: &str) -> Result<String, String> {
-    let cached = SESSIONS.lock().unwrap_or_else(|p| p.into_inner()).get(&(ns.to_string(), host.to_string())).cloned();
+    let cached = SESSIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(ns.to_string(), host.to_string()))
+        .cloned();
     match cached {
         Some(t) => Ok(t),
         None => login(ns, host),
@@ -81,7 +123,13 @@ pub fn token(ns: &str, host: &str) -> Result<String, String> {
 }
 
 /// One API call as the administrator (`path` is below `/appliance/api/v1`).
-pub fn call(ns: &str, host: &str, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Answer, String> {
+pub fn call(
+    ns: &str,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Answer, String> {
     let t = token(ns, host)?;
     let a = raw(ns, host, method, path, body.clone(), Some(t))?;
     let code = error_code(&a);
@@ -96,19 +144,33 @@ pub fn call(ns: &str, host: &str, method: &str, path: &str, body: Option<Vec<u8>
 pub fn status(ns: &str, host: &str) -> Result<Status, String> {
     let a = call(ns, host, "GET", "/status", None)?;
     if a.status != 200 {
-        return Err(format!("status answered {}: {}", a.status, String::from_utf8_lossy(&a.body)));
+        return Err(format!(
+            "status answered {}: {}",
+            a.status,
+            String::from_utf8_lossy(&a.body)
+        ));
     }
     serde_json::from_slice(&a.body).map_err(|e| format!("bad status JSON: {e}"))
 }
 
 /// Waits until `GET /status` answers on `host`.
 pub fn wait_status(ns: &str, host: &str, timeout: Duration) -> Status {
-    crate::wait::until(&format!("the API at https://{host}"), timeout, Duration::from_millis(250), || status(ns, host))
+    crate::wait::until(
+        &format!("the API at https://{host}"),
+        timeout,
+        Duration::from_millis(250),
+        || status(ns, host),
+    )
 }
 
 /// A call that must succeed with a 2xx status.
 pub fn ok(ns: &str, host: &str, method: &str, path: &str, body: Option<Vec<u8>>) -> Answer {
     let a = call(ns, host, method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    assert!((200..300).contains(&a.status), "{method} {path} answered {}: {}", a.status, String::from_utf8_lossy(&a.body));
+    assert!(
+        (200..300).contains(&a.status),
+        "{method} {path} answered {}: {}",
+        a.status,
+        String::from_utf8_lossy(&a.body)
+    );
     a
 }

@@ -227,11 +227,15 @@ impl Agent {
             .unwrap_or_default();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.host.ns])
+            // Its own UTS namespace: a host name the agent sets stays inside the test.
+            .args(["unshare", "--uts"])
             .arg(crate::bin("appliance-agent"))
             .arg("--data-dir")
             .arg(&self.data)
             .arg("--run-dir")
             .arg(run)
+            .arg("--resolv-conf")
+            .arg(self.resolv_conf())
             .args(["--nic", "eth0", "--cmdline", "/dev/null"])
             .env("APPLIANCE_LOG", "debug")
             .stdin(Stdio::null())
@@ -240,6 +244,19 @@ impl Agent {
             .spawn()
             .expect("start appliance-agent");
         self.child = Some(child);
+    }
+
+    /// Where this agent writes its DNS settings (never the host's /etc/resolv.conf).
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.data
+            .parent()
+            .map(|p| p.join("resolv.conf"))
+            .unwrap_or_default()
+    }
+
+    /// The agent's process id (it runs in its own UTS namespace: see `nsenter -u`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn kill(&mut self) {
@@ -262,9 +279,12 @@ impl Agent {
 
     /// Waits until the agent's API answers (any HTTP answer counts).
     pub fn wait_api(&self) {
-        crate::wait::until("the agent's API", Duration::from_secs(20), Duration::from_millis(50), || {
-            crate::api::call_raw(&self.host.ns, "127.0.0.1", "GET", "/status", None)
-        });
+        crate::wait::until(
+            "the agent's API",
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || crate::api::call_raw(&self.host.ns, "127.0.0.1", "GET", "/status", None),
+        );
     }
 
     pub fn factory(&self) -> Result<FactoryAddress, String> {

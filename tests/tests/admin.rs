@@ -18,49 +18,109 @@ fn one_agent(name: &str) -> (TestDir, Lab, Agent) {
     (dir, lab, agent)
 }
 
-fn raw(agent: &Agent, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
-    let a = api::raw(&agent.host.ns, LOCAL, method, path, body.map(|b| b.to_string().into_bytes()), token.map(str::to_string))
-        .expect("call");
-    (a.status, serde_json::from_slice(&a.body).unwrap_or(Value::Null))
+fn raw(
+    agent: &Agent,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let a = api::raw(
+        &agent.host.ns,
+        LOCAL,
+        method,
+        path,
+        body.map(|b| b.to_string().into_bytes()),
+        token.map(str::to_string),
+    )
+    .expect("call");
+    (
+        a.status,
+        serde_json::from_slice(&a.body).unwrap_or(Value::Null),
+    )
 }
 
 fn login(agent: &Agent, password: &str) -> (u16, Value) {
-    raw(agent, "POST", "/login", Some(json!({"username": "admin", "password": password})), None)
+    raw(
+        agent,
+        "POST",
+        "/login",
+        Some(json!({"username": "admin", "password": password})),
+        None,
+    )
 }
 
 #[test]
 fn the_default_password_must_be_changed_before_anything_else() {
     let (_dir, _lab, agent) = one_agent("default_password");
     let (status, body) = raw(&agent, "GET", "/status", None, None);
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("password_change_required")));
-    assert!(body["error"]["message"].as_str().unwrap_or("").contains("change the default password first"));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("password_change_required"))
+    );
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("change the default password first"));
 
     let (status, body) = login(&agent, "password");
     assert_eq!(status, 200);
     assert_eq!(body["must_change_password"], true);
     let token = body["token"].as_str().unwrap().to_string();
-    for (method, path) in [("GET", "/status"), ("POST", "/system/reboot"), ("GET", "/network/factory-address")] {
+    for (method, path) in [
+        ("GET", "/status"),
+        ("POST", "/system/reboot"),
+        ("GET", "/network/factory-address"),
+    ] {
         let (status, body) = raw(&agent, method, path, None, Some(&token));
-        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("password_change_required")), "{method} {path}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("password_change_required")),
+            "{method} {path}"
+        );
     }
 
     // Weak passwords and a wrong current password change nothing.
     let change = |current: &str, new: &str| {
-        raw(&agent, "POST", "/system/admin/password", Some(json!({"current_password": current, "new_password": new})), None)
+        raw(
+            &agent,
+            "POST",
+            "/system/admin/password",
+            Some(json!({"current_password": current, "new_password": new})),
+            None,
+        )
     };
     let (status, body) = change("password", "short");
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("password_rules")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("password_rules"))
+    );
     let (status, _) = change("wrong-password", TEST_PASSWORD);
     assert_eq!(status, 401);
     assert_eq!(raw(&agent, "GET", "/status", None, Some(&token)).0, 403);
 
     let (status, _) = change("password", TEST_PASSWORD);
     assert_eq!(status, 200);
-    assert_eq!(raw(&agent, "GET", "/status", None, Some(&token)).0, 401, "sessions end with the change");
-    assert_eq!(raw(&agent, "GET", "/status", None, None).0, 401, "no token, no answer");
-    assert_eq!(login(&agent, "password").0, 401, "the default no longer works");
+    assert_eq!(
+        raw(&agent, "GET", "/status", None, Some(&token)).0,
+        401,
+        "sessions end with the change"
+    );
+    assert_eq!(
+        raw(&agent, "GET", "/status", None, None).0,
+        401,
+        "no token, no answer"
+    );
+    assert_eq!(
+        login(&agent, "password").0,
+        401,
+        "the default no longer works"
+    );
     let (status, body) = login(&agent, TEST_PASSWORD);
-    assert_eq!((status, &body["must_change_password"]), (200, &json!(false)));
+    assert_eq!(
+        (status, &body["must_change_password"]),
+        (200, &json!(false))
+    );
     let token = body["token"].as_str().unwrap();
     assert_eq!(raw(&agent, "GET", "/status", None, Some(token)).0, 200);
     assert_eq!(raw(&agent, "POST", "/logout", None, Some(token)).0, 204);
@@ -75,23 +135,58 @@ fn repeated_failed_logins_are_locked_out() {
         assert_eq!(login(&agent, "not-the-password").0, 401, "attempt {i}");
     }
     let (status, body) = login(&agent, "not-the-password");
-    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("too_many_attempts")));
-    assert_eq!(login(&agent, TEST_PASSWORD).0, 429, "locked out even with the right password");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("too_many_attempts"))
+    );
+    assert_eq!(
+        login(&agent, TEST_PASSWORD).0,
+        429,
+        "locked out even with the right password"
+    );
 }
 
 #[test]
 fn api_tokens_work_until_revoked() {
     let (_dir, _lab, agent) = one_agent("api_tokens");
-    let a = agent.call("POST", "/system/tokens", Some(json!({"name": "backup-script", "expires_in_days": 30}).to_string().into_bytes())).unwrap();
+    let a = agent
+        .call(
+            "POST",
+            "/system/tokens",
+            Some(
+                json!({"name": "backup-script", "expires_in_days": 30})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .unwrap();
     assert_eq!(a.status, 201);
-    let token = serde_json::from_slice::<Value>(&a.body).unwrap()["token"].as_str().unwrap().to_string();
+    let token = serde_json::from_slice::<Value>(&a.body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(raw(&agent, "GET", "/status", None, Some(&token)).0, 200);
     let list = agent.call("GET", "/system/tokens", None).unwrap();
     let text = String::from_utf8_lossy(&list.body);
-    assert!(text.contains("backup-script") && !text.contains(&token), "{text}");
-    let dup = agent.call("POST", "/system/tokens", Some(json!({"name": "backup-script"}).to_string().into_bytes())).unwrap();
+    assert!(
+        text.contains("backup-script") && !text.contains(&token),
+        "{text}"
+    );
+    let dup = agent
+        .call(
+            "POST",
+            "/system/tokens",
+            Some(json!({"name": "backup-script"}).to_string().into_bytes()),
+        )
+        .unwrap();
     assert_eq!(dup.status, 409);
-    assert_eq!(agent.call("DELETE", "/system/tokens/backup-script", None).unwrap().status, 204);
+    assert_eq!(
+        agent
+            .call("DELETE", "/system/tokens/backup-script", None)
+            .unwrap()
+            .status,
+        204
+    );
     assert_eq!(raw(&agent, "GET", "/status", None, Some(&token)).0, 401);
 }
 
@@ -110,9 +205,18 @@ fn ctl(agent: &Agent, sessions: &std::path::Path, args: &[&str], stdin: &str) ->
         .stderr(Stdio::piped())
         .spawn()
         .expect("run appliancectl");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -121,12 +225,28 @@ fn the_cli_logs_in_changes_the_password_and_keeps_the_session() {
     let (dir, _lab, agent) = one_agent("cli_login");
     let sessions = dir.path.join("sessions");
     let (ok, text) = ctl(&agent, &sessions, &["status"], "");
-    assert!(!ok && text.contains("change the default password first"), "{text}");
+    assert!(
+        !ok && text.contains("change the default password first"),
+        "{text}"
+    );
     let (ok, text) = ctl(&agent, &sessions, &["login"], "password\n");
     assert!(ok && text.contains("appliancectl passwd"), "{text}");
-    let (ok, text) = ctl(&agent, &sessions, &["passwd"], &format!("password\n{TEST_PASSWORD}\nsomething-else-1\n"));
-    assert!(!ok && text.contains("differ"), "mismatched confirmation: {text}");
-    let (ok, text) = ctl(&agent, &sessions, &["passwd"], &format!("password\n{TEST_PASSWORD}\n{TEST_PASSWORD}\n"));
+    let (ok, text) = ctl(
+        &agent,
+        &sessions,
+        &["passwd"],
+        &format!("password\n{TEST_PASSWORD}\nsomething-else-1\n"),
+    );
+    assert!(
+        !ok && text.contains("differ"),
+        "mismatched confirmation: {text}"
+    );
+    let (ok, text) = ctl(
+        &agent,
+        &sessions,
+        &["passwd"],
+        &format!("password\n{TEST_PASSWORD}\n{TEST_PASSWORD}\n"),
+    );
     assert!(ok, "{text}");
     let (ok, text) = ctl(&agent, &sessions, &["status"], "");
     assert!(ok && text.contains("Serial number"), "{text}");
@@ -141,7 +261,9 @@ fn fingerprint(agent: &Agent) -> String {
     let v: Value = serde_json::from_slice(&a.body).unwrap();
     let fp = v["sha256_fingerprint"].as_str().unwrap().to_string();
     // What a client sees on the wire must be the same certificate.
-    let wire = api::call_raw(&agent.host.ns, LOCAL, "GET", "/status", None).unwrap().fingerprint;
+    let wire = api::call_raw(&agent.host.ns, LOCAL, "GET", "/status", None)
+        .unwrap()
+        .fingerprint;
     assert_eq!(fp, wire, "the certificate served is the one reported");
     fp
 }
@@ -158,29 +280,104 @@ fn a_certificate_exported_from_one_appliance_imports_into_another() {
     let (fp1, fp2) = (fingerprint(&primary), fingerprint(&backup));
     assert_ne!(fp1, fp2, "each appliance made its own certificate");
 
-    let export = primary.call("POST", "/system/certificate/export", Some(json!({"passphrase": "export-pass-9"}).to_string().into_bytes())).unwrap();
+    let export = primary
+        .call(
+            "POST",
+            "/system/certificate/export",
+            Some(
+                json!({"passphrase": "export-pass-9"})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .unwrap();
     assert_eq!(export.status, 200);
     let e: Value = serde_json::from_slice(&export.body).unwrap();
-    assert!(e["key_pem"].as_str().unwrap().starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+    assert!(e["key_pem"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
 
     // Wrong passphrase, or a key from another certificate: refused, nothing changes.
-    let bad = json!({"chain_pem": e["chain_pem"], "key_pem": e["key_pem"], "passphrase": "nope-nope"});
-    let a = backup.call("PUT", "/system/certificate", Some(bad.to_string().into_bytes())).unwrap();
+    let bad =
+        json!({"chain_pem": e["chain_pem"], "key_pem": e["key_pem"], "passphrase": "nope-nope"});
+    let a = backup
+        .call(
+            "PUT",
+            "/system/certificate",
+            Some(bad.to_string().into_bytes()),
+        )
+        .unwrap();
     assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(&a.body));
-    let own_key = backup.call("POST", "/system/certificate/export", None).unwrap();
+    let own_key = backup
+        .call("POST", "/system/certificate/export", None)
+        .unwrap();
     let own: Value = serde_json::from_slice(&own_key.body).unwrap();
     let mixed = json!({"chain_pem": e["chain_pem"], "key_pem": own["key_pem"]});
-    let a = backup.call("PUT", "/system/certificate", Some(mixed.to_string().into_bytes())).unwrap();
-    assert!(String::from_utf8_lossy(&a.body).contains("does not belong"), "{}", String::from_utf8_lossy(&a.body));
+    let a = backup
+        .call(
+            "PUT",
+            "/system/certificate",
+            Some(mixed.to_string().into_bytes()),
+        )
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&a.body).contains("does not belong"),
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
     assert_eq!(fingerprint(&backup), fp2);
 
     let good = json!({"chain_pem": e["chain_pem"], "key_pem": e["key_pem"], "passphrase": "export-pass-9"});
-    let a = backup.call("PUT", "/system/certificate", Some(good.to_string().into_bytes())).unwrap();
+    let a = backup
+        .call(
+            "PUT",
+            "/system/certificate",
+            Some(good.to_string().into_bytes()),
+        )
+        .unwrap();
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-    assert_eq!(fingerprint(&backup), fp1, "the backup now serves the primary's certificate");
+    assert_eq!(
+        fingerprint(&backup),
+        fp1,
+        "the backup now serves the primary's certificate"
+    );
     // And keeps it across a restart.
     let mut backup = backup;
     backup.restart();
     backup.wait_api();
     assert_eq!(fingerprint(&backup), fp1);
+}
+
+#[test]
+fn every_error_has_the_same_json_shape() {
+    let (_dir, _lab, agent) = one_agent("error_shape");
+    for (method, path, body, status, code) in [
+        (
+            "POST",
+            "/system/tokens",
+            Some(vec![b' '; 70 * 1024]),
+            413,
+            "payload_too_large",
+        ),
+        ("DELETE", "/status", None, 405, "method_not_allowed"),
+        ("GET", "/no/such/thing", None, 404, "not_found"),
+        (
+            "POST",
+            "/system/tokens",
+            Some(b"{not json".to_vec()),
+            400,
+            "bad_request",
+        ),
+    ] {
+        let a = agent.call(method, path, body).expect("call");
+        let v: Value = serde_json::from_slice(&a.body)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e})"));
+        assert_eq!(
+            (a.status, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path}: {v}"
+        );
+        assert!(!v["error"]["message"].as_str().unwrap_or("").is_empty());
+    }
 }

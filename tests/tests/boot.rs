@@ -76,7 +76,10 @@ fn boots_to_an_answering_api_with_a_fresh_data_disk() {
 fn shutdown_via_the_api_powers_off_and_is_recorded() {
     let (_dir, sw, mut vm) = boot("shutdown_via_the_api", "");
     api::wait_status(&sw.name, FACTORY, BOOT);
-    let out = sw.ctl(FACTORY, &["shutdown", "--reason", "end of test", "--delay", "3"]);
+    let out = sw.ctl(
+        FACTORY,
+        &["shutdown", "--reason", "end of test", "--delay", "3"],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -86,7 +89,12 @@ fn shutdown_via_the_api_powers_off_and_is_recorded() {
     // The delay is honoured: the appliance still answers, and a second request is refused.
     assert!(vm.is_running());
     let again = api::call(&sw.name, FACTORY, "POST", "/system/reboot", None).expect("call");
-    assert_eq!(again.status, 409, "{}", String::from_utf8_lossy(&again.body));
+    assert_eq!(
+        again.status,
+        409,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
     let status = vm.wait_exit(POWER_OFF);
     assert!(status.success(), "QEMU exit status {status}");
 
@@ -259,12 +267,34 @@ fn a_file_written_to_data_survives_a_clean_shutdown() {
 fn a_power_cut_is_reported_as_unclean_and_the_disk_is_checked() {
     let (_dir, sw, mut vm) = boot("power_cut_unclean", "appliance.debug=1");
     api::wait_status(&sw.name, FACTORY, BOOT);
-    api::ok(&sw.name, FACTORY, "PUT", "/debug/data/site/before-cut.txt", Some(b"synced".to_vec()));
+    api::ok(
+        &sw.name,
+        FACTORY,
+        "PUT",
+        "/debug/data/site/before-cut.txt",
+        Some(b"synced".to_vec()),
+    );
     vm.power_cut();
     vm.start();
     let s = api::wait_status(&sw.name, FACTORY, BOOT);
-    assert_eq!(s.last_shutdown.as_ref().map(|l| l.kind.as_str()), Some("unclean"));
-    assert_ne!(s.data.detail, "clean (superblock)", "a file system that was not unmounted is checked");
-    let back = api::ok(&sw.name, FACTORY, "GET", "/debug/data/site/before-cut.txt", None);
-    assert_eq!(&back.body[..], b"synced", "an atomic write survives a power cut");
+    assert_eq!(
+        s.last_shutdown.as_ref().map(|l| l.kind.as_str()),
+        Some("unclean")
+    );
+    assert_ne!(
+        s.data.detail, "clean (superblock)",
+        "a file system that was not unmounted is checked"
+    );
+    let back = api::ok(
+        &sw.name,
+        FACTORY,
+        "GET",
+        "/debug/data/site/before-cut.txt",
+        None,
+    );
+    assert_eq!(
+        &back.body[..],
+        b"synced",
+        "an atomic write survives a power cut"
+    );
 }

@@ -59,7 +59,10 @@ fn status_shows_the_smbios_identity_and_the_default_password_must_be_changed_fir
     assert_eq!(id.serial_number.as_deref(), Some("B300-SN-4242"), "{id:?}");
     assert_eq!(id.manufacturer.as_deref(), Some("Appliance Project"));
     assert_eq!(id.product_name.as_deref(), Some("B Series VM"));
-    assert_eq!(id.uuid.as_deref(), Some("5e1f0a11-0000-4000-8000-000000000001"));
+    assert_eq!(
+        id.uuid.as_deref(),
+        Some("5e1f0a11-0000-4000-8000-000000000001")
+    );
     assert!(s.basics.kernel.starts_with("6.1"), "{}", s.basics.kernel);
     assert_eq!(s.basics.disks.len(), 1, "{:?}", s.basics.disks);
     assert_eq!(s.basics.disks[0].size_bytes, 256 << 20);

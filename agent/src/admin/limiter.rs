@@ -51,7 +51,12 @@ impl Limiter {
 
     pub fn failure(&mut self, ip: IpAddr, now: Time) -> Failure {
         if self.records.len() >= MAX_TRACKED && !self.records.contains_key(&ip) {
-            if let Some(oldest) = self.records.iter().min_by_key(|(_, r)| r.last).map(|(k, _)| *k) {
+            if let Some(oldest) = self
+                .records
+                .iter()
+                .min_by_key(|(_, r)| r.last)
+                .map(|(k, _)| *k)
+            {
                 self.records.remove(&oldest);
             }
         }
@@ -60,13 +65,17 @@ impl Limiter {
         r.failures.retain(|t| now.saturating_sub(*t) < WINDOW);
         r.failures.push(now);
         if r.failures.len() >= FAILURES {
-            let lock = FIRST_LOCK.saturating_mul(1 << r.lockouts.min(8)).min(MAX_LOCK);
+            let lock = FIRST_LOCK
+                .saturating_mul(1 << r.lockouts.min(8))
+                .min(MAX_LOCK);
             r.lockouts += 1;
             r.failures.clear();
             r.locked_until = Some(now + lock);
             Failure::LockedOut(lock)
         } else {
-            Failure::Counted { remaining: FAILURES - r.failures.len() }
+            Failure::Counted {
+                remaining: FAILURES - r.failures.len(),
+            }
         }
     }
 
@@ -90,7 +99,12 @@ mod tests {
     fn five_failures_lock_out_that_address_only() {
         let mut l = Limiter::default();
         for i in 0..4 {
-            assert_eq!(l.failure(A, s(i)), Failure::Counted { remaining: 4 - i as usize });
+            assert_eq!(
+                l.failure(A, s(i)),
+                Failure::Counted {
+                    remaining: 4 - i as usize
+                }
+            );
         }
         assert_eq!(l.failure(A, s(4)), Failure::LockedOut(s(60)));
         assert_eq!(l.check(A, s(5)), Err(s(59)));
@@ -102,7 +116,10 @@ mod tests {
     fn failures_spread_beyond_the_window_do_not_lock() {
         let mut l = Limiter::default();
         for i in 0..20 {
-            assert!(matches!(l.failure(A, s(i * 100)), Failure::Counted { .. }), "failure {i}");
+            assert!(
+                matches!(l.failure(A, s(i * 100)), Failure::Counted { .. }),
+                "failure {i}"
+            );
         }
     }
 

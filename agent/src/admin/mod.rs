@@ -24,7 +24,9 @@ pub fn random_token(prefix: &str) -> String {
     if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
         // getrandom(2) does not fail once the kernel's pool is ready; if it ever does,
         // fall back to something unique rather than to a predictable constant.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         bytes[..16].copy_from_slice(&t.as_nanos().to_le_bytes());
     }
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

@@ -25,7 +25,9 @@ pub enum PasswordError {
     Unchanged,
     #[error("the new password must not contain control characters")]
     ControlCharacter,
-    #[error("the new password must use at least two kinds of characters (letters, digits, others)")]
+    #[error(
+        "the new password must use at least two kinds of characters (letters, digits, others)"
+    )]
     OneKind,
 }
 
@@ -66,13 +68,18 @@ fn hasher() -> Argon2<'static> {
 
 /// Hashes a password with a fresh random salt.
 pub fn hash(password: &str) -> Result<String, String> {
-    hasher().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| e.to_string())
+    hasher()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Whether `password` matches the PHC string `phc` (false for a malformed hash).
 pub fn verify(password: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
-        Ok(parsed) => hasher().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => hasher()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
         Err(_) => false,
     }
 }
@@ -85,15 +92,39 @@ mod tests {
     fn rules() {
         let ok = "correct-horse-7";
         assert_eq!(check_rules(ok, "password", "admin"), Ok(()));
-        assert_eq!(check_rules("short-1", "password", "admin"), Err(PasswordError::TooShort));
-        assert_eq!(check_rules(&"a1".repeat(65), "password", "admin"), Err(PasswordError::TooLong));
-        assert_eq!(check_rules("PASSWORD", "x", "admin"), Err(PasswordError::TooShort));
-        assert_eq!(check_rules("Password", "x", "root"), Err(PasswordError::TooShort));
-        assert_eq!(check_rules("my-Admin-pass-1", "x", "admin"), Err(PasswordError::ContainsUsername));
+        assert_eq!(
+            check_rules("short-1", "password", "admin"),
+            Err(PasswordError::TooShort)
+        );
+        assert_eq!(
+            check_rules(&"a1".repeat(65), "password", "admin"),
+            Err(PasswordError::TooLong)
+        );
+        assert_eq!(
+            check_rules("PASSWORD", "x", "admin"),
+            Err(PasswordError::TooShort)
+        );
+        assert_eq!(
+            check_rules("Password", "x", "root"),
+            Err(PasswordError::TooShort)
+        );
+        assert_eq!(
+            check_rules("my-Admin-pass-1", "x", "admin"),
+            Err(PasswordError::ContainsUsername)
+        );
         assert_eq!(check_rules(ok, ok, "admin"), Err(PasswordError::Unchanged));
-        assert_eq!(check_rules("onlyletterslong", "x", "admin"), Err(PasswordError::OneKind));
-        assert_eq!(check_rules("12345678901", "x", "admin"), Err(PasswordError::OneKind));
-        assert_eq!(check_rules("tab\there-12345", "x", "admin"), Err(PasswordError::ControlCharacter));
+        assert_eq!(
+            check_rules("onlyletterslong", "x", "admin"),
+            Err(PasswordError::OneKind)
+        );
+        assert_eq!(
+            check_rules("12345678901", "x", "admin"),
+            Err(PasswordError::OneKind)
+        );
+        assert_eq!(
+            check_rules("tab\there-12345", "x", "admin"),
+            Err(PasswordError::ControlCharacter)
+        );
     }
 
     #[test]

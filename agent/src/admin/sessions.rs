@@ -29,12 +29,24 @@ impl Sessions {
     pub fn open(&mut self, username: &str, now: Time) -> String {
         self.expire(now);
         if self.by_token.len() >= MAX_SESSIONS {
-            if let Some(oldest) = self.by_token.iter().min_by_key(|(_, s)| s.last_used).map(|(t, _)| t.clone()) {
+            if let Some(oldest) = self
+                .by_token
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(t, _)| t.clone())
+            {
                 self.by_token.remove(&oldest);
             }
         }
         let token = super::random_token(PREFIX);
-        self.by_token.insert(token.clone(), Session { username: username.into(), created: now, last_used: now });
+        self.by_token.insert(
+            token.clone(),
+            Session {
+                username: username.into(),
+                created: now,
+                last_used: now,
+            },
+        );
         token
     }
 
@@ -56,7 +68,9 @@ impl Sessions {
     }
 
     fn expire(&mut self, now: Time) {
-        self.by_token.retain(|_, s| now.saturating_sub(s.last_used) < IDLE && now.saturating_sub(s.created) < ABSOLUTE);
+        self.by_token.retain(|_, s| {
+            now.saturating_sub(s.last_used) < IDLE && now.saturating_sub(s.created) < ABSOLUTE
+        });
     }
 
     pub fn len(&self) -> usize {

@@ -108,11 +108,17 @@ pub struct Admin {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -127,14 +133,23 @@ impl Admin {
         let (file, load_error) = match std::fs::read_to_string(&path) {
             Ok(text) => match toml::from_str::<AdminFile>(&text) {
                 Ok(f) if f.version == 1 => (Some(f), None),
-                Ok(f) => (None, Some(format!("{}: schema version {} is not supported", path.display(), f.version))),
+                Ok(f) => (
+                    None,
+                    Some(format!(
+                        "{}: schema version {} is not supported",
+                        path.display(),
+                        f.version
+                    )),
+                ),
                 Err(e) => (None, Some(format!("{}: {}", path.display(), e.message()))),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
             Err(e) => (None, Some(format!("cannot read {}: {e}", path.display()))),
         };
         if let Some(e) = &load_error {
-            tracing::error!("admin account file not usable, the factory default account applies: {e}");
+            tracing::error!(
+                "admin account file not usable, the factory default account applies: {e}"
+            );
         }
         Admin {
             path,
@@ -160,7 +175,10 @@ impl Admin {
     }
 
     pub fn username(&self) -> String {
-        lock(&self.file).as_ref().map(|f| f.account.username.clone()).unwrap_or_else(|| DEFAULT_USERNAME.into())
+        lock(&self.file)
+            .as_ref()
+            .map(|f| f.account.username.clone())
+            .unwrap_or_else(|| DEFAULT_USERNAME.into())
     }
 
     /// When the password was last changed (none for the factory default).
@@ -169,7 +187,12 @@ impl Admin {
     }
 
     /// Checks a user name and password (the slow hash runs off the async threads).
-    async fn check_password(self: &Arc<Self>, ip: IpAddr, username: &str, password: &str) -> Result<(), AuthError> {
+    async fn check_password(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        username: &str,
+        password: &str,
+    ) -> Result<(), AuthError> {
         if let Err(wait) = lock(&self.limiter).check(ip, self.now()) {
             return Err(AuthError::Locked(wait));
         }
@@ -184,9 +207,10 @@ impl Admin {
                 let password = password.to_string();
                 let hash = account.password_hash.clone();
                 // The hash is checked even for a wrong user name, so timing does not tell.
-                let pass_ok = tokio::task::spawn_blocking(move || password::verify(&password, &hash))
-                    .await
-                    .unwrap_or(false);
+                let pass_ok =
+                    tokio::task::spawn_blocking(move || password::verify(&password, &hash))
+                        .await
+                        .unwrap_or(false);
                 (user_ok, pass_ok)
             }
         };
@@ -206,12 +230,20 @@ impl Admin {
         }
     }
 
-    pub async fn login(self: &Arc<Self>, ip: IpAddr, username: &str, password: &str) -> Result<Login, AuthError> {
+    pub async fn login(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        username: &str,
+        password: &str,
+    ) -> Result<Login, AuthError> {
         self.check_password(ip, username, password).await?;
         let token = lock(&self.sessions).open(username, self.now());
         let must_change_password = self.is_default();
         tracing::info!(client = %ip, user = username, must_change_password, "login");
-        Ok(Login { token, must_change_password })
+        Ok(Login {
+            token,
+            must_change_password,
+        })
     }
 
     pub fn logout(&self, token: &str) -> bool {
@@ -236,7 +268,11 @@ impl Admin {
         let mut file = lock(&self.file);
         let mut next = file.clone().unwrap_or(AdminFile {
             version: 1,
-            account: Account { username: username.into(), password_hash: String::new(), changed_unix: 0 },
+            account: Account {
+                username: username.into(),
+                password_hash: String::new(),
+                changed_unix: 0,
+            },
             tokens: Vec::new(),
         });
         next.account.password_hash = hash;
@@ -268,7 +304,9 @@ impl Admin {
         if token.starts_with(super::sessions::PREFIX) {
             return lock(&self.sessions)
                 .touch(token, self.now())
-                .map(|s| Principal::Session { username: s.username })
+                .map(|s| Principal::Session {
+                    username: s.username,
+                })
                 .ok_or(AuthError::Invalid);
         }
         if token.starts_with(TOKEN_PREFIX) {
@@ -276,9 +314,14 @@ impl Admin {
             let now = unix_now();
             let file = lock(&self.file);
             let found = file.iter().flat_map(|f| &f.tokens).find(|t| {
-                super::same(t.sha256.as_bytes(), digest.as_bytes()) && t.expires_unix.is_none_or(|e| e > now)
+                super::same(t.sha256.as_bytes(), digest.as_bytes())
+                    && t.expires_unix.is_none_or(|e| e > now)
             });
-            return found.map(|t| Principal::Token { name: t.name.clone() }).ok_or(AuthError::Invalid);
+            return found
+                .map(|t| Principal::Token {
+                    name: t.name.clone(),
+                })
+                .ok_or(AuthError::Invalid);
         }
         Err(AuthError::Invalid)
     }
@@ -287,12 +330,16 @@ impl Admin {
     pub fn create_token(&self, name: &str, expires_days: Option<u32>) -> Result<String, AuthError> {
         let valid = !name.is_empty()
             && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !valid {
             return Err(AuthError::BadTokenName);
         }
         let mut file = lock(&self.file);
-        let Some(current) = file.as_ref() else { return Err(AuthError::DefaultPassword) };
+        let Some(current) = file.as_ref() else {
+            return Err(AuthError::DefaultPassword);
+        };
         if current.tokens.iter().any(|t| t.name == name) {
             return Err(AuthError::TokenExists(name.into()));
         }
@@ -318,13 +365,19 @@ impl Admin {
         lock(&self.file)
             .iter()
             .flat_map(|f| &f.tokens)
-            .map(|t| TokenInfo { name: t.name.clone(), created_unix: t.created_unix, expires_unix: t.expires_unix })
+            .map(|t| TokenInfo {
+                name: t.name.clone(),
+                created_unix: t.created_unix,
+                expires_unix: t.expires_unix,
+            })
             .collect()
     }
 
     pub fn delete_token(&self, name: &str) -> Result<(), AuthError> {
         let mut file = lock(&self.file);
-        let Some(current) = file.as_ref() else { return Err(AuthError::TokenNotFound(name.into())) };
+        let Some(current) = file.as_ref() else {
+            return Err(AuthError::TokenNotFound(name.into()));
+        };
         if !current.tokens.iter().any(|t| t.name == name) {
             return Err(AuthError::TokenNotFound(name.into()));
         }
@@ -345,7 +398,10 @@ mod tests {
     const NEW: &str = "correct-horse-7";
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -355,20 +411,45 @@ mod tests {
         rt().block_on(async {
             let login = admin.login(IP, "admin", "password").await.unwrap();
             assert!(login.must_change_password);
-            assert!(matches!(admin.authenticate(Some(&login.token)), Err(AuthError::DefaultPassword)));
-            assert!(matches!(admin.authenticate(None), Err(AuthError::DefaultPassword)));
             assert!(matches!(
-                admin.change_password(IP, "admin", "password", "short").await,
+                admin.authenticate(Some(&login.token)),
+                Err(AuthError::DefaultPassword)
+            ));
+            assert!(matches!(
+                admin.authenticate(None),
+                Err(AuthError::DefaultPassword)
+            ));
+            assert!(matches!(
+                admin
+                    .change_password(IP, "admin", "password", "short")
+                    .await,
                 Err(AuthError::Password(PasswordError::TooShort))
             ));
             assert!(admin.is_default(), "a refused change changes nothing");
-            admin.change_password(IP, "admin", "password", NEW).await.unwrap();
-            assert!(matches!(admin.authenticate(Some(&login.token)), Err(AuthError::Invalid)), "sessions ended");
+            admin
+                .change_password(IP, "admin", "password", NEW)
+                .await
+                .unwrap();
+            assert!(
+                matches!(
+                    admin.authenticate(Some(&login.token)),
+                    Err(AuthError::Invalid)
+                ),
+                "sessions ended"
+            );
             let login = admin.login(IP, "admin", NEW).await.unwrap();
             assert!(!login.must_change_password);
-            assert_eq!(admin.authenticate(Some(&login.token)).unwrap(), Principal::Session { username: "admin".into() });
+            assert_eq!(
+                admin.authenticate(Some(&login.token)).unwrap(),
+                Principal::Session {
+                    username: "admin".into()
+                }
+            );
             assert!(matches!(admin.authenticate(None), Err(AuthError::Missing)));
-            assert!(matches!(admin.login(IP, "admin", "password").await, Err(AuthError::BadCredentials)));
+            assert!(matches!(
+                admin.login(IP, "admin", "password").await,
+                Err(AuthError::BadCredentials)
+            ));
         });
         // Persistent, hashed, private.
         let again = Admin::open(dir.path());
@@ -376,26 +457,54 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert!(text.contains("$argon2id$") && !text.contains(NEW));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(dir.path().join(FILE)).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(dir.path().join(FILE))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
     }
 
     #[test]
     fn api_tokens_are_shown_once_stored_hashed_and_revocable() {
         let dir = tempfile::tempdir().unwrap();
         let admin = Arc::new(Admin::open(dir.path()));
-        assert!(matches!(admin.create_token("backup", None), Err(AuthError::DefaultPassword)));
-        rt().block_on(admin.change_password(IP, "admin", "password", NEW)).unwrap();
+        assert!(matches!(
+            admin.create_token("backup", None),
+            Err(AuthError::DefaultPassword)
+        ));
+        rt().block_on(admin.change_password(IP, "admin", "password", NEW))
+            .unwrap();
         let token = admin.create_token("backup", Some(30)).unwrap();
         assert!(token.starts_with(TOKEN_PREFIX));
-        assert!(matches!(admin.create_token("backup", None), Err(AuthError::TokenExists(_))));
-        assert!(matches!(admin.create_token("no spaces", None), Err(AuthError::BadTokenName)));
-        assert_eq!(admin.authenticate(Some(&token)).unwrap(), Principal::Token { name: "backup".into() });
+        assert!(matches!(
+            admin.create_token("backup", None),
+            Err(AuthError::TokenExists(_))
+        ));
+        assert!(matches!(
+            admin.create_token("no spaces", None),
+            Err(AuthError::BadTokenName)
+        ));
+        assert_eq!(
+            admin.authenticate(Some(&token)).unwrap(),
+            Principal::Token {
+                name: "backup".into()
+            }
+        );
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert!(!text.contains(&token) && text.contains(&sha256_hex(&token)));
         assert_eq!(admin.tokens().len(), 1);
         admin.delete_token("backup").unwrap();
-        assert!(matches!(admin.authenticate(Some(&token)), Err(AuthError::Invalid)));
-        assert!(matches!(admin.delete_token("backup"), Err(AuthError::TokenNotFound(_))));
+        assert!(matches!(
+            admin.authenticate(Some(&token)),
+            Err(AuthError::Invalid)
+        ));
+        assert!(matches!(
+            admin.delete_token("backup"),
+            Err(AuthError::TokenNotFound(_))
+        ));
     }
 
     #[test]
@@ -404,11 +513,20 @@ mod tests {
         let admin = Arc::new(Admin::open(dir.path()));
         rt().block_on(async {
             for _ in 0..4 {
-                assert!(matches!(admin.login(IP, "admin", "guess").await, Err(AuthError::BadCredentials)));
+                assert!(matches!(
+                    admin.login(IP, "admin", "guess").await,
+                    Err(AuthError::BadCredentials)
+                ));
             }
-            assert!(matches!(admin.login(IP, "admin", "guess").await, Err(AuthError::Locked(_))));
+            assert!(matches!(
+                admin.login(IP, "admin", "guess").await,
+                Err(AuthError::Locked(_))
+            ));
             // Even the right password is refused while locked out.
-            assert!(matches!(admin.login(IP, "admin", "password").await, Err(AuthError::Locked(_))));
+            assert!(matches!(
+                admin.login(IP, "admin", "password").await,
+                Err(AuthError::Locked(_))
+            ));
         });
     }
 

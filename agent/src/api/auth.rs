@@ -14,10 +14,16 @@ use axum::response::{IntoResponse, Response};
 pub fn bearer(request_headers: &axum::http::HeaderMap) -> Option<String> {
     let value = request_headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
 }
 
-pub async fn require_admin(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn require_admin(
+    State(app): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let token = bearer(request.headers());
     match app.admin.authenticate(token.as_deref()) {
         Ok(principal) => {

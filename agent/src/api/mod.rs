@@ -6,10 +6,15 @@
 
 pub mod auth;
 mod debug;
+mod net_config;
+pub mod net_types;
 mod network;
 mod system;
 pub mod types;
 
+use crate::net::model::ValidationError;
+use crate::net::service::ChangeError;
+use crate::net::utilities::UtilityError;
 use crate::settings::Settings;
 use crate::system::{Power, PowerError};
 use axum::body::Bytes;
@@ -41,6 +46,10 @@ pub enum ApiError {
     Power(#[from] PowerError),
     #[error(transparent)]
     Auth(#[from] crate::admin::store::AuthError),
+    #[error(transparent)]
+    Network(#[from] ChangeError),
+    #[error(transparent)]
+    NetworkTest(#[from] UtilityError),
 }
 
 impl ApiError {
@@ -59,6 +68,33 @@ impl ApiError {
             ApiError::Auth(e) => auth::status_and_code(e),
             ApiError::Power(PowerError::Init(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "init_unavailable")
+            }
+            ApiError::Network(ChangeError::Invalid(ValidationError::UnknownNic { .. })) => {
+                (StatusCode::BAD_REQUEST, "unknown_nic")
+            }
+            ApiError::Network(ChangeError::Invalid(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid_network_config")
+            }
+            ApiError::Network(ChangeError::NotConfigured(_)) => {
+                (StatusCode::NOT_FOUND, "not_configured")
+            }
+            ApiError::Network(ChangeError::AddressInUse { .. }) => {
+                (StatusCode::CONFLICT, "address_in_use")
+            }
+            ApiError::Network(ChangeError::Pending { .. }) => {
+                (StatusCode::CONFLICT, "change_pending")
+            }
+            ApiError::Network(ChangeError::NothingPending) => {
+                (StatusCode::CONFLICT, "nothing_pending")
+            }
+            ApiError::Network(ChangeError::Kernel(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "network_error")
+            }
+            ApiError::Network(ChangeError::Config(_) | ChangeError::Rollback(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+            ApiError::NetworkTest(UtilityError::BadInput(_)) => {
+                (StatusCode::BAD_REQUEST, "bad_request")
             }
         }
     }
@@ -91,7 +127,8 @@ fn parse_required<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest("a JSON body is required".into()));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// What the handlers share.
@@ -106,12 +143,49 @@ pub struct AppState {
     /// The live TLS configuration, reloaded when a certificate is imported.
     pub tls: axum_server::tls_rustls::RustlsConfig,
     pub nl: crate::net::netlink::Netlink,
+    pub network: crate::net::service::NetworkService,
 }
 
 async fn status(State(app): State<AppState>) -> Json<types::Status> {
     let mut s = crate::system::status(&app.settings, &network::factory_snapshot(&app), app.started);
     s.config_error = app.config.load_error();
     Json(s)
+}
+
+/// Errors raised outside the handlers (a body over the limit, a method a route does not
+/// take, a malformed path) come out of axum as plain text; this gives them the same JSON
+/// shape as every other error.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.as_u16() < 400 || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::NOT_FOUND => "not_found",
+        s if s.is_client_error() => "bad_request",
+        _ => "internal",
+    };
+    let bytes = axum::body::to_bytes(response.into_body(), MAX_BODY)
+        .await
+        .unwrap_or_default();
+    let mut message = String::from_utf8_lossy(&bytes).trim().to_string();
+    if message.is_empty() {
+        message = status.canonical_reason().unwrap_or("error").to_lowercase();
+    }
+    let body = types::ErrorBody {
+        error: types::ErrorDetail {
+            code: code.into(),
+            message,
+        },
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn fallback(uri: axum::http::Uri) -> ApiError {
@@ -123,12 +197,17 @@ pub fn router(app: AppState) -> Router {
         .route("/status", get(status))
         .merge(system::routes())
         .merge(network::routes())
+        .merge(net_config::routes())
         .merge(debug::routes())
-        .layer(axum::middleware::from_fn_with_state(app.clone(), auth::require_admin));
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_admin,
+        ));
     let api = Router::new().merge(system::public_routes()).merge(admin);
     Router::new()
         .nest(PREFIX, api)
         .fallback(fallback)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(app)
 }

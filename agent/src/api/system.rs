@@ -18,7 +18,10 @@ async fn login(
     body: Bytes,
 ) -> Result<Json<types::LoginResponse>, ApiError> {
     let req: types::LoginRequest = super::parse_required(&body)?;
-    let login = app.admin.login(peer.ip(), &req.username, &req.password).await?;
+    let login = app
+        .admin
+        .login(peer.ip(), &req.username, &req.password)
+        .await?;
     Ok(Json(types::LoginResponse {
         token: login.token,
         expires_in_seconds: crate::admin::sessions::IDLE.as_secs(),
@@ -40,8 +43,17 @@ async fn change_password(
 ) -> Result<Json<types::Message>, ApiError> {
     let req: types::PasswordChange = super::parse_required(&body)?;
     let username = req.username.unwrap_or_else(|| app.admin.username());
-    app.admin.change_password(peer.ip(), &username, &req.current_password, &req.new_password).await?;
-    Ok(Json(types::Message { message: "password changed; every session has ended, log in again".into() }))
+    app.admin
+        .change_password(
+            peer.ip(),
+            &username,
+            &req.current_password,
+            &req.new_password,
+        )
+        .await?;
+    Ok(Json(types::Message {
+        message: "password changed; every session has ended, log in again".into(),
+    }))
 }
 
 async fn list_tokens(State(app): State<AppState>) -> Json<Vec<types::ApiToken>> {
@@ -49,26 +61,48 @@ async fn list_tokens(State(app): State<AppState>) -> Json<Vec<types::ApiToken>> 
         app.admin
             .tokens()
             .into_iter()
-            .map(|t| types::ApiToken { name: t.name, created_unix: t.created_unix, expires_unix: t.expires_unix })
+            .map(|t| types::ApiToken {
+                name: t.name,
+                created_unix: t.created_unix,
+                expires_unix: t.expires_unix,
+            })
             .collect(),
     )
 }
 
-async fn create_token(State(app): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<types::NewApiToken>), ApiError> {
+async fn create_token(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<types::NewApiToken>), ApiError> {
     let req: types::TokenRequest = super::parse_required(&body)?;
     if req.expires_in_days == Some(0) {
-        return Err(ApiError::BadRequest("expires_in_days must be at least 1 (leave it out for no expiry)".into()));
+        return Err(ApiError::BadRequest(
+            "expires_in_days must be at least 1 (leave it out for no expiry)".into(),
+        ));
     }
     let token = app.admin.create_token(&req.name, req.expires_in_days)?;
-    Ok((StatusCode::CREATED, Json(types::NewApiToken { name: req.name, token })))
+    Ok((
+        StatusCode::CREATED,
+        Json(types::NewApiToken {
+            name: req.name,
+            token,
+        }),
+    ))
 }
 
-async fn delete_token(State(app): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_token(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     app.admin.delete_token(&name)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn power(app: &AppState, action: PowerAction, body: &Bytes) -> Result<(StatusCode, Json<types::PowerAccepted>), ApiError> {
+async fn power(
+    app: &AppState,
+    action: PowerAction,
+    body: &Bytes,
+) -> Result<(StatusCode, Json<types::PowerAccepted>), ApiError> {
     let req: types::PowerRequest = parse_body(body)?;
     let cmd = PowerCommand::from_request(action, &req)?;
     let delay_seconds = cmd.delay.as_secs() as u32;
@@ -78,7 +112,11 @@ async fn power(app: &AppState, action: PowerAction, body: &Bytes) -> Result<(Sta
         PowerAction::Reboot => "reboot",
         PowerAction::Halt => "halt",
     };
-    let when = if delay_seconds == 0 { "now".to_string() } else { format!("in {delay_seconds} s") };
+    let when = if delay_seconds == 0 {
+        "now".to_string()
+    } else {
+        format!("in {delay_seconds} s")
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(types::PowerAccepted {
@@ -99,17 +137,26 @@ async fn reboot(State(app): State<AppState>, body: Bytes) -> Result<impl IntoRes
 
 fn read_identity(app: &AppState) -> Result<crate::tls::Identity, ApiError> {
     let path = crate::tls::identity_path(&app.settings.tls_dir());
-    let text = std::fs::read_to_string(&path).map_err(|e| ApiError::Internal(format!("cannot read {}: {e}", path.display())))?;
-    crate::tls::Identity::from_pem(&text, &text, None).map_err(|e| ApiError::Internal(e.to_string()))
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ApiError::Internal(format!("cannot read {}: {e}", path.display())))?;
+    crate::tls::Identity::from_pem(&text, &text, None)
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-async fn certificate(State(app): State<AppState>) -> Result<Json<types::CertificateInfo>, ApiError> {
+async fn certificate(
+    State(app): State<AppState>,
+) -> Result<Json<types::CertificateInfo>, ApiError> {
     let id = read_identity(&app)?;
-    Ok(Json(id.info().map_err(|e| ApiError::Internal(e.to_string()))?))
+    Ok(Json(
+        id.info().map_err(|e| ApiError::Internal(e.to_string()))?,
+    ))
 }
 
 /// Replaces the HTTPS identity; new connections use it at once.
-async fn import_certificate(State(app): State<AppState>, body: Bytes) -> Result<Json<types::CertificateInfo>, ApiError> {
+async fn import_certificate(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<types::CertificateInfo>, ApiError> {
     let req: types::CertificateImport = super::parse_required(&body)?;
     let id = tokio::task::spawn_blocking(move || {
         crate::tls::Identity::from_pem(&req.chain_pem, &req.key_pem, req.passphrase.as_deref())
@@ -118,26 +165,71 @@ async fn import_certificate(State(app): State<AppState>, body: Bytes) -> Result<
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let info = id.info().map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    crate::tls::save(&app.settings.tls_dir(), &id).map_err(|e| ApiError::Internal(e.to_string()))?;
+    crate::tls::save(&app.settings.tls_dir(), &id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     app.tls.reload_from_config(id.server_config());
     tracing::warn!(subject = %info.subject, fingerprint = %info.sha256_fingerprint, "HTTPS certificate replaced");
     Ok(Json(info))
 }
 
-async fn export_certificate(State(app): State<AppState>, body: Bytes) -> Result<Json<types::CertificateExport>, ApiError> {
+async fn export_certificate(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<types::CertificateExport>, ApiError> {
     let req: types::CertificateExportRequest = parse_body(&body)?;
-    if req.passphrase.as_deref().is_some_and(|p| p.chars().count() < 8) {
-        return Err(ApiError::BadRequest("the passphrase must have at least 8 characters".into()));
+    if req
+        .passphrase
+        .as_deref()
+        .is_some_and(|p| p.chars().count() < 8)
+    {
+        return Err(ApiError::BadRequest(
+            "the passphrase must have at least 8 characters".into(),
+        ));
     }
     let id = read_identity(&app)?;
     let passphrase = req.passphrase.clone();
-    let key_pem = tokio::task::spawn_blocking(move || id.export_key(passphrase.as_deref()).map(|k| (k, id)))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let key_pem =
+        tokio::task::spawn_blocking(move || id.export_key(passphrase.as_deref()).map(|k| (k, id)))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Conflict(e.to_string()))?;
     let (key_pem, id) = key_pem;
-    tracing::warn!(encrypted = req.passphrase.is_some(), "HTTPS certificate and key exported");
-    Ok(Json(types::CertificateExport { chain_pem: id.chain_pem(), key_pem, key_encrypted: req.passphrase.is_some() }))
+    tracing::warn!(
+        encrypted = req.passphrase.is_some(),
+        "HTTPS certificate and key exported"
+    );
+    Ok(Json(types::CertificateExport {
+        chain_pem: id.chain_pem(),
+        key_pem,
+        key_encrypted: req.passphrase.is_some(),
+    }))
+}
+
+async fn reset(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<types::Message>), ApiError> {
+    use appliance_proto::control::ResetLevel;
+    let req: types::ResetRequest = super::parse_required(&body)?;
+    let (level, message) = match req.level {
+        types::ResetLevelName::Config => (
+            ResetLevel::Config,
+            "the appliance reboots and resets to factory defaults: it comes back at 169.254.1.1 \
+             (or .2, .3, ...) with user admin, password password",
+        ),
+        types::ResetLevelName::Rma => (
+            ResetLevel::Rma,
+            "the appliance reboots, overwrites its whole data disk with zeros, checks it, shows \
+             the report and powers off, ready to ship",
+        ),
+    };
+    crate::system::factory_reset(&app.power, level).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(types::Message {
+            message: message.into(),
+        }),
+    ))
 }
 
 /// Routes open to anyone: logging in and changing the password (which proves the current
@@ -154,8 +246,12 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/system/shutdown", post(shutdown))
         .route("/system/reboot", post(reboot))
+        .route("/system/reset", post(reset))
         .route("/system/tokens", get(list_tokens).post(create_token))
         .route("/system/tokens/{name}", delete(delete_token))
-        .route("/system/certificate", get(certificate).put(import_certificate))
+        .route(
+            "/system/certificate",
+            get(certificate).put(import_certificate),
+        )
         .route("/system/certificate/export", post(export_certificate))
 }

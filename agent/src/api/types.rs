@@ -29,6 +29,8 @@ pub struct Status {
     pub agent: AgentStatus,
     /// Status > Basics: identity, firmware, kernel, CPU, memory, disks, NICs.
     pub basics: Basics,
+    /// The report of a secure erase done at this boot (RMA reset), until power-off.
+    pub erase_report: Option<EraseReport>,
     /// Why the configuration file on /data is not in force (the agent runs on factory
     /// defaults until it is fixed or replaced).
     pub config_error: Option<String>,
@@ -278,4 +280,35 @@ pub struct CertificateExport {
     pub chain_pem: String,
     pub key_pem: String,
     pub key_encrypted: bool,
+}
+
+/// `POST /appliance/api/v1/system/reset`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    /// `config`: settings, keys, certificates, site data, failover and logs wiped; back at
+    /// 169.254.1.1 with admin/password. `rma`: the same after overwriting the whole data
+    /// disk with zeros and checking it; then the appliance powers off, ready to ship.
+    pub level: ResetLevelName,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ResetLevelName {
+    Config,
+    Rma,
+}
+
+/// A secure erase, as init reported it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EraseReport {
+    pub device: String,
+    pub method: String,
+    pub bytes: u64,
+    pub started_unix: u64,
+    pub finished_unix: u64,
+    pub erase_ms: u64,
+    pub verify_ms: u64,
+    pub verified: bool,
+    pub detail: String,
 }

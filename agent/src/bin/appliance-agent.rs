@@ -29,6 +29,9 @@ struct Args {
     /// Where the `appliance.*` boot parameters are read from.
     #[arg(long, default_value = "/proc/cmdline")]
     cmdline: PathBuf,
+    /// Where the DNS settings are written.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
     settings.listen = args.listen;
     settings.nic = args.nic.or(settings.nic);
     settings.factory_address = !args.no_factory_address;
+    settings.resolv_conf = args.resolv_conf;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

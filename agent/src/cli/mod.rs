@@ -5,6 +5,7 @@
 //! 3 could not reach the appliance, 4 TLS or certificate trouble.
 
 pub mod client;
+mod network;
 mod render;
 pub mod session;
 mod system;
@@ -69,11 +70,15 @@ pub enum Command {
         #[command(subcommand)]
         action: system::CertAction,
     },
+    /// Reset to factory defaults (`--level config`), or erase for return (`--level rma`).
+    Reset(system::ResetArgs),
     /// Shut the appliance down and power it off.
     Shutdown(system::PowerArgs),
     /// Restart the appliance.
     Reboot(system::PowerArgs),
     /// Show or change the factory address (169.254.1.x).
+    #[command(flatten)]
+    Network(network::NetworkCommand),
     #[command(name = "factory-address")]
     FactoryAddress {
         #[command(subcommand)]
@@ -94,7 +99,6 @@ pub enum FactoryAction {
         profile: crate::config::TimingProfile,
     },
 }
-
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CliError {
@@ -160,8 +164,10 @@ async fn execute(cli: &Cli, client: &Client) -> Result<String, CliError> {
         Command::Passwd(a) => system::passwd(client, a).await?,
         Command::Token { action } => system::token(client, action).await?,
         Command::Cert { action } => system::cert(client, action).await?,
+        Command::Reset(a) => system::reset(client, a).await?,
         Command::Shutdown(p) => system::power(client, "shutdown", p).await?,
         Command::Reboot(p) => system::power(client, "reboot", p).await?,
+        Command::Network(cmd) => network::execute(client, cmd).await?,
         Command::FactoryAddress { action } => {
             let path = format!("{api}/network/factory-address");
             let update = match action {

@@ -20,6 +20,20 @@ pub fn status(s: &types::Status) -> String {
         "{:<16}{} {} (build {})",
         "Product", s.product, s.version, s.build
     );
+    if let Some(r) = &s.erase_report {
+        let verdict = if r.verified { "PASSED" } else { "FAILED" };
+        let _ = writeln!(
+            out,
+            "{:<16}{} MiB of {} zeroed by {} in {:.1} s, read back in {:.1} s: {verdict} ({})",
+            "Secure erase",
+            r.bytes >> 20,
+            r.device,
+            r.method,
+            r.erase_ms as f64 / 1000.0,
+            r.verify_ms as f64 / 1000.0,
+            r.detail
+        );
+    }
     out.push_str(&basics(&s.basics));
     let _ = writeln!(out, "{:<16}{}", "Hostname", s.hostname);
     let _ = writeln!(out, "{:<16}{}", "Uptime", duration(s.uptime_seconds));
@@ -121,19 +135,57 @@ fn basics(b: &types::Basics) -> String {
     let mut out = String::new();
     let id = &b.identity;
     let unknown = || "unknown".to_string();
-    let _ = writeln!(out, "{:<16}{}", "Manufacturer", id.manufacturer.clone().unwrap_or_else(unknown));
-    let _ = writeln!(out, "{:<16}{}", "Model", id.product_name.clone().unwrap_or_else(unknown));
-    let _ = writeln!(out, "{:<16}{}", "Serial number", id.serial_number.clone().unwrap_or_else(unknown));
+    let _ = writeln!(
+        out,
+        "{:<16}{}",
+        "Manufacturer",
+        id.manufacturer.clone().unwrap_or_else(unknown)
+    );
+    let _ = writeln!(
+        out,
+        "{:<16}{}",
+        "Model",
+        id.product_name.clone().unwrap_or_else(unknown)
+    );
+    let _ = writeln!(
+        out,
+        "{:<16}{}",
+        "Serial number",
+        id.serial_number.clone().unwrap_or_else(unknown)
+    );
     if let Some(uuid) = &id.uuid {
         let _ = writeln!(out, "{:<16}{uuid}", "UUID");
     }
-    let _ = writeln!(out, "{:<16}{} (build {}), kernel {}", "Firmware", b.firmware_version, b.firmware_build, b.kernel);
-    let _ = writeln!(out, "{:<16}{} × {}", "CPU", b.cpu.logical_cpus, b.cpu.model.clone().unwrap_or_else(unknown));
+    let _ = writeln!(
+        out,
+        "{:<16}{} (build {}), kernel {}",
+        "Firmware", b.firmware_version, b.firmware_build, b.kernel
+    );
+    let _ = writeln!(
+        out,
+        "{:<16}{} × {}",
+        "CPU",
+        b.cpu.logical_cpus,
+        b.cpu.model.clone().unwrap_or_else(unknown)
+    );
     if let (Some(t), Some(a)) = (b.memory.total_bytes, b.memory.available_bytes) {
         let _ = writeln!(out, "{:<16}{} ({} available)", "Memory", mib(t), mib(a));
     }
-    let disks: Vec<String> = b.disks.iter().map(|d| format!("{} {}", d.name, mib(d.size_bytes))).collect();
-    let _ = writeln!(out, "{:<16}{}", "Disks", if disks.is_empty() { "none".into() } else { disks.join(", ") });
+    let disks: Vec<String> = b
+        .disks
+        .iter()
+        .map(|d| format!("{} {}", d.name, mib(d.size_bytes)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "{:<16}{}",
+        "Disks",
+        if disks.is_empty() {
+            "none".into()
+        } else {
+            disks.join(", ")
+        }
+    );
     let nics: Vec<String> = b
         .nics
         .iter()

@@ -19,7 +19,10 @@ fn read_all() -> Vec<(String, String)> {
     std::fs::read_to_string(path())
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split_once(' ').map(|(t, k)| (t.to_string(), k.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(t, k)| (t.to_string(), k.trim().to_string()))
+        })
         .collect()
 }
 
@@ -30,7 +33,10 @@ pub fn token_for(target: &str) -> Option<String> {
             return Some(t);
         }
     }
-    read_all().into_iter().find(|(t, _)| t == target).map(|(_, k)| k)
+    read_all()
+        .into_iter()
+        .find(|(t, _)| t == target)
+        .map(|(_, k)| k)
 }
 
 fn write_all(entries: &[(String, String)]) -> std::io::Result<()> {

@@ -89,30 +89,101 @@ fn cert_text(c: &types::CertificateInfo) -> String {
 pub async fn cert(client: &Client, action: &CertAction) -> Outcome {
     match action {
         CertAction::Show => {
-            let v = check(client.request("GET", &api("/system/certificate"), None).await?)?;
+            let v = check(
+                client
+                    .request("GET", &api("/system/certificate"), None)
+                    .await?,
+            )?;
             let c: types::CertificateInfo = decode(&v)?;
             Ok((v, cert_text(&c)))
         }
-        CertAction::Import { chain, key, passphrase_file } => {
+        CertAction::Import {
+            chain,
+            key,
+            passphrase_file,
+        } => {
             let req = types::CertificateImport {
                 chain_pem: std::fs::read_to_string(chain).map_err(CliError::Local)?,
                 key_pem: std::fs::read_to_string(key).map_err(CliError::Local)?,
                 passphrase: passphrase(passphrase_file)?,
             };
-            let v = check(client.request("PUT", &api("/system/certificate"), body(&req)?).await?)?;
+            let v = check(
+                client
+                    .request("PUT", &api("/system/certificate"), body(&req)?)
+                    .await?,
+            )?;
             let c: types::CertificateInfo = decode(&v)?;
             Ok((v, format!("certificate imported\n{}", cert_text(&c))))
         }
-        CertAction::Export { chain_out, key_out, passphrase_file } => {
-            let req = types::CertificateExportRequest { passphrase: passphrase(passphrase_file)? };
-            let v = check(client.request("POST", &api("/system/certificate/export"), body(&req)?).await?)?;
+        CertAction::Export {
+            chain_out,
+            key_out,
+            passphrase_file,
+        } => {
+            let req = types::CertificateExportRequest {
+                passphrase: passphrase(passphrase_file)?,
+            };
+            let v = check(
+                client
+                    .request("POST", &api("/system/certificate/export"), body(&req)?)
+                    .await?,
+            )?;
             let e: types::CertificateExport = decode(&v)?;
             std::fs::write(chain_out, &e.chain_pem).map_err(CliError::Local)?;
-            crate::store::write_atomic(key_out, e.key_pem.as_bytes(), 0o600).map_err(|e| CliError::Local(e.source))?;
-            let note = if e.key_encrypted { "protected by the passphrase" } else { "NOT protected: keep it safe" };
-            Ok((v, format!("chain written to {}, key to {} ({note})", chain_out.display(), key_out.display())))
+            crate::store::write_atomic(key_out, e.key_pem.as_bytes(), 0o600)
+                .map_err(|e| CliError::Local(e.source))?;
+            let note = if e.key_encrypted {
+                "protected by the passphrase"
+            } else {
+                "NOT protected: keep it safe"
+            };
+            Ok((
+                v,
+                format!(
+                    "chain written to {}, key to {} ({note})",
+                    chain_out.display(),
+                    key_out.display()
+                ),
+            ))
         }
     }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ResetArgs {
+    /// config: wipe settings, keys, certificates and data, back to factory defaults;
+    /// rma: also overwrite the whole data disk and power off, for return.
+    #[arg(long, value_enum)]
+    pub level: types::ResetLevelName,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+pub async fn reset(client: &Client, a: &ResetArgs) -> Outcome {
+    if !a.yes {
+        let what = match a.level {
+            types::ResetLevelName::Config => "erase every setting and all data on",
+            types::ResetLevelName::Rma => "ERASE THE WHOLE DATA DISK of, then power off,",
+        };
+        let answer = session::read_secret(&format!(
+            "This will {what} {}. Type yes to go on: ",
+            client.target()
+        ))
+        .map_err(CliError::Local)?;
+        if answer.trim() != "yes" {
+            return Err(CliError::Usage("not confirmed; nothing changed".into()));
+        }
+    }
+    let req = types::ResetRequest { level: a.level };
+    let v = check(
+        client
+            .request("POST", &api("/system/reset"), body(&req)?)
+            .await?,
+    )?;
+    let m: types::Message = decode(&v)?;
+    session::forget(&client.target()).map_err(CliError::Local)?;
+    Ok((v, m.message))
 }
 
 fn api(path: &str) -> String {
@@ -134,14 +205,28 @@ pub async fn status(client: &Client) -> Outcome {
 }
 
 pub async fn power(client: &Client, verb: &str, p: &PowerArgs) -> Outcome {
-    let req = types::PowerRequest { reason: p.reason.clone(), delay_seconds: Some(p.delay) };
-    let v = check(client.request("POST", &api(&format!("/system/{verb}")), body(&req)?).await?)?;
+    let req = types::PowerRequest {
+        reason: p.reason.clone(),
+        delay_seconds: Some(p.delay),
+    };
+    let v = check(
+        client
+            .request("POST", &api(&format!("/system/{verb}")), body(&req)?)
+            .await?,
+    )?;
     let accepted: types::PowerAccepted = decode(&v)?;
     Ok((v, accepted.message))
 }
 
-async fn login_with(client: &Client, user: &str, password: String) -> Result<(serde_json::Value, types::LoginResponse), CliError> {
-    let req = types::LoginRequest { username: user.into(), password };
+async fn login_with(
+    client: &Client,
+    user: &str,
+    password: String,
+) -> Result<(serde_json::Value, types::LoginResponse), CliError> {
+    let req = types::LoginRequest {
+        username: user.into(),
+        password,
+    };
     let v = check(client.request("POST", &api("/login"), body(&req)?).await?)?;
     let resp: types::LoginResponse = decode(&v)?;
     session::save(&client.target(), &resp.token).map_err(CliError::Local)?;
@@ -149,7 +234,8 @@ async fn login_with(client: &Client, user: &str, password: String) -> Result<(se
 }
 
 pub async fn login(client: &Client, a: &LoginArgs) -> Outcome {
-    let password = session::read_secret(&format!("Password for {}@{}: ", a.user, client.host)).map_err(CliError::Local)?;
+    let password = session::read_secret(&format!("Password for {}@{}: ", a.user, client.host))
+        .map_err(CliError::Local)?;
     let (v, resp) = login_with(client, &a.user, password).await?;
     let text = if resp.must_change_password {
         "logged in; the factory default password is still set: change it now with `appliancectl passwd`".to_string()
@@ -169,16 +255,30 @@ pub async fn logout(client: &Client) -> Outcome {
 /// Asks for the current password and the new one twice (or reads three lines of standard
 /// input), changes it, and logs in with the new one.
 pub async fn passwd(client: &Client, a: &LoginArgs) -> Outcome {
-    let current = session::read_secret(&format!("Current password for {}: ", a.user)).map_err(CliError::Local)?;
+    let current = session::read_secret(&format!("Current password for {}: ", a.user))
+        .map_err(CliError::Local)?;
     let new = session::read_secret("New password: ").map_err(CliError::Local)?;
     let again = session::read_secret("New password again: ").map_err(CliError::Local)?;
     if new != again {
-        return Err(CliError::Usage("the two new passwords differ; nothing changed".into()));
+        return Err(CliError::Usage(
+            "the two new passwords differ; nothing changed".into(),
+        ));
     }
-    let req = types::PasswordChange { username: Some(a.user.clone()), current_password: current, new_password: new.clone() };
-    check(client.request("POST", &api("/system/admin/password"), body(&req)?).await?)?;
+    let req = types::PasswordChange {
+        username: Some(a.user.clone()),
+        current_password: current,
+        new_password: new.clone(),
+    };
+    check(
+        client
+            .request("POST", &api("/system/admin/password"), body(&req)?)
+            .await?,
+    )?;
     let (v, _) = login_with(client, &a.user, new).await?;
-    Ok((v, "password changed; logged in with the new password".into()))
+    Ok((
+        v,
+        "password changed; logged in with the new password".into(),
+    ))
 }
 
 pub async fn token(client: &Client, action: &TokenAction) -> Outcome {
@@ -201,13 +301,30 @@ pub async fn token(client: &Client, action: &TokenAction) -> Outcome {
             Ok((v, text))
         }
         TokenAction::Create { name, days } => {
-            let req = types::TokenRequest { name: name.clone(), expires_in_days: *days };
-            let v = check(client.request("POST", &api("/system/tokens"), body(&req)?).await?)?;
+            let req = types::TokenRequest {
+                name: name.clone(),
+                expires_in_days: *days,
+            };
+            let v = check(
+                client
+                    .request("POST", &api("/system/tokens"), body(&req)?)
+                    .await?,
+            )?;
             let t: types::NewApiToken = decode(&v)?;
-            Ok((v, format!("{}\n(shown once: keep it; use it as APPLIANCE_TOKEN)", t.token)))
+            Ok((
+                v,
+                format!(
+                    "{}\n(shown once: keep it; use it as APPLIANCE_TOKEN)",
+                    t.token
+                ),
+            ))
         }
         TokenAction::Delete { name } => {
-            check(client.request("DELETE", &api(&format!("/system/tokens/{name}")), None).await?)?;
+            check(
+                client
+                    .request("DELETE", &api(&format!("/system/tokens/{name}")), None)
+                    .await?,
+            )?;
             Ok((serde_json::Value::Null, format!("token {name} revoked")))
         }
     }

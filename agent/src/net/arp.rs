@@ -228,7 +228,7 @@ impl ArpSocket {
                 if n < 0 {
                     return Err(io::Error::last_os_error());
                 }
-                let outgoing = sa.sll_pkttype == libc::PACKET_OUTGOING as u8;
+                let outgoing = sa.sll_pkttype == libc::PACKET_OUTGOING;
                 Ok((!outgoing)
                     .then(|| ArpFrame::parse(&buf[..n as usize]))
                     .flatten())

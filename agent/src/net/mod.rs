@@ -2,15 +2,31 @@
 //!
 //! - [`acd`]: RFC 5227 conflict detection for one address (pure state machine);
 //! - [`factory`]: choosing the factory address among 169.254.1.x (pure state machine);
-//! - [`factory_service`]: running it with a raw ARP socket ([`arp`]) and [`netlink`].
-//!
-//! Current limits: static addresses, routes and DNS are not there yet.
+//! - [`factory_service`]: running it with a raw ARP socket ([`arp`]) and [`netlink`];
+//! - [`model`]: the static configuration (addresses, gateways, routes, DNS, host name)
+//!   and its validation; [`changes`]: the typed changes made to it;
+//! - [`reconcile`]: planning desired vs actual into ordered kernel operations, and
+//!   carrying them out through the [`reconcile::Kernel`] seam ([`kernel`] is the real
+//!   one; [`probe`] the RFC 5227 probe each static IPv4 address passes first);
+//! - [`service`]: changes, confirmation windows and rollback ([`rollback`]), and the
+//!   reconcile loop; [`inventory`]: the NIC list;
+//! - [`utilities`]: TCP test, ping ([`icmp`]) and DNS lookup from the appliance.
 
 pub mod acd;
 pub mod arp;
+pub mod changes;
 pub mod factory;
 pub mod factory_service;
+pub mod icmp;
+pub mod inventory;
+pub mod kernel;
+pub mod model;
 pub mod netlink;
+pub mod probe;
+pub mod reconcile;
+pub mod rollback;
+pub mod service;
+pub mod utilities;
 
 use netlink::{Link, NetlinkError};
 use std::net::Ipv4Addr;
@@ -33,6 +49,10 @@ pub enum NetError {
     Arp(#[source] std::io::Error),
     #[error("the kernel stopped sending link events")]
     EventsEnded,
+    #[error("cannot set the host name: {0}")]
+    Hostname(nix::errno::Errno),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// The NIC the factory address goes on: the one named, else the first Ethernet NIC.
@@ -81,6 +101,9 @@ mod tests {
             up: false,
             running: false,
             mac: None,
+            mtu: Some(1500),
+            operstate: "down".into(),
+            kind: None,
         }
     }
 

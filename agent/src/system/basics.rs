@@ -28,15 +28,23 @@ pub fn identity() -> SystemIdentity {
                 }),
                 source: "smbios".into(),
             },
-            None => SystemIdentity { source: "smbios table has no system information".into(), ..Default::default() },
+            None => SystemIdentity {
+                source: "smbios table has no system information".into(),
+                ..Default::default()
+            },
         },
-        Err(e) => SystemIdentity { source: format!("no smbios: {e}"), ..Default::default() },
+        Err(e) => SystemIdentity {
+            source: format!("no smbios: {e}"),
+            ..Default::default()
+        },
     })
     .clone()
 }
 
 fn read(path: impl AsRef<Path>) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 pub fn cpu() -> Cpu {
@@ -47,7 +55,10 @@ pub fn cpu() -> Cpu {
         .and_then(|l| l.split_once(':'))
         .map(|(_, v)| v.trim().to_string());
     let logical = text.lines().filter(|l| l.starts_with("processor")).count();
-    Cpu { model, logical_cpus: logical.max(1) }
+    Cpu {
+        model,
+        logical_cpus: logical.max(1),
+    }
 }
 
 pub fn memory() -> Memory {
@@ -59,21 +70,35 @@ pub fn memory() -> Memory {
             .and_then(|v| v.parse::<u64>().ok())
             .map(|k| k * 1024)
     };
-    Memory { total_bytes: kib("MemTotal:"), available_bytes: kib("MemAvailable:") }
+    Memory {
+        total_bytes: kib("MemTotal:"),
+        available_bytes: kib("MemAvailable:"),
+    }
 }
 
 /// Whole disks (not partitions, loop or RAM devices) with their sizes.
 pub fn disks() -> Vec<Disk> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/sys/block") else { return out };
+    let Ok(dir) = std::fs::read_dir("/sys/block") else {
+        return out;
+    };
     for entry in dir.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if ["loop", "ram", "zram", "sr", "fd"].iter().any(|p| name.starts_with(p)) {
+        if ["loop", "ram", "zram", "sr", "fd"]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
             continue;
         }
-        let sectors: u64 = read(entry.path().join("size")).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let sectors: u64 = read(entry.path().join("size"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let model = read(entry.path().join("device/model")).filter(|m| !m.is_empty());
-        out.push(Disk { name, size_bytes: sectors * 512, model });
+        out.push(Disk {
+            name,
+            size_bytes: sectors * 512,
+            model,
+        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
@@ -82,7 +107,9 @@ pub fn disks() -> Vec<Disk> {
 /// Network interfaces other than loopback, with MAC and driver.
 pub fn nics() -> Vec<Nic> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/sys/class/net") else { return out };
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return out;
+    };
     for entry in dir.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name == "lo" {
@@ -91,14 +118,20 @@ pub fn nics() -> Vec<Nic> {
         let driver = std::fs::read_link(entry.path().join("device/driver"))
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-        out.push(Nic { name, mac: read(entry.path().join("address")), driver });
+        out.push(Nic {
+            name,
+            mac: read(entry.path().join("address")),
+            driver,
+        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
 
 pub fn kernel_version() -> String {
-    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The newest modification time of the settings under `config_dir` (its files and those
@@ -108,12 +141,19 @@ pub fn last_config_change(config_dir: &Path) -> Option<u64> {
         let mut best = None;
         for entry in std::fs::read_dir(dir).ok()?.flatten() {
             let Ok(meta) = entry.metadata() else { continue };
-            let t = if meta.is_dir() && depth > 0 { newest(&entry.path(), depth - 1) } else { meta.modified().ok() };
+            let t = if meta.is_dir() && depth > 0 {
+                newest(&entry.path(), depth - 1)
+            } else {
+                meta.modified().ok()
+            };
             best = best.max(t);
         }
         best
     }
-    newest(config_dir, 2)?.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs())
+    newest(config_dir, 2)?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
 }
 
 /// Everything but the identity's cache is read fresh.
@@ -152,7 +192,10 @@ mod tests {
         std::fs::create_dir(dir.path().join("tls")).unwrap();
         std::fs::write(dir.path().join("tls/cert.pem"), "x").unwrap();
         let t = last_config_change(dir.path()).unwrap();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert!(now - t < 60);
     }
 }

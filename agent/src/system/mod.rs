@@ -6,7 +6,7 @@ pub mod init_client;
 use crate::api::types;
 use crate::settings::Settings;
 use appliance_proto::control::{PowerAction, Request};
-use appliance_proto::state::{DataState, LastShutdown};
+use appliance_proto::state::{DataState, EraseReport, LastShutdown};
 use init_client::{InitClient, InitError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,6 +60,25 @@ impl PowerCommand {
             delay: Duration::from_secs(delay.into()),
         })
     }
+}
+
+/// Records a factory reset with init (a marker on the data disk), then reboots into it.
+pub async fn factory_reset(
+    power: &Power,
+    level: appliance_proto::control::ResetLevel,
+) -> Result<(), PowerError> {
+    if let Some(existing) = *power.scheduled.lock().unwrap_or_else(|p| p.into_inner()) {
+        return Err(PowerError::AlreadyScheduled(existing));
+    }
+    power.init.request(&Request::Reset { level }).await?;
+    tracing::warn!(%level, "factory reset recorded; rebooting to carry it out");
+    power
+        .schedule(PowerCommand {
+            action: PowerAction::Reboot,
+            reason: format!("factory reset ({level})"),
+            delay: Duration::ZERO,
+        })
+        .await
 }
 
 /// Carries out power commands through init, once.
@@ -196,6 +215,19 @@ pub fn status(
                 .flatten(),
         },
         basics: basics::basics(&settings.data_dir.join("config")),
+        erase_report: read_small(&settings.run_dir.join("erase-report"))
+            .and_then(|t| EraseReport::parse(&t))
+            .map(|r| types::EraseReport {
+                device: r.device,
+                method: r.method,
+                bytes: r.bytes,
+                started_unix: r.started_unix,
+                finished_unix: r.finished_unix,
+                erase_ms: r.erase_ms,
+                verify_ms: r.verify_ms,
+                verified: r.verified,
+                detail: r.detail,
+            }),
         config_error: None,
     }
 }

@@ -22,11 +22,19 @@ fn stats(mut v: Vec<f64>) -> String {
     if v.is_empty() {
         return "no data".into();
     }
-    format!("median {:.0} ms (min {:.0}, max {:.0}, n={})", v[v.len() / 2], v[0], v[v.len() - 1], v.len())
+    format!(
+        "median {:.0} ms (min {:.0}, max {:.0}, n={})",
+        v[v.len() / 2],
+        v[0],
+        v[v.len() - 1],
+        v.len()
+    )
 }
 
 fn flush(h: &appliance_tests::lab::Host) {
-    let _ = std::process::Command::new("ip").args(["-n", &h.ns, "addr", "flush", "dev", "eth0"]).status();
+    let _ = std::process::Command::new("ip")
+        .args(["-n", &h.ns, "addr", "flush", "dev", "eth0"])
+        .status();
 }
 
 fn main() {
@@ -46,8 +54,15 @@ fn main() {
                 usable.push(ms);
             }
         }
-        println!("{profile:>4}: link up → factory address usable: {}", stats(usable));
-        let pairs = if profile == "rfc" { args.pairs.min(10) } else { args.pairs };
+        println!(
+            "{profile:>4}: link up → factory address usable: {}",
+            stats(usable)
+        );
+        let pairs = if profile == "rfc" {
+            args.pairs.min(10)
+        } else {
+            args.pairs
+        };
         let (mut distinct, mut tie_breaks, mut pair_usable) = (0, 0, Vec::new());
         for _ in 0..pairs {
             flush(&h1);
@@ -58,7 +73,12 @@ fn main() {
             if f1.address != f2.address {
                 distinct += 1;
             }
-            if f1.conflicts.iter().chain(&f2.conflicts).any(|c| c.kind == "simultaneous-probe") {
+            if f1
+                .conflicts
+                .iter()
+                .chain(&f2.conflicts)
+                .any(|c| c.kind == "simultaneous-probe")
+            {
                 tie_breaks += 1;
             }
             pair_usable.extend(f1.usable_after_ms.into_iter().chain(f2.usable_after_ms));

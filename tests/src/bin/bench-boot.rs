@@ -47,7 +47,9 @@ fn one_boot(vm: &mut Vm, sw: &Switch) -> Run {
     // A workstation that has not talked to this address before: with the previous boot's
     // ARP entry still cached, its first SYN would reach the appliance before the address is
     // claimed and wait out TCP's 1 s retransmission timer, which measures the client.
-    let _ = std::process::Command::new("ip").args(["-n", &sw.name, "neigh", "flush", "all"]).status();
+    let _ = std::process::Command::new("ip")
+        .args(["-n", &sw.name, "neigh", "flush", "all"])
+        .status();
     let t0 = Instant::now();
     vm.start();
     let deadline = Duration::from_secs(120);

@@ -1,0 +1,534 @@
+//! The network service: takes typed changes, checks them whole, probes new IPv4
+//! addresses, persists, reconciles, and undoes changes that are not confirmed in time.
+//!
+//! - At start it first restores the configuration an unconfirmed change replaced (see
+//!   [`rollback`]), then reconciles; and again on every configuration change, on every
+//!   kernel notice about links, addresses or routes (after 150 ms of quiet), and every
+//!   [`RESYNC`] as a safety net.
+//! - [`NetworkService::change`] applies one [`NetworkChange`]: the next configuration is
+//!   computed and validated, NICs it names must exist, each IPv4 address it enables is
+//!   probed (RFC 5227) and refused if another host answers. Only then is anything written.
+//!   With a confirmation window the old configuration is recorded first; a timer restores
+//!   it unless [`NetworkService::confirm`] comes in time. While a change awaits
+//!   confirmation, other changes are refused.
+
+use super::changes::{NetworkChange, NotConfigured};
+use super::inventory;
+use super::kernel::LiveKernel;
+use super::model::{NetworkConfig, ValidationError};
+use super::netlink::{NetEvents, Netlink};
+use super::reconcile::{AddressState, Kernel, ProbeOutcome, Reconciler, ROUTE_PROTOCOL};
+use super::rollback::{self, RollbackError, RollbackRecord};
+use super::NetError;
+use crate::api::net_types::{
+    ChangeOutcome, Confirmed, HostnameView, KernelRoute, NetworkStatus, Nic, PendingChange,
+    RoutesView,
+};
+use crate::config::{ConfigError, ConfigStore};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// How often the kernel is compared with the configuration without any notice.
+pub const RESYNC: Duration = Duration::from_secs(30);
+/// The longest confirmation window.
+pub const MAX_CONFIRM_WITHIN: u64 = 3600;
+/// Kernel notices are gathered this long before reconciling.
+const SETTLE: Duration = Duration::from_millis(150);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    NotConfigured(#[from] NotConfigured),
+    #[error(
+        "{address} is already in use on the segment of {nic}: {mac} answered our ARP probe \
+         (RFC 5227 conflict detection); nothing was changed"
+    )]
+    AddressInUse {
+        nic: String,
+        address: Ipv4Addr,
+        mac: String,
+    },
+    #[error(
+        "the change \"{change}\" awaits confirmation ({seconds_left} s left): confirm it \
+         (POST {prefix}/network/confirm) or undo it (POST {prefix}/network/rollback) first",
+        prefix = crate::api::PREFIX
+    )]
+    Pending { change: String, seconds_left: u64 },
+    #[error("no network change awaits confirmation")]
+    NothingPending,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Kernel(#[from] NetError),
+    #[error(transparent)]
+    Rollback(#[from] RollbackError),
+}
+
+struct Pending {
+    id: u64,
+    change: String,
+    previous: NetworkConfig,
+    within: Duration,
+    deadline: Instant,
+    deadline_unix: u64,
+    timer: tokio::task::JoinHandle<()>,
+}
+
+impl Pending {
+    fn view(&self) -> PendingChange {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let seconds_left = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        PendingChange {
+            change: self.change.clone(),
+            confirm_within_seconds: self.within.as_secs(),
+            deadline_unix: self.deadline_unix,
+            seconds_left,
+            message: format!(
+                "unless confirmed with POST {}/network/confirm within {} s, the previous network \
+                 configuration is restored automatically (also if the appliance restarts first)",
+                crate::api::PREFIX,
+                self.within.as_secs()
+            ),
+        }
+    }
+}
+
+struct Inner {
+    config: Arc<ConfigStore>,
+    config_dir: PathBuf,
+    nl: Netlink,
+    reconciler: Reconciler<LiveKernel>,
+    /// Held for the whole of a change: changes are applied one at a time.
+    pending: tokio::sync::Mutex<Option<Pending>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct NetworkService {
+    inner: Arc<Inner>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn address_state(a: &super::netlink::Address) -> Option<AddressState> {
+    Some(AddressState {
+        index: a.index,
+        address: super::model::IpCidr::new(a.ip, a.prefix).ok()?,
+        permanent: a.permanent,
+        tentative: a.tentative,
+        dad_failed: a.dad_failed,
+    })
+}
+
+impl NetworkService {
+    /// Restores what an unconfirmed change replaced, then starts reconciling in the
+    /// background. `config_dir` holds the rollback record; `resolv_conf` is the file DNS
+    /// settings go to.
+    pub fn start(
+        config: Arc<ConfigStore>,
+        config_dir: PathBuf,
+        nl: Netlink,
+        resolv_conf: PathBuf,
+    ) -> NetworkService {
+        roll_back_unconfirmed(&config, &config_dir);
+        let svc = NetworkService {
+            inner: Arc::new(Inner {
+                reconciler: Reconciler::new(LiveKernel {
+                    nl: nl.clone(),
+                    resolv_conf,
+                }),
+                config,
+                config_dir,
+                nl,
+                pending: tokio::sync::Mutex::new(None),
+                next_id: AtomicU64::new(1),
+            }),
+        };
+        tokio::spawn(svc.clone().run());
+        svc
+    }
+
+    async fn run(self) {
+        let inner = &self.inner;
+        let mut rx = inner.config.subscribe();
+        let mut events = match NetEvents::subscribe() {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "network: no kernel notices; reconciling every {RESYNC:?} only");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(RESYNC);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            let network = rx.borrow_and_update().network.clone();
+            inner.reconciler.reconcile(&network).await;
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() {
+                    return;
+                },
+                event = next_event(&mut events) => match event {
+                    Some(()) => settle(&mut events).await,
+                    None => {
+                        tracing::warn!("network: kernel notices stopped; reconciling every {RESYNC:?} only");
+                        events = None;
+                    }
+                },
+                _ = tick.tick() => {}
+            }
+        }
+    }
+
+    pub fn config(&self) -> NetworkConfig {
+        self.inner.config.current().network
+    }
+
+    /// Applies one change; with `confirm_within`, undone unless confirmed in time.
+    pub async fn change(
+        &self,
+        change: NetworkChange,
+        confirm_within: Option<Duration>,
+    ) -> Result<ChangeOutcome, ChangeError> {
+        let inner = &self.inner;
+        let mut pending = inner.pending.lock().await;
+        if let Some(p) = pending.as_ref() {
+            let v = p.view();
+            return Err(ChangeError::Pending {
+                change: v.change,
+                seconds_left: v.seconds_left,
+            });
+        }
+        let current = self.config();
+        let next = change.apply(&current)?;
+        next.validate()?;
+        let links = inner.nl.links().await.map_err(NetError::from)?;
+        let present: Vec<String> = links
+            .iter()
+            .filter(|l| !l.loopback)
+            .map(|l| l.name.clone())
+            .collect();
+        // NICs new to the configuration, or named by this change, must exist; one already
+        // configured that went away does not block unrelated changes.
+        let named = NetworkConfig {
+            interfaces: next
+                .interfaces
+                .iter()
+                .filter(|i| current.interface(&i.name).is_none() || change.nic() == Some(&i.name))
+                .cloned()
+                .collect(),
+            ..Default::default()
+        };
+        named.check_nics(&present)?;
+        if next == current {
+            return Ok(ChangeOutcome {
+                message: "nothing to change: the configuration already says so".into(),
+                config: current,
+                report: inner.reconciler.last(),
+                pending: None,
+            });
+        }
+
+        // RFC 5227: every IPv4 address this change enables is probed before anything is
+        // written; one that another host answers for is refused.
+        let kernel_addresses = inner.nl.all_addresses().await.map_err(NetError::from)?;
+        let mut cleared = Vec::new();
+        for (nic, a) in next.enabled_addresses() {
+            let IpAddr::V4(v4) = a.ip() else { continue };
+            let was_enabled = current.interface(nic).is_some_and(|i| {
+                i.addresses
+                    .iter()
+                    .any(|x| x.enabled && x.address.ip() == a.ip())
+            });
+            let Some(link) = links.iter().find(|l| l.name == nic.as_str()) else {
+                continue;
+            };
+            let there = kernel_addresses
+                .iter()
+                .any(|k| k.index == link.index && k.ip == a.ip());
+            if was_enabled || there {
+                continue;
+            }
+            match inner.reconciler.kernel().probe_ipv4(link.index, v4).await? {
+                ProbeOutcome::Free => cleared.push((link.index, v4)),
+                ProbeOutcome::NoLink => {}
+                ProbeOutcome::InUse { mac } => {
+                    let c = inner.reconciler.record_refused(nic.as_str(), v4, mac);
+                    return Err(ChangeError::AddressInUse {
+                        nic: nic.to_string(),
+                        address: v4,
+                        mac: c.mac,
+                    });
+                }
+            }
+        }
+
+        let what = change.describe();
+        if let Some(w) = confirm_within {
+            rollback::save(
+                &inner.config_dir,
+                &RollbackRecord::new(what.clone(), w.as_secs(), current.clone()),
+            )?;
+        }
+        for (index, v4) in cleared {
+            inner.reconciler.mark_cleared(index, v4).await;
+        }
+        if let Err(e) = inner.config.update(|c| c.network = next.clone()) {
+            if confirm_within.is_some() {
+                if let Err(e) = rollback::remove(&inner.config_dir) {
+                    tracing::error!(error = %e, "cannot remove the rollback record");
+                }
+            }
+            return Err(e.into());
+        }
+        tracing::info!(change = %what, confirm_within_s = confirm_within.map(|d| d.as_secs()), "network settings changed");
+        let report = inner.reconciler.reconcile(&next).await;
+        let view = confirm_within.map(|w| {
+            let p = self.arm(what.clone(), current, w);
+            let v = p.view();
+            *pending = Some(p);
+            v
+        });
+        let mut message = format!("done: {what}");
+        if !report.in_sync {
+            message.push_str("; some differences remain (see report.unresolved)");
+        }
+        if let Some(v) = &view {
+            message.push_str("; ");
+            message.push_str(&v.message);
+        }
+        Ok(ChangeOutcome {
+            message,
+            config: next,
+            report,
+            pending: view,
+        })
+    }
+
+    fn arm(&self, change: String, previous: NetworkConfig, within: Duration) -> Pending {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + within;
+        let svc = self.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            svc.expire(id).await;
+        });
+        Pending {
+            id,
+            change,
+            previous,
+            within,
+            deadline,
+            deadline_unix: unix_now() + within.as_secs(),
+            timer,
+        }
+    }
+
+    async fn expire(&self, id: u64) {
+        let mut pending = self.inner.pending.lock().await;
+        if pending.as_ref().is_some_and(|p| p.id == id) {
+            if let Some(p) = pending.take() {
+                let why = format!("was not confirmed within {} s", p.within.as_secs());
+                if let Err(e) = self.restore(p, &why).await {
+                    tracing::error!(error = %e, "cannot restore the previous network configuration; it is restored at the next start");
+                }
+            }
+        }
+    }
+
+    async fn restore(&self, p: Pending, why: &str) -> Result<ChangeOutcome, ChangeError> {
+        let inner = &self.inner;
+        inner.config.update(|c| c.network = p.previous.clone())?;
+        if let Err(e) = rollback::remove(&inner.config_dir) {
+            tracing::error!(error = %e, "cannot remove the rollback record");
+        }
+        tracing::warn!(change = %p.change, "network change {why}: previous configuration restored");
+        let report = inner.reconciler.reconcile(&p.previous).await;
+        Ok(ChangeOutcome {
+            message: format!(
+                "the change \"{}\" {why}: the previous configuration is restored",
+                p.change
+            ),
+            config: p.previous,
+            report,
+            pending: None,
+        })
+    }
+
+    /// Keeps the change awaiting confirmation.
+    pub async fn confirm(&self) -> Result<Confirmed, ChangeError> {
+        let mut pending = self.inner.pending.lock().await;
+        let change = match pending.as_ref() {
+            Some(p) => p.change.clone(),
+            None => return Err(ChangeError::NothingPending),
+        };
+        rollback::remove(&self.inner.config_dir)?;
+        if let Some(p) = pending.take() {
+            p.timer.abort();
+        }
+        tracing::info!(change = %change, "network change confirmed");
+        Ok(Confirmed {
+            message: format!("confirmed: {change}"),
+        })
+    }
+
+    /// Undoes the change awaiting confirmation now.
+    pub async fn roll_back(&self) -> Result<ChangeOutcome, ChangeError> {
+        let mut pending = self.inner.pending.lock().await;
+        let p = pending.take().ok_or(ChangeError::NothingPending)?;
+        p.timer.abort();
+        self.restore(p, "was rolled back on request").await
+    }
+
+    pub async fn status(&self) -> NetworkStatus {
+        let pending = self.inner.pending.lock().await.as_ref().map(Pending::view);
+        NetworkStatus {
+            report: self.inner.reconciler.last(),
+            pending,
+            conflict_history: self.inner.reconciler.history(),
+        }
+    }
+
+    /// Every NIC with its facts and its configured and present addresses.
+    pub async fn inventory(&self) -> Result<Vec<Nic>, NetError> {
+        let links = self.inner.nl.links().await?;
+        let addresses: Vec<AddressState> = self
+            .inner
+            .nl
+            .all_addresses()
+            .await?
+            .iter()
+            .filter_map(address_state)
+            .collect();
+        Ok(inventory::build(&links, &addresses, &self.config(), |l| {
+            inventory::read_sysfs(&l.name)
+        }))
+    }
+
+    pub async fn routes(&self) -> Result<RoutesView, NetError> {
+        let links = self.inner.nl.links().await?;
+        let cfg = self.config();
+        let kernel = self
+            .inner
+            .nl
+            .routes()
+            .await?
+            .into_iter()
+            .map(|r| KernelRoute {
+                destination: format!("{}/{}", r.destination, r.prefix),
+                gateway: r.gateway.map(|g| g.to_string()),
+                nic: r
+                    .oif
+                    .and_then(|i| links.iter().find(|l| l.index == i))
+                    .map(|l| l.name.clone()),
+                protocol: r.protocol,
+                managed: r.protocol == ROUTE_PROTOCOL,
+            })
+            .collect();
+        Ok(RoutesView {
+            gateways: cfg.gateways,
+            routes: cfg.routes,
+            kernel,
+        })
+    }
+
+    pub fn hostname(&self) -> HostnameView {
+        HostnameView {
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            configured: self.config().hostname.map(|h| h.to_string()),
+        }
+    }
+}
+
+async fn next_event(events: &mut Option<NetEvents>) -> Option<()> {
+    match events {
+        Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until the kernel has been quiet for [`SETTLE`].
+async fn settle(events: &mut Option<NetEvents>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SETTLE) => return,
+            e = next_event(events) => if e.is_none() {
+                return;
+            },
+        }
+    }
+}
+
+/// A rollback record at start means the change it records was never confirmed: put the
+/// previous network configuration back before anything is applied.
+fn roll_back_unconfirmed(config: &ConfigStore, config_dir: &std::path::Path) {
+    match rollback::load(config_dir) {
+        Ok(None) => {}
+        Ok(Some(rec)) => match config.update(|c| c.network = rec.previous.clone()) {
+            Ok(_) => {
+                tracing::warn!(change = %rec.change, "network change was not confirmed before the restart: previous configuration restored");
+                if let Err(e) = rollback::remove(config_dir) {
+                    tracing::error!(error = %e, "cannot remove the rollback record");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, change = %rec.change, "cannot restore the network configuration an unconfirmed change replaced")
+            }
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the pending network rollback; left in place")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unconfirmed_change_is_undone_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConfigStore::open(dir.path());
+        let before: NetworkConfig = serde_json::from_str(
+            r#"{"interfaces": [{"name": "eth0", "addresses": [{"address": "192.0.2.10/24"}]}]}"#,
+        )
+        .unwrap();
+        store.update(|c| c.network = before.clone()).unwrap();
+        rollback::save(
+            dir.path(),
+            &RollbackRecord::new("add 192.0.2.11/24".into(), 60, before.clone()),
+        )
+        .unwrap();
+        let after: NetworkConfig = serde_json::from_str(
+            r#"{"interfaces": [{"name": "eth0", "addresses": [{"address": "192.0.2.11/24"}]}]}"#,
+        )
+        .unwrap();
+        store.update(|c| c.network = after).unwrap();
+        store.update(|c| c.factory_address.enabled = false).unwrap();
+
+        roll_back_unconfirmed(&store, dir.path());
+        let reopened = ConfigStore::open(dir.path());
+        assert_eq!(reopened.current().network, before);
+        assert!(
+            !reopened.current().factory_address.enabled,
+            "only the network section is rolled back"
+        );
+        assert_eq!(rollback::load(dir.path()).unwrap(), None);
+        // Nothing to do the second time.
+        roll_back_unconfirmed(&store, dir.path());
+        assert_eq!(store.current().network, before);
+    }
+}
