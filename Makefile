@@ -17,7 +17,7 @@ BENCH_RUNS  ?= 5
 HOST_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev \
                  cpio xz-utils build-essential e2fsprogs iproute2 kmod
 
-.PHONY: help deps kernel binaries image run test test-unit test-system bench-boot bench-acd clean
+.PHONY: help deps kernel binaries image run test test-unit test-openapi test-system bench-boot bench-acd clean
 
 help:
 	@echo "make run        build everything and boot the appliance in QEMU on a bridge"
@@ -58,10 +58,16 @@ run: deps image
 	  qemu/run-node --name node1 --user-net 8443; fi
 
 test: deps image
-	$(MAKE) test-unit test-system
+	$(MAKE) test-unit test-openapi test-system
 
 test-unit:
 	cargo test --locked --workspace --exclude appliance-tests
+
+# The OpenAPI document must be valid OpenAPI 3 (checked with a pinned validator from PyPI).
+test-openapi:
+	@test -x out/venv/bin/python || python3 -m venv out/venv
+	@out/venv/bin/pip install -q --disable-pip-version-check openapi-spec-validator==0.7.2
+	out/venv/bin/python -c 'import yaml, openapi_spec_validator as v; v.validate(yaml.safe_load(open("agent/openapi.yaml"))); print("agent/openapi.yaml: valid OpenAPI 3")'
 
 test-system:
 	cargo test --locked -p appliance-tests -- --test-threads=2

@@ -232,10 +232,18 @@ async fn reset(
     ))
 }
 
-/// Routes open to anyone: logging in and changing the password (which proves the current
-/// one itself).
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("../../openapi.yaml");
+
+async fn openapi() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/yaml")], OPENAPI)
+}
+
+/// Routes open to anyone: the API's description, logging in and out, and changing the
+/// password (which proves the current one itself).
 pub fn public_routes() -> Router<AppState> {
     Router::new()
+        .route("/openapi.yaml", get(openapi))
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/system/admin/password", post(change_password))
@@ -254,4 +262,44 @@ pub fn routes() -> Router<AppState> {
             get(certificate).put(import_certificate),
         )
         .route("/system/certificate/export", post(export_certificate))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every route of this module and of the others outside `/network`.
+    const PATHS: &[&str] = &[
+        "/openapi.yaml",
+        "/login",
+        "/logout",
+        "/system/admin/password",
+        "/system/tokens",
+        "/system/tokens/{name}",
+        "/system/certificate",
+        "/system/certificate/export",
+        "/system/shutdown",
+        "/system/reboot",
+        "/system/reset",
+        "/status",
+        "/debug/kill-agent",
+        "/debug/data/{path}",
+    ];
+
+    #[test]
+    fn every_path_is_in_the_openapi_document() {
+        for p in PATHS {
+            assert!(super::OPENAPI.contains(&format!("\n  {p}:")), "{p} is not documented in agent/openapi.yaml");
+        }
+    }
+
+    #[test]
+    fn the_openapi_document_is_valid_yaml_shape() {
+        // Every path entry sits under `paths:` and every `$ref` points into components.
+        assert!(super::OPENAPI.starts_with("openapi: 3.0.3"));
+        for r in super::OPENAPI.split("$ref: \"").skip(1) {
+            let target = r.split('"').next().unwrap_or("");
+            let name = target.rsplit('/').next().unwrap_or("");
+            assert!(target.starts_with("#/components/"), "{target}");
+            assert!(super::OPENAPI.contains(&format!("\n    {name}:")), "{target} is not defined");
+        }
+    }
 }
