@@ -31,12 +31,26 @@ pub fn raw(
     body: Option<Vec<u8>>,
     token: Option<String>,
 ) -> Result<Answer, String> {
+    raw_within(ns, host, method, path, body, token, Duration::from_secs(10))
+}
+
+/// [`raw`] giving up after `timeout`: for polling an appliance that is (re)booting, where
+/// a connection attempt would otherwise sit out TCP's growing retransmission timers.
+pub fn raw_within(
+    ns: &str,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+    token: Option<String>,
+    timeout: Duration,
+) -> Result<Answer, String> {
     crate::crypto();
     let client = Client {
         host: host.to_string(),
         port: 443,
         trust: Trust::Insecure,
-        timeout: Duration::from_secs(10),
+        timeout,
         token,
     };
     let path = format!("{PREFIX}{path}");

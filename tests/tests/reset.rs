@@ -66,9 +66,19 @@ fn wait_factory_defaults(sw: &Switch) {
     wait::until(
         "the appliance back on factory defaults",
         BOOT,
-        Duration::from_millis(200),
+        Duration::from_millis(50),
         || {
-            let a = api::call_raw(&sw.name, FACTORY, "GET", "/status", None)?;
+            // Short attempts: a rebooting appliance drops connections, and a long attempt
+            // would measure TCP's retransmission timers instead of the appliance.
+            let a = api::raw_within(
+                &sw.name,
+                FACTORY,
+                "GET",
+                "/status",
+                None,
+                None,
+                Duration::from_millis(300),
+            )?;
             let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
             if a.status == 403 && v["error"]["code"] == "password_change_required" {
                 Ok(())

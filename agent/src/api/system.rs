@@ -236,7 +236,10 @@ async fn reset(
 pub const OPENAPI: &str = include_str!("../../openapi.yaml");
 
 async fn openapi() -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "application/yaml")], OPENAPI)
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/yaml")],
+        OPENAPI,
+    )
 }
 
 /// Routes open to anyone: the API's description, logging in and out, and changing the
@@ -287,7 +290,10 @@ mod tests {
     #[test]
     fn every_path_is_in_the_openapi_document() {
         for p in PATHS {
-            assert!(super::OPENAPI.contains(&format!("\n  {p}:")), "{p} is not documented in agent/openapi.yaml");
+            assert!(
+                super::OPENAPI.contains(&format!("\n  {p}:")),
+                "{p} is not documented in agent/openapi.yaml"
+            );
         }
     }
 
@@ -299,7 +305,10 @@ mod tests {
             let target = r.split('"').next().unwrap_or("");
             let name = target.rsplit('/').next().unwrap_or("");
             assert!(target.starts_with("#/components/"), "{target}");
-            assert!(super::OPENAPI.contains(&format!("\n    {name}:")), "{target} is not defined");
+            assert!(
+                super::OPENAPI.contains(&format!("\n    {name}:")),
+                "{target} is not defined"
+            );
         }
     }
 }
