@@ -83,18 +83,26 @@ fn error_code(a: &Answer) -> String {
         .unwrap_or_default()
 }
 
-fn login_as(ns: &str, host: &str, password: &str) -> Result<LoginResponse, String> {
-    let body = json!({ "username": "admin", "password": password })
-        .to_string()
-        .into_bytes();
-    let a = call_raw(ns, host, "POST", "/login", Some(body))?;
+/// An unauthenticated JSON POST that must answer 200.
+fn post_ok(ns: &str, host: &str, path: &str, body: serde_json::Value) -> Result<Answer, String> {
+    let a = call_raw(ns, host, "POST", path, Some(body.to_string().into_bytes()))?;
     if a.status != 200 {
         return Err(format!(
-            "login answered {}: {}",
+            "POST {path} answered {}: {}",
             a.status,
             String::from_utf8_lossy(&a.body)
         ));
     }
+    Ok(a)
+}
+
+fn login_as(ns: &str, host: &str, password: &str) -> Result<LoginResponse, String> {
+    let a = post_ok(
+        ns,
+        host,
+        "/login",
+        json!({ "username": "admin", "password": password }),
+    )?;
     serde_json::from_slice(&a.body).map_err(|e| e.to_string())
 }
 
@@ -103,17 +111,8 @@ pub fn login(ns: &str, host: &str) -> Result<String, String> {
     // An unauthenticated call tells whether the default is in force without a failed login.
     let probe = call_raw(ns, host, "GET", "/status", None)?;
     if error_code(&probe) == "password_change_required" {
-        let body = json!({ "current_password": "password", "new_password": TEST_PASSWORD })
-            .to_string()
-            .into_bytes();
-        let a = call_raw(ns, host, "POST", "/system/admin/password", Some(body))?;
-        if a.status != 200 {
-            return Err(format!(
-                "password change answered {}: {}",
-                a.status,
-                String::from_utf8_lossy(&a.body)
-            ));
-        }
+        let change = json!({ "current_password": "password", "new_password": TEST_PASSWORD });
+        post_ok(ns, host, "/system/admin/password", change)?;
     }
     let token = login_as(ns, host, TEST_PASSWORD)?.token;
     SESSIONS
