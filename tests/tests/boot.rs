@@ -298,3 +298,40 @@ fn a_power_cut_is_reported_as_unclean_and_the_disk_is_checked() {
         "an atomic write survives a power cut"
     );
 }
+
+#[test]
+fn a_cut_cable_is_noticed_and_the_factory_address_is_checked_again_when_it_returns() {
+    let (_dir, sw, mut vm) = boot("cable_cut", "");
+    let before = api::wait_status(&sw.name, FACTORY, BOOT);
+    assert_eq!(before.factory_address.state, "held");
+    vm.set_link(false);
+    vm.wait_console("link down", Duration::from_secs(20));
+    vm.set_link(true);
+    vm.wait_console(
+        "link up: checking the factory address again",
+        Duration::from_secs(20),
+    );
+    let after = wait::until(
+        "the address held again",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || {
+            let s = api::status(&sw.name, FACTORY)?;
+            if s.factory_address.state == "held" {
+                Ok(s)
+            } else {
+                Err(s.factory_address.state)
+            }
+        },
+    );
+    assert_eq!(
+        after.factory_address.address.as_deref(),
+        Some("169.254.1.1/24")
+    );
+    assert!(
+        after.factory_address.conflicts.is_empty(),
+        "no false conflict: {:?}",
+        after.factory_address.conflicts
+    );
+    assert_eq!(after.agent.pid, before.agent.pid, "the agent rode it out");
+}

@@ -428,8 +428,10 @@ fn an_unconfirmed_change_rolls_back_on_time_and_a_confirmed_one_stays() {
     assert_eq!(pending["pending"]["change"], "add 192.0.2.11/24 to eth0");
     wait_address(host, "192.0.2.11/24", false);
     let took = started.elapsed();
+    // Not before the window ends; the upper bound only catches a timer that never fires
+    // (it is loose so that a loaded CI machine does not fail it).
     assert!(
-        took >= Duration::from_millis(2900) && took < Duration::from_secs(6),
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(20),
         "rolled back after {took:?}, wanted about 3 s"
     );
     assert_eq!(config_file(&agent), before);

@@ -210,9 +210,11 @@ impl FactoryService {
                     Some(LinkEvent::Changed(l)) if l.index == nic.index => {
                         if l.running && link_up_at.is_none() {
                             link_up_at = Some(Instant::now());
+                            tracing::info!(nic = %nic.name, "link up: checking the factory address again");
                         }
-                        if !l.running {
+                        if !l.running && link_up_at.is_some() {
                             link_up_at = None;
+                            tracing::info!(nic = %nic.name, "link down");
                         }
                         steps = factory.on_link(now(), l.running, &mut rng);
                     }
