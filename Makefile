@@ -13,9 +13,10 @@ VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1
 BENCH_RUNS  ?= 5
 
 # Debian packages the build and the tests need (QEMU, kernel source and its build tools,
-# e2fsprogs for the image, iproute2 for namespaces and bridges).
+# e2fsprogs for the image, iproute2 for namespaces and bridges, python3-venv for the OpenAPI
+# validator).
 HOST_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev \
-                 cpio xz-utils build-essential e2fsprogs iproute2 kmod
+                 cpio xz-utils build-essential e2fsprogs iproute2 kmod python3-venv
 
 .PHONY: help deps kernel binaries image run test test-unit test-openapi test-system bench-boot bench-acd clean
 
