@@ -212,6 +212,18 @@ pub mod fake {
     }
 
     impl FakeKernel {
+        /// What an appliance has mounted once it is up: the early mounts and `/data`.
+        pub const APPLIANCE_MOUNTS: [(&'static str, &'static str, &'static str); 8] = [
+            ("rootfs", "/", "rootfs"),
+            ("proc", "/proc", "proc"),
+            ("sysfs", "/sys", "sysfs"),
+            ("devtmpfs", "/dev", "devtmpfs"),
+            ("devpts", "/dev/pts", "devpts"),
+            ("tmpfs", "/run", "tmpfs"),
+            ("tmpfs", "/tmp", "tmpfs"),
+            ("/dev/vda", "/data", "ext4"),
+        ];
+
         pub fn with_mounts(entries: &[(&str, &str, &str)]) -> FakeKernel {
             FakeKernel {
                 table: entries

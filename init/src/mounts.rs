@@ -182,19 +182,13 @@ mod tests {
 
     #[test]
     fn shutdown_unmounts_innermost_first_and_keeps_virtual_ones() {
-        let k = FakeKernel::with_mounts(&[
-            ("rootfs", "/", "rootfs"),
-            ("proc", "/proc", "proc"),
-            ("sysfs", "/sys", "sysfs"),
-            ("devtmpfs", "/dev", "devtmpfs"),
-            ("devpts", "/dev/pts", "devpts"),
-            ("tmpfs", "/run", "tmpfs"),
-            ("tmpfs", "/tmp", "tmpfs"),
-            ("/dev/vda", "/data", "ext4"),
+        let mut table = FakeKernel::APPLIANCE_MOUNTS.to_vec();
+        table.extend([
             ("tmpfs", "/data/site/cache", "tmpfs"),
             ("cgroup2", "/sys/fs/cgroup", "cgroup2"),
             ("tmpfs", "/devices", "tmpfs"),
         ]);
+        let k = FakeKernel::with_mounts(&table);
         let order: Vec<_> = shutdown_unmount_order(&k.table)
             .into_iter()
             .map(|m| m.target)

@@ -216,16 +216,7 @@ mod tests {
     }
 
     fn base_mounts() -> FakeKernel {
-        FakeKernel::with_mounts(&[
-            ("rootfs", "/", "rootfs"),
-            ("proc", "/proc", "proc"),
-            ("sysfs", "/sys", "sysfs"),
-            ("devtmpfs", "/dev", "devtmpfs"),
-            ("devpts", "/dev/pts", "devpts"),
-            ("tmpfs", "/run", "tmpfs"),
-            ("tmpfs", "/tmp", "tmpfs"),
-            ("/dev/vda", "/data", "ext4"),
-        ])
+        FakeKernel::with_mounts(&FakeKernel::APPLIANCE_MOUNTS)
     }
 
     #[test]
