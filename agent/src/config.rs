@@ -17,7 +17,7 @@
 //! whole, then written atomically (`store::write_atomic`), then published to the parts of
 //! the agent that apply it.
 
-use crate::net::model::NetworkConfig;
+use crate::model::netconfig::NetworkConfig;
 use crate::store::{self, StoreError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -117,7 +117,7 @@ pub enum ConfigError {
     #[error("{path}: invalid network settings: {source}")]
     Invalid {
         path: PathBuf,
-        source: crate::net::model::ValidationError,
+        source: crate::model::netconfig::ValidationError,
     },
 }
 

@@ -17,6 +17,7 @@ pub mod api;
 pub mod boot;
 pub mod cli;
 pub mod config;
+pub mod model;
 pub mod net;
 pub mod settings;
 pub mod store;
@@ -56,7 +57,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let tls_task =
         tokio::task::spawn_blocking(move || tls::load_or_generate(&tls_dir, "appliance"));
     let config = Arc::new(config::ConfigStore::open(&settings.data_dir.join("config")));
-    let factory = Arc::new(Mutex::new(api::types::FactoryAddress {
+    let factory = Arc::new(Mutex::new(model::FactoryAddress {
         state: if settings.factory_address {
             "starting"
         } else {

@@ -161,7 +161,7 @@ impl Identity {
     }
 
     /// Details of the leaf certificate.
-    pub fn info(&self) -> Result<crate::api::types::CertificateInfo, TlsError> {
+    pub fn info(&self) -> Result<crate::model::CertificateInfo, TlsError> {
         let leaf = self.chain.first().ok_or(TlsError::NoCertificate)?;
         let (_, cert) = x509_parser::parse_x509_certificate(leaf)
             .map_err(|e| TlsError::Parse(e.to_string()))?;
@@ -181,7 +181,7 @@ impl Identity {
                 }
             }
         }
-        Ok(crate::api::types::CertificateInfo {
+        Ok(crate::model::CertificateInfo {
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
             subject_alt_names: names,

@@ -6,13 +6,14 @@
 use super::limiter::{Failure, Limiter};
 use super::password::{self, PasswordError, DEFAULT_PASSWORD, DEFAULT_USERNAME};
 use super::sessions::Sessions;
+use crate::model::unix_now;
 use crate::store::{self, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 pub const FILE: &str = "admin.toml";
 pub const TOKEN_PREFIX: &str = "apt_";
@@ -105,13 +106,6 @@ pub struct Admin {
     sessions: Mutex<Sessions>,
     limiter: Mutex<Limiter>,
     origin: Instant,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn sha256_hex(s: &str) -> String {

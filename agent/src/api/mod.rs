@@ -7,12 +7,11 @@
 pub mod auth;
 mod debug;
 mod net_config;
-pub mod net_types;
 mod network;
 mod system;
-pub mod types;
 
-use crate::net::model::ValidationError;
+use crate::model;
+use crate::model::netconfig::ValidationError;
 use crate::net::service::ChangeError;
 use crate::net::utilities::UtilityError;
 use crate::settings::Settings;
@@ -103,8 +102,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let body = types::ErrorBody {
-            error: types::ErrorDetail {
+        let body = model::ErrorBody {
+            error: model::ErrorDetail {
                 code: code.to_string(),
                 message: self.to_string(),
             },
@@ -136,7 +135,7 @@ fn parse_required<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub started: Instant,
-    pub factory: Arc<Mutex<types::FactoryAddress>>,
+    pub factory: Arc<Mutex<model::FactoryAddress>>,
     pub power: Power,
     pub config: Arc<crate::config::ConfigStore>,
     pub admin: Arc<crate::admin::Admin>,
@@ -146,7 +145,7 @@ pub struct AppState {
     pub network: crate::net::service::NetworkService,
 }
 
-async fn status(State(app): State<AppState>) -> Json<types::Status> {
+async fn status(State(app): State<AppState>) -> Json<model::Status> {
     let mut s = crate::system::status(&app.settings, &network::factory_snapshot(&app), app.started);
     s.config_error = app.config.load_error();
     Json(s)
@@ -179,8 +178,8 @@ async fn json_errors(response: Response) -> Response {
     if message.is_empty() {
         message = status.canonical_reason().unwrap_or("error").to_lowercase();
     }
-    let body = types::ErrorBody {
-        error: types::ErrorDetail {
+    let body = model::ErrorBody {
+        error: model::ErrorDetail {
             code: code.into(),
             message,
         },

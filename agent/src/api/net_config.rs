@@ -7,16 +7,16 @@
 //! reconciler did, what it could not do, and, with a confirmation window, when the
 //! previous configuration comes back unless confirmed.
 
-use super::net_types::{
+use super::{ApiError, AppState};
+use crate::model::netconfig::{
+    AddressConfig, DnsConfig, Family, IpCidr, NetworkConfig, NicName, RouteConfig, ValidationError,
+};
+use crate::model::{
     ChangeOutcome, Confirmed, DnsLookupRequest, DnsLookupResult, EnabledRequest, GatewayRequest,
     HostnameRequest, HostnameView, NetworkStatus, Nic, PingRequest, PingResult, RoutesView,
     TcpTestRequest, TcpTestResult,
 };
-use super::{ApiError, AppState};
 use crate::net::changes::NetworkChange;
-use crate::net::model::{
-    AddressConfig, DnsConfig, Family, IpCidr, NetworkConfig, NicName, RouteConfig, ValidationError,
-};
 use crate::net::service::{ChangeError, MAX_CONFIRM_WITHIN};
 use crate::net::utilities;
 use axum::body::Bytes;
@@ -207,7 +207,7 @@ async fn delete_route(
     change(&app, q, NetworkChange::RemoveRoute { destination }).await
 }
 
-async fn gateways(State(app): State<AppState>) -> Json<crate::net::model::Gateways> {
+async fn gateways(State(app): State<AppState>) -> Json<crate::model::netconfig::Gateways> {
     Json(app.network.config().gateways)
 }
 
@@ -219,7 +219,7 @@ async fn put_gateway(
 ) -> Changed {
     let family = family(&fam)?;
     let req: GatewayRequest = json(&body)?;
-    if crate::net::model::Family::of(req.gateway) != family {
+    if crate::model::netconfig::Family::of(req.gateway) != family {
         return Err(ApiError::BadRequest(format!(
             "{} is not an {} address",
             req.gateway,

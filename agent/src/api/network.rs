@@ -1,19 +1,20 @@
 //! `/network/...`: the factory address.
 
-use super::{parse_body, types, ApiError, AppState};
+use super::{parse_body, ApiError, AppState};
+use crate::model;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 
-pub fn factory_snapshot(app: &AppState) -> types::FactoryAddress {
+pub fn factory_snapshot(app: &AppState) -> model::FactoryAddress {
     app.factory
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone()
 }
 
-async fn get_factory(State(app): State<AppState>) -> Json<types::FactoryAddress> {
+async fn get_factory(State(app): State<AppState>) -> Json<model::FactoryAddress> {
     Json(factory_snapshot(&app))
 }
 
@@ -21,8 +22,8 @@ async fn get_factory(State(app): State<AppState>) -> Json<types::FactoryAddress>
 async fn put_factory(
     State(app): State<AppState>,
     body: Bytes,
-) -> Result<Json<types::FactoryAddress>, ApiError> {
-    let update: types::FactoryAddressUpdate = parse_body(&body)?;
+) -> Result<Json<model::FactoryAddress>, ApiError> {
+    let update: model::FactoryAddressUpdate = parse_body(&body)?;
     if update.enabled.is_none() && update.timing.is_none() {
         return Err(ApiError::BadRequest(
             "nothing to change: give \"enabled\" and/or \"timing\"".into(),

@@ -1,7 +1,8 @@
 //! `/login`, `/logout` and `/system/...`: sessions, the admin password, API tokens,
 //! shutdown and reboot.
 
-use super::{parse_body, types, ApiError, AppState};
+use super::{parse_body, ApiError, AppState};
+use crate::model;
 use crate::system::PowerCommand;
 use appliance_proto::control::PowerAction;
 use axum::body::Bytes;
@@ -16,13 +17,13 @@ async fn login(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
-) -> Result<Json<types::LoginResponse>, ApiError> {
-    let req: types::LoginRequest = super::parse_required(&body)?;
+) -> Result<Json<model::LoginResponse>, ApiError> {
+    let req: model::LoginRequest = super::parse_required(&body)?;
     let login = app
         .admin
         .login(peer.ip(), &req.username, &req.password)
         .await?;
-    Ok(Json(types::LoginResponse {
+    Ok(Json(model::LoginResponse {
         token: login.token,
         expires_in_seconds: crate::admin::sessions::IDLE.as_secs(),
         must_change_password: login.must_change_password,
@@ -40,8 +41,8 @@ async fn change_password(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
-) -> Result<Json<types::Message>, ApiError> {
-    let req: types::PasswordChange = super::parse_required(&body)?;
+) -> Result<Json<model::Message>, ApiError> {
+    let req: model::PasswordChange = super::parse_required(&body)?;
     let username = req.username.unwrap_or_else(|| app.admin.username());
     app.admin
         .change_password(
@@ -51,17 +52,17 @@ async fn change_password(
             &req.new_password,
         )
         .await?;
-    Ok(Json(types::Message {
+    Ok(Json(model::Message {
         message: "password changed; every session has ended, log in again".into(),
     }))
 }
 
-async fn list_tokens(State(app): State<AppState>) -> Json<Vec<types::ApiToken>> {
+async fn list_tokens(State(app): State<AppState>) -> Json<Vec<model::ApiToken>> {
     Json(
         app.admin
             .tokens()
             .into_iter()
-            .map(|t| types::ApiToken {
+            .map(|t| model::ApiToken {
                 name: t.name,
                 created_unix: t.created_unix,
                 expires_unix: t.expires_unix,
@@ -73,8 +74,8 @@ async fn list_tokens(State(app): State<AppState>) -> Json<Vec<types::ApiToken>> 
 async fn create_token(
     State(app): State<AppState>,
     body: Bytes,
-) -> Result<(StatusCode, Json<types::NewApiToken>), ApiError> {
-    let req: types::TokenRequest = super::parse_required(&body)?;
+) -> Result<(StatusCode, Json<model::NewApiToken>), ApiError> {
+    let req: model::TokenRequest = super::parse_required(&body)?;
     if req.expires_in_days == Some(0) {
         return Err(ApiError::BadRequest(
             "expires_in_days must be at least 1 (leave it out for no expiry)".into(),
@@ -83,7 +84,7 @@ async fn create_token(
     let token = app.admin.create_token(&req.name, req.expires_in_days)?;
     Ok((
         StatusCode::CREATED,
-        Json(types::NewApiToken {
+        Json(model::NewApiToken {
             name: req.name,
             token,
         }),
@@ -102,8 +103,8 @@ async fn power(
     app: &AppState,
     action: PowerAction,
     body: &Bytes,
-) -> Result<(StatusCode, Json<types::PowerAccepted>), ApiError> {
-    let req: types::PowerRequest = parse_body(body)?;
+) -> Result<(StatusCode, Json<model::PowerAccepted>), ApiError> {
+    let req: model::PowerRequest = parse_body(body)?;
     let cmd = PowerCommand::from_request(action, &req)?;
     let delay_seconds = cmd.delay.as_secs() as u32;
     app.power.schedule(cmd).await?;
@@ -119,7 +120,7 @@ async fn power(
     };
     Ok((
         StatusCode::ACCEPTED,
-        Json(types::PowerAccepted {
+        Json(model::PowerAccepted {
             action: action.to_string(),
             delay_seconds,
             message: format!("the appliance will {what} {when}"),
@@ -145,7 +146,7 @@ fn read_identity(app: &AppState) -> Result<crate::tls::Identity, ApiError> {
 
 async fn certificate(
     State(app): State<AppState>,
-) -> Result<Json<types::CertificateInfo>, ApiError> {
+) -> Result<Json<model::CertificateInfo>, ApiError> {
     let id = read_identity(&app)?;
     Ok(Json(
         id.info().map_err(|e| ApiError::Internal(e.to_string()))?,
@@ -156,8 +157,8 @@ async fn certificate(
 async fn import_certificate(
     State(app): State<AppState>,
     body: Bytes,
-) -> Result<Json<types::CertificateInfo>, ApiError> {
-    let req: types::CertificateImport = super::parse_required(&body)?;
+) -> Result<Json<model::CertificateInfo>, ApiError> {
+    let req: model::CertificateImport = super::parse_required(&body)?;
     let id = tokio::task::spawn_blocking(move || {
         crate::tls::Identity::from_pem(&req.chain_pem, &req.key_pem, req.passphrase.as_deref())
     })
@@ -175,8 +176,8 @@ async fn import_certificate(
 async fn export_certificate(
     State(app): State<AppState>,
     body: Bytes,
-) -> Result<Json<types::CertificateExport>, ApiError> {
-    let req: types::CertificateExportRequest = parse_body(&body)?;
+) -> Result<Json<model::CertificateExport>, ApiError> {
+    let req: model::CertificateExportRequest = parse_body(&body)?;
     if req
         .passphrase
         .as_deref()
@@ -198,7 +199,7 @@ async fn export_certificate(
         encrypted = req.passphrase.is_some(),
         "HTTPS certificate and key exported"
     );
-    Ok(Json(types::CertificateExport {
+    Ok(Json(model::CertificateExport {
         chain_pem: id.chain_pem(),
         key_pem,
         key_encrypted: req.passphrase.is_some(),
@@ -208,16 +209,16 @@ async fn export_certificate(
 async fn reset(
     State(app): State<AppState>,
     body: Bytes,
-) -> Result<(StatusCode, Json<types::Message>), ApiError> {
+) -> Result<(StatusCode, Json<model::Message>), ApiError> {
     use appliance_proto::control::ResetLevel;
-    let req: types::ResetRequest = super::parse_required(&body)?;
+    let req: model::ResetRequest = super::parse_required(&body)?;
     let (level, message) = match req.level {
-        types::ResetLevelName::Config => (
+        model::ResetLevelName::Config => (
             ResetLevel::Config,
             "the appliance reboots and resets to factory defaults: it comes back at 169.254.1.1 \
              (or .2, .3, ...) with user admin, password password",
         ),
-        types::ResetLevelName::Rma => (
+        model::ResetLevelName::Rma => (
             ResetLevel::Rma,
             "the appliance reboots, overwrites its whole data disk with zeros, checks it, shows \
              the report and powers off, ready to ship",
@@ -226,7 +227,7 @@ async fn reset(
     crate::system::factory_reset(&app.power, level).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(types::Message {
+        Json(model::Message {
             message: message.into(),
         }),
     ))

@@ -10,7 +10,7 @@ mod render;
 pub mod session;
 mod system;
 
-use crate::api::types;
+use crate::model;
 use clap::{Parser, Subcommand};
 use client::{Client, ClientError, Trust};
 use std::process::ExitCode;
@@ -141,7 +141,7 @@ pub(crate) fn check(answer: client::Answer) -> Result<serde_json::Value, CliErro
     if (200..300).contains(&answer.status) {
         return Ok(value);
     }
-    let (code, message) = match serde_json::from_value::<types::ErrorBody>(value) {
+    let (code, message) = match serde_json::from_value::<model::ErrorBody>(value) {
         Ok(b) => (b.error.code, b.error.message),
         Err(_) => (
             "unknown".into(),
@@ -172,15 +172,15 @@ async fn execute(cli: &Cli, client: &Client) -> Result<String, CliError> {
             let path = format!("{api}/network/factory-address");
             let update = match action {
                 None | Some(FactoryAction::Show) => None,
-                Some(FactoryAction::Enable) => Some(types::FactoryAddressUpdate {
+                Some(FactoryAction::Enable) => Some(model::FactoryAddressUpdate {
                     enabled: Some(true),
                     timing: None,
                 }),
-                Some(FactoryAction::Disable) => Some(types::FactoryAddressUpdate {
+                Some(FactoryAction::Disable) => Some(model::FactoryAddressUpdate {
                     enabled: Some(false),
                     timing: None,
                 }),
-                Some(FactoryAction::Timing { profile }) => Some(types::FactoryAddressUpdate {
+                Some(FactoryAction::Timing { profile }) => Some(model::FactoryAddressUpdate {
                     enabled: None,
                     timing: Some(*profile),
                 }),
@@ -198,7 +198,7 @@ async fn execute(cli: &Cli, client: &Client) -> Result<String, CliError> {
                 }
             };
             let v = check(answer)?;
-            let fa: types::FactoryAddress =
+            let fa: model::FactoryAddress =
                 serde_json::from_value(v.clone()).map_err(CliError::Decode)?;
             (v, render::factory_lines(&fa).trim_end().to_string())
         }
@@ -248,8 +248,8 @@ pub fn main() -> ExitCode {
         Err(e) => {
             if cli.json {
                 if let CliError::Api { code, message, .. } = &e {
-                    let body = types::ErrorBody {
-                        error: types::ErrorDetail {
+                    let body = model::ErrorBody {
+                        error: model::ErrorDetail {
                             code: code.clone(),
                             message: message.clone(),
                         },

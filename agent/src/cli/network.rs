@@ -5,12 +5,12 @@
 
 use super::client::Client;
 use super::{check, CliError, Outcome};
-use crate::api::net_types::{
+use crate::api::PREFIX;
+use crate::model::netconfig::NetworkConfig;
+use crate::model::{
     ChangeOutcome, DnsLookupResult, HostnameView, NetworkStatus, Nic, PingResult, RoutesView,
     TcpTestResult,
 };
-use crate::api::PREFIX;
-use crate::net::model::NetworkConfig;
 use clap::Subcommand;
 use serde_json::json;
 use std::fmt::Write;

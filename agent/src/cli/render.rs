@@ -1,6 +1,6 @@
 //! Text output for people.
 
-use crate::api::types;
+use crate::model;
 use std::fmt::Write;
 
 fn duration(seconds: f64) -> String {
@@ -13,7 +13,7 @@ fn duration(seconds: f64) -> String {
     }
 }
 
-pub fn status(s: &types::Status) -> String {
+pub fn status(s: &model::Status) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -83,7 +83,7 @@ fn ago(unix_time: u64) -> String {
 }
 
 /// The factory address as status lines (shared by `status` and `factory-address`).
-pub fn factory_lines(fa: &types::FactoryAddress) -> String {
+pub fn factory_lines(fa: &model::FactoryAddress) -> String {
     let mut out = String::new();
     let nic = fa.nic.as_deref().unwrap_or("?");
     let line = match (&fa.address, &fa.probing) {
@@ -131,7 +131,7 @@ fn mib(bytes: u64) -> String {
 }
 
 /// Status > Basics lines.
-fn basics(b: &types::Basics) -> String {
+fn basics(b: &model::Basics) -> String {
     let mut out = String::new();
     let id = &b.identity;
     let unknown = || "unknown".to_string();

@@ -2,7 +2,7 @@
 
 use super::client::{Answer, Client};
 use super::{check, render, session, CliError, Outcome};
-use crate::api::types;
+use crate::model;
 use clap::Subcommand;
 
 #[derive(clap::Args, Debug)]
@@ -73,7 +73,7 @@ fn passphrase(file: &Option<std::path::PathBuf>) -> Result<Option<String>, CliEr
     }
 }
 
-fn cert_text(c: &types::CertificateInfo) -> String {
+fn cert_text(c: &model::CertificateInfo) -> String {
     format!(
         "Subject         {}\nIssuer          {}{}\nNames           {}\nValid           unix {} to {}\nSHA-256         {}",
         c.subject,
@@ -94,7 +94,7 @@ pub async fn cert(client: &Client, action: &CertAction) -> Outcome {
                     .request("GET", &api("/system/certificate"), None)
                     .await?,
             )?;
-            let c: types::CertificateInfo = decode(&v)?;
+            let c: model::CertificateInfo = decode(&v)?;
             Ok((v, cert_text(&c)))
         }
         CertAction::Import {
@@ -102,7 +102,7 @@ pub async fn cert(client: &Client, action: &CertAction) -> Outcome {
             key,
             passphrase_file,
         } => {
-            let req = types::CertificateImport {
+            let req = model::CertificateImport {
                 chain_pem: std::fs::read_to_string(chain).map_err(CliError::Local)?,
                 key_pem: std::fs::read_to_string(key).map_err(CliError::Local)?,
                 passphrase: passphrase(passphrase_file)?,
@@ -112,7 +112,7 @@ pub async fn cert(client: &Client, action: &CertAction) -> Outcome {
                     .request("PUT", &api("/system/certificate"), body(&req)?)
                     .await?,
             )?;
-            let c: types::CertificateInfo = decode(&v)?;
+            let c: model::CertificateInfo = decode(&v)?;
             Ok((v, format!("certificate imported\n{}", cert_text(&c))))
         }
         CertAction::Export {
@@ -120,7 +120,7 @@ pub async fn cert(client: &Client, action: &CertAction) -> Outcome {
             key_out,
             passphrase_file,
         } => {
-            let req = types::CertificateExportRequest {
+            let req = model::CertificateExportRequest {
                 passphrase: passphrase(passphrase_file)?,
             };
             let v = check(
@@ -128,7 +128,7 @@ pub async fn cert(client: &Client, action: &CertAction) -> Outcome {
                     .request("POST", &api("/system/certificate/export"), body(&req)?)
                     .await?,
             )?;
-            let e: types::CertificateExport = decode(&v)?;
+            let e: model::CertificateExport = decode(&v)?;
             std::fs::write(chain_out, &e.chain_pem).map_err(CliError::Local)?;
             crate::store::write_atomic(key_out, e.key_pem.as_bytes(), 0o600)
                 .map_err(|e| CliError::Local(e.source))?;
@@ -154,7 +154,7 @@ pub struct ResetArgs {
     /// config: wipe settings, keys, certificates and data, back to factory defaults;
     /// rma: also overwrite the whole data disk and power off, for return.
     #[arg(long, value_enum)]
-    pub level: types::ResetLevelName,
+    pub level: model::ResetLevelName,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
@@ -163,8 +163,8 @@ pub struct ResetArgs {
 pub async fn reset(client: &Client, a: &ResetArgs) -> Outcome {
     if !a.yes {
         let what = match a.level {
-            types::ResetLevelName::Config => "erase every setting and all data on",
-            types::ResetLevelName::Rma => "ERASE THE WHOLE DATA DISK of, then power off,",
+            model::ResetLevelName::Config => "erase every setting and all data on",
+            model::ResetLevelName::Rma => "ERASE THE WHOLE DATA DISK of, then power off,",
         };
         let answer = session::read_secret(&format!(
             "This will {what} {}. Type yes to go on: ",
@@ -175,13 +175,13 @@ pub async fn reset(client: &Client, a: &ResetArgs) -> Outcome {
             return Err(CliError::Usage("not confirmed; nothing changed".into()));
         }
     }
-    let req = types::ResetRequest { level: a.level };
+    let req = model::ResetRequest { level: a.level };
     let v = check(
         client
             .request("POST", &api("/system/reset"), body(&req)?)
             .await?,
     )?;
-    let m: types::Message = decode(&v)?;
+    let m: model::Message = decode(&v)?;
     session::forget(&client.target()).map_err(CliError::Local)?;
     Ok((v, m.message))
 }
@@ -200,12 +200,12 @@ fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, Cl
 
 pub async fn status(client: &Client) -> Outcome {
     let v = check(client.request("GET", &api("/status"), None).await?)?;
-    let s: types::Status = decode(&v)?;
+    let s: model::Status = decode(&v)?;
     Ok((v.clone(), render::status(&s)))
 }
 
 pub async fn power(client: &Client, verb: &str, p: &PowerArgs) -> Outcome {
-    let req = types::PowerRequest {
+    let req = model::PowerRequest {
         reason: p.reason.clone(),
         delay_seconds: Some(p.delay),
     };
@@ -214,7 +214,7 @@ pub async fn power(client: &Client, verb: &str, p: &PowerArgs) -> Outcome {
             .request("POST", &api(&format!("/system/{verb}")), body(&req)?)
             .await?,
     )?;
-    let accepted: types::PowerAccepted = decode(&v)?;
+    let accepted: model::PowerAccepted = decode(&v)?;
     Ok((v, accepted.message))
 }
 
@@ -222,13 +222,13 @@ async fn login_with(
     client: &Client,
     user: &str,
     password: String,
-) -> Result<(serde_json::Value, types::LoginResponse), CliError> {
-    let req = types::LoginRequest {
+) -> Result<(serde_json::Value, model::LoginResponse), CliError> {
+    let req = model::LoginRequest {
         username: user.into(),
         password,
     };
     let v = check(client.request("POST", &api("/login"), body(&req)?).await?)?;
-    let resp: types::LoginResponse = decode(&v)?;
+    let resp: model::LoginResponse = decode(&v)?;
     session::save(&client.target(), &resp.token).map_err(CliError::Local)?;
     Ok((v, resp))
 }
@@ -264,7 +264,7 @@ pub async fn passwd(client: &Client, a: &LoginArgs) -> Outcome {
             "the two new passwords differ; nothing changed".into(),
         ));
     }
-    let req = types::PasswordChange {
+    let req = model::PasswordChange {
         username: Some(a.user.clone()),
         current_password: current,
         new_password: new.clone(),
@@ -285,7 +285,7 @@ pub async fn token(client: &Client, action: &TokenAction) -> Outcome {
     match action {
         TokenAction::List => {
             let v = check(client.request("GET", &api("/system/tokens"), None).await?)?;
-            let tokens: Vec<types::ApiToken> = decode(&v)?;
+            let tokens: Vec<model::ApiToken> = decode(&v)?;
             let text = if tokens.is_empty() {
                 "no API tokens".to_string()
             } else {
@@ -301,7 +301,7 @@ pub async fn token(client: &Client, action: &TokenAction) -> Outcome {
             Ok((v, text))
         }
         TokenAction::Create { name, days } => {
-            let req = types::TokenRequest {
+            let req = model::TokenRequest {
                 name: name.clone(),
                 expires_in_days: *days,
             };
@@ -310,7 +310,7 @@ pub async fn token(client: &Client, action: &TokenAction) -> Outcome {
                     .request("POST", &api("/system/tokens"), body(&req)?)
                     .await?,
             )?;
-            let t: types::NewApiToken = decode(&v)?;
+            let t: model::NewApiToken = decode(&v)?;
             Ok((
                 v,
                 format!(

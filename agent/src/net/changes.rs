@@ -4,7 +4,7 @@
 //! one, or says why the change does not apply (the address or route is not configured).
 //! Whether the result is a valid configuration is [`NetworkConfig::validate`]'s job.
 
-use super::model::{
+use crate::model::netconfig::{
     AddressConfig, DnsConfig, Family, Hostname, InterfaceConfig, IpCidr, NetworkConfig, NicName,
     RouteConfig,
 };

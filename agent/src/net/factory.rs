@@ -25,11 +25,7 @@ pub fn candidates() -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// Whether `a` is in the factory range 169.254.1.0/24.
-pub fn in_factory_range(a: Ipv4Addr) -> bool {
-    let o = a.octets();
-    o[0] == 169 && o[1] == 254 && o[2] == 1
-}
+pub use crate::model::netconfig::in_factory_range;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConflictRecord {

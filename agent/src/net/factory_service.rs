@@ -6,8 +6,9 @@ use super::arp::{format_mac, ArpFrame, ArpSocket};
 use super::factory::{in_factory_range, Factory, Phase};
 use super::netlink::{LinkEvent, LinkEvents, Netlink};
 use super::{pick_factory_nic, NetError, FACTORY_PREFIX};
-use crate::api::types::{FactoryAddress, FactoryConflict};
 use crate::config::{Config, FactoryAddressConfig};
+use crate::model::unix_now;
+use crate::model::{FactoryAddress, FactoryConflict};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -24,13 +25,6 @@ pub struct FactoryService {
     pub status: Arc<Mutex<FactoryAddress>>,
     pub config: watch::Receiver<Config>,
     pub timeline: PathBuf,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl FactoryService {

@@ -5,10 +5,10 @@
 //! (driver, speed, duplex: [`read_sysfs`]) without doing I/O itself.
 
 use super::factory::in_factory_range;
-use super::model::{is_link_local_v6, NetworkConfig};
 use super::netlink::Link;
 use super::reconcile::AddressState;
-use crate::api::net_types::{Nic, NicAddress};
+use crate::model::netconfig::{is_link_local_v6, NetworkConfig};
+use crate::model::{Nic, NicAddress};
 use std::net::IpAddr;
 use std::path::Path;
 

@@ -1,10 +1,10 @@
 //! The real [`Kernel`]: rtnetlink for links, addresses and routes, `sethostname(2)`, an
 //! atomic write of resolv.conf, and ARP probes on raw sockets.
 
-use super::model::IpCidr;
 use super::netlink::Netlink;
 use super::reconcile::{Actual, AddressState, Kernel, LinkState, Op, ProbeOutcome, ROUTE_PROTOCOL};
 use super::{probe, NetError};
+use crate::model::netconfig::IpCidr;
 use crate::store;
 use std::net::IpAddr;
 use std::path::PathBuf;

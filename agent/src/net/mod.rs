@@ -20,7 +20,7 @@ pub mod factory_service;
 pub mod icmp;
 pub mod inventory;
 pub mod kernel;
-pub mod model;
+
 pub mod netlink;
 pub mod probe;
 pub mod reconcile;

@@ -21,14 +21,14 @@
 //! again no sooner than [`CONFLICT_RETRY`]. A NIC without carrier cannot be probed: its
 //! IPv4 addresses wait for the link.
 
-use super::model::{IpCidr, NetworkConfig};
 use super::netlink::Route;
 use super::NetError;
-use serde::{Deserialize, Serialize};
+use crate::model::netconfig::{IpCidr, NetworkConfig};
+use crate::model::{unix_now, AddressConflict, Difference, ReconcileReport};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// `rtm_protocol` of the routes the agent installs (`proto 200` in `ip route`), so it
 /// knows its own routes from the kernel's and from anyone else's.
@@ -154,22 +154,6 @@ impl Op {
     }
 }
 
-/// A difference between configuration and kernel that was not closed, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Difference {
-    pub subject: String,
-    pub reason: String,
-}
-
-impl Difference {
-    fn new(subject: impl Into<String>, reason: impl Into<String>) -> Difference {
-        Difference {
-            subject: subject.into(),
-            reason: reason.into(),
-        }
-    }
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub ops: Vec<Op>,
@@ -180,7 +164,7 @@ pub struct Plan {
 pub fn kept(a: &AddressState) -> bool {
     match a.address.ip() {
         IpAddr::V4(v4) => super::factory::in_factory_range(v4),
-        IpAddr::V6(v6) => super::model::is_link_local_v6(v6) || !a.permanent,
+        IpAddr::V6(v6) => crate::model::netconfig::is_link_local_v6(v6) || !a.permanent,
     }
 }
 
@@ -348,39 +332,6 @@ pub trait Kernel: Send + Sync {
         index: u32,
         addr: Ipv4Addr,
     ) -> impl Future<Output = Result<ProbeOutcome, NetError>> + Send;
-}
-
-/// An address another host answered for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AddressConflict {
-    pub nic: String,
-    pub address: String,
-    /// The other host's MAC.
-    pub mac: String,
-    /// Seconds since the epoch.
-    pub unix_time: u64,
-}
-
-/// The outcome of the last reconciliation.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReconcileReport {
-    /// When it ran (seconds since the epoch); 0 before the first run.
-    pub unix_time: u64,
-    /// The kernel matches the configuration.
-    pub in_sync: bool,
-    /// What this run changed.
-    pub applied: Vec<String>,
-    /// What it could not change, and why.
-    pub unresolved: Vec<Difference>,
-    /// Configured IPv4 addresses another host holds (not configured here).
-    pub conflicts: Vec<AddressConflict>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[derive(Default)]
@@ -620,7 +571,7 @@ impl<K: Kernel> Reconciler<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::model::{AddressConfig, InterfaceConfig, RouteConfig};
+    use crate::model::netconfig::{AddressConfig, InterfaceConfig, RouteConfig};
     use std::sync::Mutex;
 
     fn cidr(s: &str) -> IpCidr {

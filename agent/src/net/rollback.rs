@@ -15,7 +15,7 @@
 //! ...
 //! ```
 
-use super::model::NetworkConfig;
+use crate::model::netconfig::NetworkConfig;
 use crate::store::{self, StoreError};
 use serde::{Deserialize, Serialize};
 use std::fs::File;

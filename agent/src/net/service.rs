@@ -15,21 +15,22 @@
 use super::changes::{NetworkChange, NotConfigured};
 use super::inventory;
 use super::kernel::LiveKernel;
-use super::model::{NetworkConfig, ValidationError};
 use super::netlink::{NetEvents, Netlink};
 use super::reconcile::{AddressState, Kernel, ProbeOutcome, Reconciler, ROUTE_PROTOCOL};
 use super::rollback::{self, RollbackError, RollbackRecord};
 use super::NetError;
-use crate::api::net_types::{
+use crate::config::{ConfigError, ConfigStore};
+use crate::model::netconfig::{NetworkConfig, ValidationError};
+use crate::model::unix_now;
+use crate::model::{
     ChangeOutcome, Confirmed, HostnameView, KernelRoute, NetworkStatus, Nic, PendingChange,
     RoutesView,
 };
-use crate::config::{ConfigError, ConfigStore};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// How often the kernel is compared with the configuration without any notice.
@@ -55,9 +56,8 @@ pub enum ChangeError {
         mac: String,
     },
     #[error(
-        "the change \"{change}\" awaits confirmation ({seconds_left} s left): confirm it \
-         (POST {prefix}/network/confirm) or undo it (POST {prefix}/network/rollback) first",
-        prefix = crate::api::PREFIX
+        "the change \"{change}\" awaits confirmation ({seconds_left} s left): confirm it or \
+         roll it back first"
     )]
     Pending { change: String, seconds_left: u64 },
     #[error("no network change awaits confirmation")]
@@ -90,9 +90,8 @@ impl Pending {
             deadline_unix: self.deadline_unix,
             seconds_left,
             message: format!(
-                "unless confirmed with POST {}/network/confirm within {} s, the previous network \
-                 configuration is restored automatically (also if the appliance restarts first)",
-                crate::api::PREFIX,
+                "unless confirmed within {} s, the previous network configuration is restored \
+                 automatically (also if the appliance restarts first)",
                 self.within.as_secs()
             ),
         }
@@ -114,17 +113,10 @@ pub struct NetworkService {
     inner: Arc<Inner>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn address_state(a: &super::netlink::Address) -> Option<AddressState> {
     Some(AddressState {
         index: a.index,
-        address: super::model::IpCidr::new(a.ip, a.prefix).ok()?,
+        address: crate::model::netconfig::IpCidr::new(a.ip, a.prefix).ok()?,
         permanent: a.permanent,
         tentative: a.tentative,
         dad_failed: a.dad_failed,

@@ -7,7 +7,7 @@
 //! Every run is logged at debug level only: an API client can start as many as it likes.
 
 use super::icmp::Pinger;
-use crate::api::net_types::{
+use crate::model::{
     DnsLookupRequest, DnsLookupResult, PingReply, PingRequest, PingResult, TcpTestRequest,
     TcpTestResult,
 };

@@ -5,7 +5,7 @@
 //! `/sys/firmware/dmi/tables`; a machine without DMI reports the fields as unknown.
 //! Everything else is read from `/proc` and `/sys` on each request.
 
-use crate::api::types::{Basics, Cpu, Disk, Memory, Nic, SystemIdentity};
+use crate::model::{Basics, Cpu, Disk, Memory, NicSummary, SystemIdentity};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -105,7 +105,7 @@ pub fn disks() -> Vec<Disk> {
 }
 
 /// Network interfaces other than loopback, with MAC and driver.
-pub fn nics() -> Vec<Nic> {
+pub fn nics() -> Vec<NicSummary> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
         return out;
@@ -118,7 +118,7 @@ pub fn nics() -> Vec<Nic> {
         let driver = std::fs::read_link(entry.path().join("device/driver"))
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-        out.push(Nic {
+        out.push(NicSummary {
             name,
             mac: read(entry.path().join("address")),
             driver,

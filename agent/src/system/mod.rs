@@ -3,7 +3,7 @@
 pub mod basics;
 pub mod init_client;
 
-use crate::api::types;
+use crate::model;
 use crate::settings::Settings;
 use appliance_proto::control::{PowerAction, Request};
 use appliance_proto::state::{DataState, EraseReport, LastShutdown};
@@ -39,7 +39,7 @@ pub struct PowerCommand {
 impl PowerCommand {
     pub fn from_request(
         action: PowerAction,
-        req: &types::PowerRequest,
+        req: &model::PowerRequest,
     ) -> Result<PowerCommand, PowerError> {
         let delay = req.delay_seconds.unwrap_or(0);
         if delay > MAX_DELAY_SECONDS {
@@ -155,27 +155,27 @@ pub fn build_id() -> &'static str {
 /// Collects `GET /status` from the run-time records and the kernel.
 pub fn status(
     settings: &Settings,
-    factory: &types::FactoryAddress,
+    factory: &model::FactoryAddress,
     started: Instant,
-) -> types::Status {
+) -> model::Status {
     let data = match read_small(&settings.data_state()).and_then(|t| DataState::parse(&t)) {
         Some(DataState::Persistent {
             device,
             formatted,
             check,
-        }) => types::DataStatus {
+        }) => model::DataStatus {
             mode: "persistent".into(),
             device: Some(device),
             formatted_this_boot: formatted,
             detail: check,
         },
-        Some(DataState::Volatile { reason }) => types::DataStatus {
+        Some(DataState::Volatile { reason }) => model::DataStatus {
             mode: "volatile".into(),
             device: None,
             formatted_this_boot: false,
             detail: reason,
         },
-        None => types::DataStatus {
+        None => model::DataStatus {
             mode: "unknown".into(),
             device: None,
             formatted_this_boot: false,
@@ -184,12 +184,12 @@ pub fn status(
     };
     let last_shutdown = read_small(&settings.last_shutdown())
         .and_then(|t| LastShutdown::parse(&t))
-        .map(|s| types::LastShutdown {
+        .map(|s| model::LastShutdown {
             kind: s.kind,
             reason: s.reason,
             unix_time: s.unix_time,
         });
-    types::Status {
+    model::Status {
         product: "B Series appliance".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         build: build_id().into(),
@@ -197,7 +197,7 @@ pub fn status(
         uptime_seconds: uptime_seconds(),
         boot_timeline: crate::boot::read(&settings.timeline())
             .into_iter()
-            .map(|m| types::Milestone {
+            .map(|m| model::Milestone {
                 ms: m.millis(),
                 name: m.name,
             })
@@ -205,7 +205,7 @@ pub fn status(
         data,
         last_shutdown,
         factory_address: factory.clone(),
-        agent: types::AgentStatus {
+        agent: model::AgentStatus {
             pid: std::process::id(),
             running_seconds: started.elapsed().as_secs_f64(),
             debug_hooks: settings.boot.debug,
@@ -217,7 +217,7 @@ pub fn status(
         basics: basics::basics(&settings.data_dir.join("config")),
         erase_report: read_small(&settings.run_dir.join("erase-report"))
             .and_then(|t| EraseReport::parse(&t))
-            .map(|r| types::EraseReport {
+            .map(|r| model::EraseReport {
                 device: r.device,
                 method: r.method,
                 bytes: r.bytes,
@@ -238,11 +238,11 @@ mod tests {
 
     #[test]
     fn power_requests_are_validated() {
-        let ok = PowerCommand::from_request(PowerAction::Reboot, &types::PowerRequest::default())
+        let ok = PowerCommand::from_request(PowerAction::Reboot, &model::PowerRequest::default())
             .unwrap();
         assert_eq!(ok.reason, "api request");
         assert_eq!(ok.delay, Duration::ZERO);
-        let req = types::PowerRequest {
+        let req = model::PowerRequest {
             reason: Some(" upgrade ".into()),
             delay_seconds: Some(10),
         };
@@ -251,7 +251,7 @@ mod tests {
             (ok.reason.as_str(), ok.delay),
             ("api: upgrade", Duration::from_secs(10))
         );
-        let req = types::PowerRequest {
+        let req = model::PowerRequest {
             reason: None,
             delay_seconds: Some(MAX_DELAY_SECONDS + 1),
         };
@@ -259,7 +259,7 @@ mod tests {
             PowerCommand::from_request(PowerAction::Halt, &req),
             Err(PowerError::DelayTooLong)
         ));
-        let req = types::PowerRequest {
+        let req = model::PowerRequest {
             reason: Some("x".repeat(201)),
             delay_seconds: None,
         };

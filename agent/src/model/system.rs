@@ -200,7 +200,7 @@ pub struct Basics {
     pub cpu: Cpu,
     pub memory: Memory,
     pub disks: Vec<Disk>,
-    pub nics: Vec<Nic>,
+    pub nics: Vec<NicSummary>,
     /// When a setting under /data/config last changed (seconds since the epoch).
     pub last_config_change_unix: Option<u64>,
 }
@@ -236,7 +236,7 @@ pub struct Disk {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Nic {
+pub struct NicSummary {
     pub name: String,
     pub mac: Option<String>,
     pub driver: Option<String>,

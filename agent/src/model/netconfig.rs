@@ -547,7 +547,7 @@ fn unusable(c: &IpCidr) -> Option<String> {
             if v4.octets()[0] >= 240 {
                 return Some("it is in the reserved range 240.0.0.0/4".into());
             }
-            if super::factory::in_factory_range(v4) {
+            if in_factory_range(v4) {
                 return Some(
                     "it is in 169.254.1.0/24, which the factory address owns (see \
                      /network/factory-address)"
@@ -751,6 +751,12 @@ impl NetworkConfig {
         }
         Ok(())
     }
+}
+
+/// Whether `a` is in the factory range 169.254.1.0/24.
+pub fn in_factory_range(a: Ipv4Addr) -> bool {
+    let o = a.octets();
+    o[0] == 169 && o[1] == 254 && o[2] == 1
 }
 
 #[cfg(test)]

@@ -1,9 +1,8 @@
 //! The JSON bodies of the `/network/...` API (besides the factory address), shared by the
 //! server and `appliancectl`. The configuration itself travels as
-//! [`NetworkConfig`](crate::net::model::NetworkConfig), the same schema as the file.
+//! [`NetworkConfig`](crate::model::netconfig::NetworkConfig), the same schema as the file.
 
-use crate::net::model::{Hostname, NetworkConfig};
-use crate::net::reconcile::ReconcileReport;
+use crate::model::netconfig::{Hostname, NetworkConfig};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -84,8 +83,8 @@ pub struct HostnameView {
 /// `GET /network/routes`: what is configured and what the kernel's main table holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RoutesView {
-    pub gateways: crate::net::model::Gateways,
-    pub routes: Vec<crate::net::model::RouteConfig>,
+    pub gateways: crate::model::netconfig::Gateways,
+    pub routes: Vec<crate::model::netconfig::RouteConfig>,
     pub kernel: Vec<KernelRoute>,
 }
 
@@ -129,7 +128,7 @@ pub struct NetworkStatus {
     pub report: ReconcileReport,
     pub pending: Option<PendingChange>,
     /// Every address conflict seen, refused changes included (oldest first, at most 32).
-    pub conflict_history: Vec<crate::net::reconcile::AddressConflict>,
+    pub conflict_history: Vec<AddressConflict>,
 }
 
 /// `POST /network/confirm`.
@@ -206,4 +205,46 @@ pub struct DnsLookupResult {
     pub addresses: Vec<String>,
     pub elapsed_ms: f64,
     pub error: Option<String>,
+}
+
+/// A difference between configuration and kernel that was not closed, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Difference {
+    pub subject: String,
+    pub reason: String,
+}
+
+impl Difference {
+    pub fn new(subject: impl Into<String>, reason: impl Into<String>) -> Difference {
+        Difference {
+            subject: subject.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// An address another host answered for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressConflict {
+    pub nic: String,
+    pub address: String,
+    /// The other host's MAC.
+    pub mac: String,
+    /// Seconds since the epoch.
+    pub unix_time: u64,
+}
+
+/// The outcome of the last reconciliation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    /// When it ran (seconds since the epoch); 0 before the first run.
+    pub unix_time: u64,
+    /// The kernel matches the configuration.
+    pub in_sync: bool,
+    /// What this run changed.
+    pub applied: Vec<String>,
+    /// What it could not change, and why.
+    pub unresolved: Vec<Difference>,
+    /// Configured IPv4 addresses another host holds (not configured here).
+    pub conflicts: Vec<AddressConflict>,
 }
