@@ -28,31 +28,7 @@ use tokio::sync::watch;
 pub const VERSION: u32 = 1;
 pub const FILE: &str = "appliance.toml";
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum TimingProfile {
-    /// About 200-300 ms from start to a usable address (see `net::acd::Timing::FAST`).
-    #[default]
-    Fast,
-    /// RFC 5227's own constants: 5 to 9 s.
-    Rfc,
-}
-
-impl TimingProfile {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TimingProfile::Fast => "fast",
-            TimingProfile::Rfc => "rfc",
-        }
-    }
-
-    pub fn timing(self) -> crate::net::acd::Timing {
-        match self {
-            TimingProfile::Fast => crate::net::acd::Timing::FAST,
-            TimingProfile::Rfc => crate::net::acd::Timing::RFC,
-        }
-    }
-}
+pub use crate::model::TimingProfile;
 
 fn yes() -> bool {
     true

@@ -59,11 +59,10 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let config = Arc::new(config::ConfigStore::open(&settings.data_dir.join("config")));
     let factory = Arc::new(Mutex::new(model::FactoryAddress {
         state: if settings.factory_address {
-            "starting"
+            model::FactoryState::Starting
         } else {
-            "disabled"
-        }
-        .into(),
+            model::FactoryState::Disabled
+        },
         ..Default::default()
     }));
     let nl = net::netlink::Netlink::open().map_err(AgentError::Netlink)?;

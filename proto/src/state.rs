@@ -106,6 +106,7 @@ impl LastShutdown {
 
 /// What a secure erase (factory reset for return, RMA) did, for the console and status.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EraseReport {
     pub device: String,
     /// How the zeros were written (`write-zeroes offload`, `zero-page writes`, ...).

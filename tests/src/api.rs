@@ -7,9 +7,9 @@
 //! is gone (reboot, agent restart, factory reset).
 
 use crate::netns::enter_and_run;
-use appliance_agent::api::types::{LoginResponse, Status};
 use appliance_agent::api::PREFIX;
 use appliance_agent::cli::client::{Answer, Client, Trust};
+use appliance_agent::model::{LoginResponse, Status};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Mutex;

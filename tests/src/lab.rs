@@ -4,8 +4,8 @@
 //! netlink, ARP and TLS. Everything is removed on drop.
 
 use crate::netns::enter_and_run;
-use appliance_agent::api::types::{FactoryAddress, Status};
 use appliance_agent::cli::client::Answer;
+use appliance_agent::model::{FactoryAddress, Status};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -307,7 +307,7 @@ impl Agent {
             Duration::from_millis(20),
             || {
                 let f = self.factory()?;
-                if f.state == "held" {
+                if f.state.as_str() == "held" {
                     Ok(f)
                 } else {
                     Err(format!("state {} (probing {:?})", f.state, f.probing))

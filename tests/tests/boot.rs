@@ -320,7 +320,7 @@ fn a_cut_cable_is_noticed_and_the_factory_address_is_checked_again_when_it_retur
             if s.factory_address.state == "held" {
                 Ok(s)
             } else {
-                Err(s.factory_address.state)
+                Err(s.factory_address.state.to_string())
             }
         },
     );

@@ -218,7 +218,9 @@ fn a_link_flap_during_probing_restarts_probing_without_a_false_conflict() {
         Duration::from_millis(20),
         || {
             let f = agent.factory()?;
-            (f.state == "probing").then_some(()).ok_or(f.state)
+            (f.state == "probing")
+                .then_some(())
+                .ok_or(f.state.to_string())
         },
     );
     host.cable(false);
@@ -228,7 +230,9 @@ fn a_link_flap_during_probing_restarts_probing_without_a_false_conflict() {
         Duration::from_millis(20),
         || {
             let f = agent.factory()?;
-            (f.state == "waiting-for-link").then_some(()).ok_or(f.state)
+            (f.state == "waiting-for-link")
+                .then_some(())
+                .ok_or(f.state.to_string())
         },
     );
 

@@ -100,7 +100,8 @@ fn assert_factory_state(sw: &Switch, old_fingerprint: &str) {
     assert!(s.data.formatted_this_boot, "a new file system");
     assert_eq!(s.factory_address.address.as_deref(), Some("169.254.1.1/24"));
     assert_eq!(
-        s.factory_address.timing, "fast",
+        s.factory_address.timing.as_str(),
+        "fast",
         "settings are back to factory defaults"
     );
     for path in CANARY_FILES {
@@ -186,7 +187,8 @@ fn an_rma_reset_erases_every_byte_reports_and_powers_off() {
     assert!(report.verified, "{report:?}");
     assert_eq!(report.bytes, 256 << 20);
     assert_eq!(
-        status.data.mode, "volatile",
+        status.data.mode.as_str(),
+        "volatile",
         "the erased disk is not formatted again"
     );
     let rate = (report.bytes as f64 / 1048576.0)

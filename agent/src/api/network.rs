@@ -55,7 +55,7 @@ async fn put_factory(
     let mut snapshot = factory_snapshot(&app);
     let cfg = app.config.current().factory_address;
     snapshot.enabled = cfg.enabled;
-    snapshot.timing = cfg.timing.as_str().into();
+    snapshot.timing = cfg.timing;
     Ok(Json(snapshot))
 }
 

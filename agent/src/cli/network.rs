@@ -564,12 +564,12 @@ pub fn nics_text(nics: &[Nic]) -> String {
         }
         let _ = writeln!(out, "{:<16}{}", n.name, facts.join(", "));
         for a in &n.addresses {
-            let mut state = vec![a.origin.clone()];
+            let mut state = vec![a.origin.as_str().to_string()];
             if a.enabled == Some(false) {
                 state.push("disabled".into());
             }
             state.push(if a.present { "present" } else { "absent" }.into());
-            state.extend(a.state.clone());
+            state.extend(a.state.map(|s| s.as_str().to_string()));
             let _ = writeln!(out, "  {:<40}{}", a.address, state.join(", "));
         }
     }

@@ -37,8 +37,8 @@ pub fn status(s: &model::Status) -> String {
     out.push_str(&basics(&s.basics));
     let _ = writeln!(out, "{:<16}{}", "Hostname", s.hostname);
     let _ = writeln!(out, "{:<16}{}", "Uptime", duration(s.uptime_seconds));
-    let data = match (&s.data.mode[..], &s.data.device) {
-        ("persistent", Some(dev)) => {
+    let data = match (s.data.mode, &s.data.device) {
+        (model::DataMode::Persistent, Some(dev)) => {
             let fresh = if s.data.formatted_this_boot {
                 ", formatted this boot"
             } else {
@@ -46,7 +46,7 @@ pub fn status(s: &model::Status) -> String {
             };
             format!("persistent on {dev}{fresh}")
         }
-        _ => format!("{} ({})", s.data.mode, s.data.detail),
+        _ => format!("{} ({})", s.data.mode.as_str(), s.data.detail),
     };
     let _ = writeln!(out, "{:<16}{data}", "Data");
     out.push_str(&factory_lines(&s.factory_address));
@@ -97,7 +97,7 @@ pub fn factory_lines(fa: &model::FactoryAddress) -> String {
         (None, Some(p)) => format!("{} {p} on {nic}", fa.state),
         (None, None) => match &fa.error {
             Some(e) => format!("{} ({e})", fa.state),
-            None => fa.state.clone(),
+            None => fa.state.to_string(),
         },
     };
     let _ = writeln!(out, "{:<16}{line}", "Factory address");

@@ -2,7 +2,7 @@
 //! server and `appliancectl`. The configuration itself travels as
 //! [`NetworkConfig`](crate::model::netconfig::NetworkConfig), the same schema as the file.
 
-use crate::model::netconfig::{Hostname, NetworkConfig};
+use crate::model::netconfig::{Family, Hostname, NetworkConfig};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -36,18 +36,61 @@ pub struct Nic {
 pub struct NicAddress {
     /// With prefix: `192.0.2.10/24`.
     pub address: String,
-    /// `ipv4` or `ipv6`.
-    pub family: String,
+    pub family: Family,
     /// In the configuration.
     pub configured: bool,
     /// Its `enabled` flag, for a configured address.
     pub enabled: Option<bool>,
     /// On the NIC now.
     pub present: bool,
-    /// `config`, `factory`, `link-local`, `autoconf` (made by the kernel) or `other`.
-    pub origin: String,
-    /// `tentative` or `dad-failed` (IPv6 duplicate address detection), if either.
-    pub state: Option<String>,
+    pub origin: AddressOrigin,
+    /// IPv6 duplicate address detection still running, or failed.
+    pub state: Option<DadState>,
+}
+
+/// Who put an address on a NIC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddressOrigin {
+    /// The network configuration.
+    Config,
+    /// The factory address service (169.254.1.0/24).
+    Factory,
+    /// The kernel: IPv6 link-local.
+    LinkLocal,
+    /// The kernel: IPv6 autoconfiguration.
+    Autoconf,
+    /// Someone else.
+    Other,
+}
+
+impl AddressOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddressOrigin::Config => "config",
+            AddressOrigin::Factory => "factory",
+            AddressOrigin::LinkLocal => "link-local",
+            AddressOrigin::Autoconf => "autoconf",
+            AddressOrigin::Other => "other",
+        }
+    }
+}
+
+/// IPv6 duplicate address detection on an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DadState {
+    Tentative,
+    DadFailed,
+}
+
+impl DadState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DadState::Tentative => "tentative",
+            DadState::DadFailed => "dad-failed",
+        }
+    }
 }
 
 /// `PATCH /network/interfaces/{nic}/addresses/{ip}`.
@@ -248,3 +291,5 @@ pub struct ReconcileReport {
     /// Configured IPv4 addresses another host holds (not configured here).
     pub conflicts: Vec<AddressConflict>,
 }
+
+super::system::wire_name!(AddressOrigin, DadState);

@@ -45,8 +45,7 @@ pub struct Milestone {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DataStatus {
-    /// `persistent`, `volatile` or `unknown` (no record from init).
-    pub mode: String,
+    pub mode: DataMode,
     pub device: Option<String>,
     pub formatted_this_boot: bool,
     pub detail: String,
@@ -63,14 +62,12 @@ pub struct LastShutdown {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct FactoryAddress {
     pub enabled: bool,
-    /// `fast` or `rfc`.
-    pub timing: String,
+    pub timing: TimingProfile,
     pub nic: Option<String>,
     pub mac: Option<String>,
     /// The address held, with prefix (`169.254.1.1/24`), once it is usable.
     pub address: Option<String>,
-    /// `disabled`, `starting`, `waiting-for-link`, `probing`, `held`, `rate-limited` or `failed`.
-    pub state: String,
+    pub state: FactoryState,
     /// The candidate being probed.
     pub probing: Option<String>,
     /// Every candidate was found taken since the last success; retrying at the rate limit.
@@ -87,8 +84,7 @@ pub struct FactoryConflict {
     pub address: String,
     /// The other host's MAC.
     pub mac: String,
-    /// `in-use`, `simultaneous-probe`, `defended` (we kept it) or `lost`.
-    pub kind: String,
+    pub kind: ConflictKind,
     /// Seconds since the epoch.
     pub unix_time: u64,
 }
@@ -98,7 +94,7 @@ pub struct FactoryConflict {
 #[serde(deny_unknown_fields)]
 pub struct FactoryAddressUpdate {
     pub enabled: Option<bool>,
-    pub timing: Option<crate::config::TimingProfile>,
+    pub timing: Option<TimingProfile>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -299,16 +295,175 @@ pub enum ResetLevelName {
     Rma,
 }
 
-/// A secure erase, as init reported it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EraseReport {
-    pub device: String,
-    pub method: String,
-    pub bytes: u64,
-    pub started_unix: u64,
-    pub finished_unix: u64,
-    pub erase_ms: u64,
-    pub verify_ms: u64,
-    pub verified: bool,
-    pub detail: String,
+/// A secure erase, as init reported it (the record init writes, shared through `proto`).
+pub use appliance_proto::state::EraseReport;
+
+/// Where `/data` lives this boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataMode {
+    /// On the data disk.
+    Persistent,
+    /// In memory: nothing survives a reboot (see `detail`).
+    Volatile,
+    /// Init left no record (the agent runs outside the appliance).
+    Unknown,
+}
+
+impl DataMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataMode::Persistent => "persistent",
+            DataMode::Volatile => "volatile",
+            DataMode::Unknown => "unknown",
+        }
+    }
+}
+
+/// The factory-address timing profile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TimingProfile {
+    /// About 200-300 ms from start to a usable address (see `net::acd::Timing::FAST`).
+    #[default]
+    Fast,
+    /// RFC 5227's own constants: 5 to 9 s.
+    Rfc,
+}
+
+impl TimingProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimingProfile::Fast => "fast",
+            TimingProfile::Rfc => "rfc",
+        }
+    }
+}
+
+/// What the factory address is doing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FactoryState {
+    /// Turned off in the settings.
+    Disabled,
+    /// The service has not looked at the NIC yet.
+    #[default]
+    Starting,
+    Idle,
+    WaitingForLink,
+    Probing,
+    Held,
+    /// Every candidate was taken recently; retrying at the RFC 5227 rate limit.
+    RateLimited,
+    /// The service hit an error (see `error`) and retries.
+    Failed,
+}
+
+impl FactoryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FactoryState::Disabled => "disabled",
+            FactoryState::Starting => "starting",
+            FactoryState::Idle => "idle",
+            FactoryState::WaitingForLink => "waiting-for-link",
+            FactoryState::Probing => "probing",
+            FactoryState::Held => "held",
+            FactoryState::RateLimited => "rate-limited",
+            FactoryState::Failed => "failed",
+        }
+    }
+}
+
+/// An RFC 5227 address conflict, as conflict detection saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictKind {
+    /// While probing, another host answered or announced with the address.
+    InUse,
+    /// While probing, another host probed for the same address and had the lower MAC.
+    SimultaneousProbe,
+    /// While holding the address, another host claimed it; we defended and kept it.
+    Defended,
+    /// While holding the address, another host claimed it and we gave it up.
+    Lost,
+}
+
+impl ConflictKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictKind::InUse => "in-use",
+            ConflictKind::SimultaneousProbe => "simultaneous-probe",
+            ConflictKind::Defended => "defended",
+            ConflictKind::Lost => "lost",
+        }
+    }
+
+    /// Whether the address is gone (the machine is finished).
+    pub fn is_loss(self) -> bool {
+        !matches!(self, ConflictKind::Defended)
+    }
+}
+
+/// Status enums print, and compare with, their wire names (`"held"`, `"in-use"`, ...).
+macro_rules! wire_name {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    )*};
+}
+pub(crate) use wire_name;
+wire_name!(DataMode, TimingProfile, FactoryState, ConflictKind);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_enums_keep_their_wire_names() {
+        let json = |v: &dyn erased::Json| v.json();
+        assert_eq!(json(&FactoryState::WaitingForLink), "\"waiting-for-link\"");
+        assert_eq!(json(&FactoryState::RateLimited), "\"rate-limited\"");
+        assert_eq!(
+            json(&ConflictKind::SimultaneousProbe),
+            "\"simultaneous-probe\""
+        );
+        assert_eq!(json(&TimingProfile::Rfc), "\"rfc\"");
+        assert_eq!(json(&DataMode::Persistent), "\"persistent\"");
+        assert_eq!(
+            json(&crate::model::AddressOrigin::LinkLocal),
+            "\"link-local\""
+        );
+        assert_eq!(json(&crate::model::DadState::DadFailed), "\"dad-failed\"");
+        for s in [
+            FactoryState::Disabled,
+            FactoryState::Starting,
+            FactoryState::Idle,
+            FactoryState::WaitingForLink,
+            FactoryState::Probing,
+            FactoryState::Held,
+            FactoryState::RateLimited,
+            FactoryState::Failed,
+        ] {
+            assert_eq!(json(&s), format!("\"{s}\""), "as_str and serde agree");
+        }
+    }
+
+    mod erased {
+        pub trait Json {
+            fn json(&self) -> String;
+        }
+        impl<T: serde::Serialize> Json for T {
+            fn json(&self) -> String {
+                serde_json::to_string(self).unwrap()
+            }
+        }
+    }
 }

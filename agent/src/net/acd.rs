@@ -110,31 +110,15 @@ impl ArpSeen {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConflictKind {
-    /// While probing, another host answered or announced with the address.
-    InUse,
-    /// While probing, another host probed for the same address and had the lower MAC.
-    SimultaneousProbe,
-    /// While holding the address, another host claimed it; we defended and kept it.
-    Defended,
-    /// While holding the address, another host claimed it and we gave it up.
-    Lost,
-}
+pub use crate::model::ConflictKind;
 
-impl ConflictKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConflictKind::InUse => "in-use",
-            ConflictKind::SimultaneousProbe => "simultaneous-probe",
-            ConflictKind::Defended => "defended",
-            ConflictKind::Lost => "lost",
+impl Timing {
+    /// The constants of a timing profile of the settings.
+    pub fn of(profile: crate::model::TimingProfile) -> Timing {
+        match profile {
+            crate::model::TimingProfile::Fast => Timing::FAST,
+            crate::model::TimingProfile::Rfc => Timing::RFC,
         }
-    }
-
-    /// Whether the address is gone (the machine is finished).
-    pub fn is_loss(self) -> bool {
-        !matches!(self, ConflictKind::Defended)
     }
 }
 

@@ -60,6 +60,19 @@ impl Phase {
     }
 }
 
+impl From<Phase> for crate::model::FactoryState {
+    fn from(p: Phase) -> Self {
+        use crate::model::FactoryState as S;
+        match p {
+            Phase::Idle => S::Idle,
+            Phase::WaitingForLink => S::WaitingForLink,
+            Phase::Probing => S::Probing,
+            Phase::Held => S::Held,
+            Phase::RateLimited { .. } => S::RateLimited,
+        }
+    }
+}
+
 pub struct Factory {
     mac: Mac,
     timing: Timing,

@@ -8,7 +8,7 @@ use super::netlink::{LinkEvent, LinkEvents, Netlink};
 use super::{pick_factory_nic, NetError, FACTORY_PREFIX};
 use crate::config::{Config, FactoryAddressConfig};
 use crate::model::unix_now;
-use crate::model::{FactoryAddress, FactoryConflict};
+use crate::model::{FactoryAddress, FactoryConflict, FactoryState};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -45,7 +45,7 @@ impl FactoryService {
             if let Err(e) = result {
                 tracing::error!(error = %e, "factory address: retrying in {RETRY:?}");
                 self.publish(|s| {
-                    s.state = "failed".into();
+                    s.state = FactoryState::Failed;
                     s.error = Some(e.to_string());
                     s.address = None;
                     s.probing = None;
@@ -71,9 +71,9 @@ impl FactoryService {
         self.publish(|s| {
             *s = FactoryAddress {
                 enabled: false,
-                timing: cfg.timing.as_str().into(),
+                timing: cfg.timing,
                 nic: Some(nic.name.clone()),
-                state: "disabled".into(),
+                state: FactoryState::Disabled,
                 conflicts: std::mem::take(&mut s.conflicts),
                 ..Default::default()
             }
@@ -118,13 +118,13 @@ impl FactoryService {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
         let mut rng = XorShift::new(seed);
-        let mut factory = Factory::new(mac, cfg.timing.timing(), held);
+        let mut factory = Factory::new(mac, crate::net::acd::Timing::of(cfg.timing), held);
         let mut link_up_at = running.then(Instant::now);
         let mut usable_after: Option<Duration> = None;
         let mut conflicts_seen = 0usize;
         self.publish(|s| {
             s.enabled = true;
-            s.timing = cfg.timing.as_str().into();
+            s.timing = cfg.timing;
             s.nic = Some(nic.name.clone());
             s.mac = Some(format_mac(&mac));
             s.error = None;
@@ -166,13 +166,13 @@ impl FactoryService {
                 .map(|h| FactoryConflict {
                     address: h.address.to_string(),
                     mac: format_mac(&h.mac),
-                    kind: h.kind.as_str().into(),
+                    kind: h.kind,
                     unix_time: unix_now(),
                 })
                 .collect();
             conflicts_seen = factory.history.len();
             self.publish(|s| {
-                s.state = phase.as_str().into();
+                s.state = phase.into();
                 s.exhausted = factory.exhausted;
                 s.address = (phase == Phase::Held).then(|| {
                     format!(

@@ -7,8 +7,9 @@
 use super::factory::in_factory_range;
 use super::netlink::Link;
 use super::reconcile::AddressState;
+use crate::model::netconfig::Family;
 use crate::model::netconfig::{is_link_local_v6, NetworkConfig};
-use crate::model::{Nic, NicAddress};
+use crate::model::{AddressOrigin, DadState, Nic, NicAddress};
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -43,10 +44,6 @@ pub fn read_sysfs(name: &str) -> SysFacts {
     }
 }
 
-fn family(ip: IpAddr) -> String {
-    if ip.is_ipv4() { "ipv4" } else { "ipv6" }.into()
-}
-
 /// Every NIC, ordered by index, with configured and present addresses merged.
 pub fn build(
     links: &[Link],
@@ -67,23 +64,23 @@ pub fn build(
             for p in &present {
                 let conf = iface.and_then(|i| i.addresses.iter().find(|a| a.address == p.address));
                 let origin = match (conf, p.address.ip()) {
-                    (Some(_), _) => "config",
-                    (None, IpAddr::V4(v4)) if in_factory_range(v4) => "factory",
-                    (None, IpAddr::V6(v6)) if is_link_local_v6(v6) => "link-local",
-                    (None, IpAddr::V6(_)) if !p.permanent => "autoconf",
-                    (None, _) => "other",
+                    (Some(_), _) => AddressOrigin::Config,
+                    (None, IpAddr::V4(v4)) if in_factory_range(v4) => AddressOrigin::Factory,
+                    (None, IpAddr::V6(v6)) if is_link_local_v6(v6) => AddressOrigin::LinkLocal,
+                    (None, IpAddr::V6(_)) if !p.permanent => AddressOrigin::Autoconf,
+                    (None, _) => AddressOrigin::Other,
                 };
                 out.push(NicAddress {
                     address: p.address.to_string(),
-                    family: family(p.address.ip()),
+                    family: Family::of(p.address.ip()),
                     configured: conf.is_some(),
                     enabled: conf.map(|c| c.enabled),
                     present: true,
-                    origin: origin.into(),
+                    origin,
                     state: if p.dad_failed {
-                        Some("dad-failed".into())
+                        Some(DadState::DadFailed)
                     } else if p.tentative {
-                        Some("tentative".into())
+                        Some(DadState::Tentative)
                     } else {
                         None
                     },
@@ -95,11 +92,11 @@ pub fn build(
                 }
                 out.push(NicAddress {
                     address: c.address.to_string(),
-                    family: family(c.address.ip()),
+                    family: Family::of(c.address.ip()),
                     configured: true,
                     enabled: Some(c.enabled),
                     present: false,
-                    origin: "config".into(),
+                    origin: AddressOrigin::Config,
                     state: None,
                 });
             }
@@ -196,7 +193,14 @@ mod tests {
         let summary: Vec<(String, String, bool, Option<bool>)> = eth0
             .addresses
             .iter()
-            .map(|a| (a.address.clone(), a.origin.clone(), a.present, a.enabled))
+            .map(|a| {
+                (
+                    a.address.clone(),
+                    a.origin.to_string(),
+                    a.present,
+                    a.enabled,
+                )
+            })
             .collect();
         assert_eq!(
             summary,

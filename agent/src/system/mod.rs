@@ -164,19 +164,19 @@ pub fn status(
             formatted,
             check,
         }) => model::DataStatus {
-            mode: "persistent".into(),
+            mode: model::DataMode::Persistent,
             device: Some(device),
             formatted_this_boot: formatted,
             detail: check,
         },
         Some(DataState::Volatile { reason }) => model::DataStatus {
-            mode: "volatile".into(),
+            mode: model::DataMode::Volatile,
             device: None,
             formatted_this_boot: false,
             detail: reason,
         },
         None => model::DataStatus {
-            mode: "unknown".into(),
+            mode: model::DataMode::Unknown,
             device: None,
             formatted_this_boot: false,
             detail: "init left no record of the data partition".into(),
@@ -216,18 +216,7 @@ pub fn status(
         },
         basics: basics::basics(&settings.data_dir.join("config")),
         erase_report: read_small(&settings.run_dir.join("erase-report"))
-            .and_then(|t| EraseReport::parse(&t))
-            .map(|r| model::EraseReport {
-                device: r.device,
-                method: r.method,
-                bytes: r.bytes,
-                started_unix: r.started_unix,
-                finished_unix: r.finished_unix,
-                erase_ms: r.erase_ms,
-                verify_ms: r.verify_ms,
-                verified: r.verified,
-                detail: r.detail,
-            }),
+            .and_then(|t| EraseReport::parse(&t)),
         config_error: None,
     }
 }
