@@ -16,6 +16,7 @@ pub mod admin;
 pub mod api;
 pub mod boot;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod model;
 pub mod net;

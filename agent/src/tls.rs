@@ -194,6 +194,8 @@ impl Identity {
     }
 }
 
+/// SHA-256 of a DER certificate as colon-separated lowercase hex: what clients pin and
+/// what status shows.
 pub fn fingerprint(der: &[u8]) -> String {
     Sha256::digest(der)
         .iter()

@@ -8,7 +8,7 @@
 
 use crate::netns::enter_and_run;
 use appliance_agent::api::PREFIX;
-use appliance_agent::cli::client::{Answer, Client, Trust};
+use appliance_agent::client::{Answer, Client, Trust};
 use appliance_agent::model::{LoginResponse, Status};
 use serde_json::json;
 use std::collections::HashMap;

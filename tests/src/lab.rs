@@ -4,7 +4,7 @@
 //! netlink, ARP and TLS. Everything is removed on drop.
 
 use crate::netns::enter_and_run;
-use appliance_agent::cli::client::Answer;
+use appliance_agent::client::Answer;
 use appliance_agent::model::{FactoryAddress, Status};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -43,7 +43,7 @@ fn boot(name: &str, append: &str) -> (TestDir, Switch, Vm) {
     (dir, switch, vm)
 }
 
-fn json_of(a: &appliance_agent::cli::client::Answer) -> Value {
+fn json_of(a: &appliance_agent::client::Answer) -> Value {
     serde_json::from_slice(&a.body).unwrap_or(Value::Null)
 }
 

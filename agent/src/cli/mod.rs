@@ -4,15 +4,14 @@
 //! Exit codes: 0 success, 1 the appliance refused (its error is printed), 2 usage,
 //! 3 could not reach the appliance, 4 TLS or certificate trouble.
 
-pub mod client;
 mod network;
 mod render;
 pub mod session;
 mod system;
 
+use crate::client::{self, Client, ClientError, Trust};
 use crate::model;
 use clap::{Parser, Subcommand};
-use client::{Client, ClientError, Trust};
 use std::process::ExitCode;
 use std::time::Duration;
 

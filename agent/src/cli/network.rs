@@ -3,9 +3,9 @@
 //! Every verb that changes something takes `--confirm-within SECONDS`: the appliance
 //! undoes the change unless `appliancectl network confirm` follows in time.
 
-use super::client::Client;
 use super::{check, CliError, Outcome};
 use crate::api::PREFIX;
+use crate::client::Client;
 use crate::model::netconfig::NetworkConfig;
 use crate::model::{
     ChangeOutcome, DnsLookupResult, HostnameView, NetworkStatus, Nic, PingResult, RoutesView,

@@ -1,7 +1,7 @@
 //! Verbs for the system: status, login, logout, passwd, token, shutdown, reboot.
 
-use super::client::{Answer, Client};
 use super::{check, render, session, CliError, Outcome};
+use crate::client::{Answer, Client};
 use crate::model;
 use clap::Subcommand;
 

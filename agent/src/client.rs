@@ -1,4 +1,5 @@
-//! HTTPS to the appliance, with trust on first use.
+//! An HTTPS client for the appliance's API, with certificate pinning: what `appliancectl`
+//! speaks, and what an appliance uses to reach its failover peer.
 //!
 //! A fresh appliance has a self-signed certificate, so there is no authority to check it
 //! against. Like ssh, the first contact records the certificate's SHA-256 fingerprint in
@@ -11,7 +12,6 @@ use hyper::body::Bytes;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -79,13 +79,7 @@ impl Trust {
     }
 }
 
-pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+pub use crate::tls::fingerprint;
 
 fn normalize(fp: &str) -> String {
     let hex: String = fp
