@@ -3,17 +3,22 @@
 //! Every verb that changes something takes `--confirm-within SECONDS`: the appliance
 //! undoes the change unless `appliancectl network confirm` follows in time.
 
+use super::render::network as text;
 use super::{check, CliError, Outcome};
 use crate::api::PREFIX;
 use crate::client::Client;
-use crate::model::netconfig::NetworkConfig;
+use crate::model::netconfig::{
+    AddressConfig, DnsConfig, DomainName, Family, Hostname, IpCidr, NetworkConfig, NicName,
+    RouteConfig,
+};
 use crate::model::{
-    ChangeOutcome, DnsLookupResult, HostnameView, NetworkStatus, Nic, PingResult, RoutesView,
-    TcpTestResult,
+    ChangeOutcome, DnsLookupRequest, DnsLookupResult, EnabledRequest, GatewayRequest,
+    HostnameRequest, HostnameView, NetworkStatus, Nic, PingRequest, PingResult, RoutesView,
+    TcpTestRequest, TcpTestResult,
 };
 use clap::Subcommand;
-use serde_json::json;
-use std::fmt::Write;
+use serde::Serialize;
+use std::net::IpAddr;
 
 #[derive(Subcommand, Debug)]
 pub enum NetworkCommand {
@@ -62,8 +67,8 @@ pub enum IpAction {
     List,
     /// Add an address (ADDRESS/PREFIX) to a NIC.
     Add {
-        nic: String,
-        address: String,
+        nic: NicName,
+        address: IpCidr,
         /// Keep it in the configuration but off the NIC.
         #[arg(long)]
         disabled: bool,
@@ -101,7 +106,7 @@ pub enum RouteAction {
     /// gateway of the gateway's family.
     Add {
         destination: String,
-        gateway: String,
+        gateway: IpAddr,
         #[command(flatten)]
         confirm: ConfirmArgs,
     },
@@ -119,10 +124,10 @@ pub enum DnsAction {
     Show,
     /// Replace the DNS servers (up to 3) and search domains (up to 6).
     Set {
-        servers: Vec<String>,
+        servers: Vec<IpAddr>,
         /// A search domain; repeat for more.
         #[arg(long = "search", value_name = "DOMAIN")]
-        search: Vec<String>,
+        search: Vec<DomainName>,
         #[command(flatten)]
         confirm: ConfirmArgs,
     },
@@ -139,7 +144,7 @@ pub enum HostnameAction {
     Show,
     /// Set the host name.
     Set {
-        name: String,
+        name: Hostname,
         #[command(flatten)]
         confirm: ConfirmArgs,
     },
@@ -211,25 +216,58 @@ fn bare(address: &str) -> &str {
     address.split('/').next().unwrap_or(address)
 }
 
-async fn send(
+/// Sends one request with an optional typed JSON body.
+async fn send<B: Serialize>(
     client: &Client,
     method: &str,
     path: String,
-    body: Option<serde_json::Value>,
+    body: Option<&B>,
 ) -> Result<serde_json::Value, CliError> {
-    let body = body.map(|b| b.to_string().into_bytes());
+    let body = body
+        .map(serde_json::to_vec)
+        .transpose()
+        .map_err(CliError::Decode)?;
     check(client.request(method, &path, body).await?)
 }
 
-async fn changed(
+/// A GET, decoded into `T`.
+async fn get<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    path: &str,
+) -> Result<(serde_json::Value, T), CliError> {
+    let v = send::<()>(client, "GET", format!("{PREFIX}{path}"), None).await?;
+    let t = decode(&v)?;
+    Ok((v, t))
+}
+
+/// A change: the answer is a [`ChangeOutcome`].
+async fn changed<B: Serialize>(
     client: &Client,
     method: &str,
     path: String,
-    body: Option<serde_json::Value>,
+    body: Option<&B>,
 ) -> Outcome {
     let v = send(client, method, path, body).await?;
     let outcome: ChangeOutcome = decode(&v)?;
-    Ok((v, change_text(&outcome)))
+    Ok((v, text::change(&outcome)))
+}
+
+/// A utility test: POSTs `body` to `/network/test/{what}` and renders the result.
+async fn run_test<B: Serialize, R: serde::de::DeserializeOwned>(
+    client: &Client,
+    what: &str,
+    body: &B,
+    render: impl FnOnce(R) -> String,
+) -> Outcome {
+    let v = send(
+        client,
+        "POST",
+        format!("{PREFIX}/network/test/{what}"),
+        Some(body),
+    )
+    .await?;
+    let r: R = decode(&v)?;
+    Ok((v, render(r)))
 }
 
 pub async fn execute(client: &Client, cmd: &NetworkCommand) -> Outcome {
@@ -242,115 +280,77 @@ pub async fn execute(client: &Client, cmd: &NetworkCommand) -> Outcome {
         }
         NetworkCommand::Dns { action } => match action.as_ref().unwrap_or(&DnsAction::Show) {
             DnsAction::Show => {
-                let v = send(client, "GET", format!("{PREFIX}/network/dns"), None).await?;
-                let servers = v["servers"].as_array().cloned().unwrap_or_default();
-                let search = v["search"].as_array().cloned().unwrap_or_default();
-                let list = |a: &[serde_json::Value]| {
-                    let s: Vec<&str> = a.iter().filter_map(|x| x.as_str()).collect();
-                    if s.is_empty() {
-                        "(none)".to_string()
-                    } else {
-                        s.join(" ")
-                    }
-                };
-                let text = format!(
-                    "{:<16}{}\n{:<16}{}",
-                    "Servers",
-                    list(&servers),
-                    "Search",
-                    list(&search)
-                );
-                Ok((v, text))
+                let (v, d): (_, DnsConfig) = get(client, "/network/dns").await?;
+                Ok((v, text::dns(&d)))
             }
             DnsAction::Set {
                 servers,
                 search,
                 confirm,
             } => {
-                let body = json!({ "servers": servers, "search": search });
-                changed(
-                    client,
-                    "PUT",
-                    with_confirm("/network/dns", confirm),
-                    Some(body),
-                )
-                .await
+                let body = DnsConfig {
+                    servers: servers.clone(),
+                    search: search.clone(),
+                };
+                let path = with_confirm("/network/dns", confirm);
+                changed(client, "PUT", path, Some(&body)).await
             }
             DnsAction::Clear { confirm } => {
-                let body = json!({ "servers": [], "search": [] });
-                changed(
-                    client,
-                    "PUT",
-                    with_confirm("/network/dns", confirm),
-                    Some(body),
-                )
-                .await
+                let path = with_confirm("/network/dns", confirm);
+                changed(client, "PUT", path, Some(&DnsConfig::default())).await
             }
         },
         NetworkCommand::Hostname { action } => {
             match action.as_ref().unwrap_or(&HostnameAction::Show) {
                 HostnameAction::Show => {
-                    let v = send(client, "GET", format!("{PREFIX}/network/hostname"), None).await?;
-                    let h: HostnameView = decode(&v)?;
-                    let text = match &h.configured {
-                        Some(c) if *c == h.hostname => h.hostname.clone(),
-                        Some(c) => format!("{} (configured: {c})", h.hostname),
-                        None => format!("{} (factory default)", h.hostname),
-                    };
-                    Ok((v, text))
+                    let (v, h): (_, HostnameView) = get(client, "/network/hostname").await?;
+                    Ok((v, text::hostname(&h)))
                 }
                 HostnameAction::Set { name, confirm } => {
-                    let body = json!({ "hostname": name });
-                    changed(
-                        client,
-                        "PUT",
-                        with_confirm("/network/hostname", confirm),
-                        Some(body),
-                    )
-                    .await
+                    let body = HostnameRequest {
+                        hostname: name.clone(),
+                    };
+                    let path = with_confirm("/network/hostname", confirm);
+                    changed(client, "PUT", path, Some(&body)).await
                 }
                 HostnameAction::Reset { confirm } => {
-                    changed(
-                        client,
-                        "DELETE",
-                        with_confirm("/network/hostname", confirm),
-                        None,
-                    )
-                    .await
+                    let path = with_confirm("/network/hostname", confirm);
+                    changed::<()>(client, "DELETE", path, None).await
                 }
             }
         }
         NetworkCommand::Test { action } => test(client, action).await,
         NetworkCommand::Network { action } => match action.as_ref().unwrap_or(&NetAction::Status) {
             NetAction::Status => {
-                let v = send(client, "GET", format!("{PREFIX}/network/status"), None).await?;
-                let s: NetworkStatus = decode(&v)?;
-                Ok((v, status_text(&s)))
+                let (v, s): (_, NetworkStatus) = get(client, "/network/status").await?;
+                Ok((v, text::status(&s)))
             }
             NetAction::Config => {
-                let v = send(client, "GET", format!("{PREFIX}/network/config"), None).await?;
-                let _: NetworkConfig = decode(&v)?;
+                let (v, _): (_, NetworkConfig) = get(client, "/network/config").await?;
                 let text = serde_json::to_string_pretty(&v).unwrap_or_default();
                 Ok((v, text))
             }
             NetAction::Confirm => {
-                let v = send(client, "POST", format!("{PREFIX}/network/confirm"), None).await?;
+                let path = format!("{PREFIX}/network/confirm");
+                let v = send::<()>(client, "POST", path, None).await?;
                 let text = v["message"].as_str().unwrap_or("confirmed").to_string();
                 Ok((v, text))
             }
             NetAction::Rollback => {
-                changed(client, "POST", format!("{PREFIX}/network/rollback"), None).await
+                let path = format!("{PREFIX}/network/rollback");
+                changed::<()>(client, "POST", path, None).await
             }
         },
     }
 }
 
 async fn ip(client: &Client, action: &IpAction) -> Outcome {
+    let address_path =
+        |nic: &str, address: &str| format!("/network/interfaces/{nic}/addresses/{}", bare(address));
     match action {
         IpAction::List => {
-            let v = send(client, "GET", format!("{PREFIX}/network/interfaces"), None).await?;
-            let nics: Vec<Nic> = decode(&v)?;
-            Ok((v, nics_text(&nics)))
+            let (v, nics): (_, Vec<Nic>) = get(client, "/network/interfaces").await?;
+            Ok((v, text::nics(&nics)))
         }
         IpAction::Add {
             nic,
@@ -358,20 +358,20 @@ async fn ip(client: &Client, action: &IpAction) -> Outcome {
             disabled,
             confirm,
         } => {
-            let body = json!({ "address": address, "enabled": !disabled });
+            let body = AddressConfig {
+                address: *address,
+                enabled: !disabled,
+            };
             let path = with_confirm(&format!("/network/interfaces/{nic}/addresses"), confirm);
-            changed(client, "POST", path, Some(body)).await
+            changed(client, "POST", path, Some(&body)).await
         }
         IpAction::Remove {
             nic,
             address,
             confirm,
         } => {
-            let path = with_confirm(
-                &format!("/network/interfaces/{nic}/addresses/{}", bare(address)),
-                confirm,
-            );
-            changed(client, "DELETE", path, None).await
+            let path = with_confirm(&address_path(nic, address), confirm);
+            changed::<()>(client, "DELETE", path, None).await
         }
         IpAction::Enable {
             nic,
@@ -383,12 +383,11 @@ async fn ip(client: &Client, action: &IpAction) -> Outcome {
             address,
             confirm,
         } => {
-            let enabled = matches!(action, IpAction::Enable { .. });
-            let path = with_confirm(
-                &format!("/network/interfaces/{nic}/addresses/{}", bare(address)),
-                confirm,
-            );
-            changed(client, "PATCH", path, Some(json!({ "enabled": enabled }))).await
+            let body = EnabledRequest {
+                enabled: matches!(action, IpAction::Enable { .. }),
+            };
+            let path = with_confirm(&address_path(nic, address), confirm);
+            changed(client, "PATCH", path, Some(&body)).await
         }
     }
 }
@@ -396,9 +395,8 @@ async fn ip(client: &Client, action: &IpAction) -> Outcome {
 async fn route(client: &Client, action: &RouteAction) -> Outcome {
     match action {
         RouteAction::List => {
-            let v = send(client, "GET", format!("{PREFIX}/network/routes"), None).await?;
-            let r: RoutesView = decode(&v)?;
-            Ok((v, routes_text(&r)))
+            let (v, r): (_, RoutesView) = get(client, "/network/routes").await?;
+            Ok((v, text::routes(&r)))
         }
         RouteAction::Add {
             destination,
@@ -406,22 +404,20 @@ async fn route(client: &Client, action: &RouteAction) -> Outcome {
             confirm,
         } => {
             if destination == "default" {
-                let family = if gateway.contains(':') {
-                    "ipv6"
-                } else {
-                    "ipv4"
-                };
+                let family = Family::of(*gateway).as_str();
                 let path = with_confirm(&format!("/network/gateways/{family}"), confirm);
-                changed(client, "PUT", path, Some(json!({ "gateway": gateway }))).await
+                let body = GatewayRequest { gateway: *gateway };
+                changed(client, "PUT", path, Some(&body)).await
             } else {
-                let body = json!({ "destination": destination, "gateway": gateway });
-                changed(
-                    client,
-                    "POST",
-                    with_confirm("/network/routes", confirm),
-                    Some(body),
-                )
-                .await
+                let destination: IpCidr = destination
+                    .parse()
+                    .map_err(|e| CliError::Usage(format!("{destination:?}: {e}")))?;
+                let body = RouteConfig {
+                    destination,
+                    gateway: *gateway,
+                };
+                let path = with_confirm("/network/routes", confirm);
+                changed(client, "POST", path, Some(&body)).await
             }
         }
         RouteAction::Remove {
@@ -439,7 +435,7 @@ async fn route(client: &Client, action: &RouteAction) -> Outcome {
                     )))
                 }
             };
-            changed(client, "DELETE", with_confirm(&path, confirm), None).await
+            changed::<()>(client, "DELETE", with_confirm(&path, confirm), None).await
         }
     }
 }
@@ -451,30 +447,12 @@ async fn test(client: &Client, action: &TestAction) -> Outcome {
             target_port,
             timeout_ms,
         } => {
-            let body = json!({ "host": target, "port": target_port, "timeout_ms": timeout_ms });
-            let v = send(
-                client,
-                "POST",
-                format!("{PREFIX}/network/test/tcp"),
-                Some(body),
-            )
-            .await?;
-            let r: TcpTestResult = decode(&v)?;
-            let text = if r.connected {
-                format!(
-                    "connected to {} in {:.1} ms",
-                    r.address.unwrap_or_default(),
-                    r.elapsed_ms
-                )
-            } else {
-                format!(
-                    "no connection to {}:{}: {}",
-                    r.host,
-                    r.port,
-                    r.error.unwrap_or_default()
-                )
+            let body = TcpTestRequest {
+                host: target.clone(),
+                port: *target_port,
+                timeout_ms: Some(*timeout_ms),
             };
-            Ok((v, text))
+            run_test(client, "tcp", &body, |r: TcpTestResult| text::tcp(&r)).await
         }
         TestAction::Ping {
             target,
@@ -482,173 +460,22 @@ async fn test(client: &Client, action: &TestAction) -> Outcome {
             interval_ms,
             timeout_ms,
         } => {
-            let body = json!({ "host": target, "count": count, "interval_ms": interval_ms,
-                               "timeout_ms": timeout_ms });
-            let v = send(
-                client,
-                "POST",
-                format!("{PREFIX}/network/test/ping"),
-                Some(body),
-            )
-            .await?;
-            let r: PingResult = decode(&v)?;
-            let mut text = String::new();
-            let to = r.address.clone().unwrap_or_else(|| r.host.clone());
-            for reply in &r.replies {
-                let _ = writeln!(
-                    text,
-                    "reply from {to}: seq={} time={:.2} ms",
-                    reply.seq, reply.rtt_ms
-                );
-            }
-            let _ = write!(text, "{} sent, {} received", r.sent, r.received);
-            if let Some(e) = &r.error {
-                let _ = write!(text, " ({e})");
-            }
-            Ok((v, text))
+            let body = PingRequest {
+                host: target.clone(),
+                count: Some(*count),
+                interval_ms: Some(*interval_ms),
+                timeout_ms: Some(*timeout_ms),
+            };
+            run_test(client, "ping", &body, |r: PingResult| text::ping(&r)).await
         }
         TestAction::Dns { name } => {
-            let body = json!({ "name": name });
-            let v = send(
-                client,
-                "POST",
-                format!("{PREFIX}/network/test/dns"),
-                Some(body),
-            )
-            .await?;
-            let r: DnsLookupResult = decode(&v)?;
-            let text = match &r.error {
-                Some(e) => e.clone(),
-                None => format!("{}: {}", r.name, r.addresses.join(" ")),
-            };
-            Ok((v, text))
+            let body = DnsLookupRequest { name: name.clone() };
+            run_test(client, "dns", &body, |r: DnsLookupResult| {
+                text::dns_lookup(&r)
+            })
+            .await
         }
     }
-}
-
-/// The answer to a change, for people.
-pub fn change_text(o: &ChangeOutcome) -> String {
-    let mut out = o.message.clone();
-    for a in &o.report.applied {
-        let _ = write!(out, "\n  {a}");
-    }
-    for d in &o.report.unresolved {
-        let _ = write!(out, "\n  not done: {}: {}", d.subject, d.reason);
-    }
-    out
-}
-
-pub fn nics_text(nics: &[Nic]) -> String {
-    let mut out = String::new();
-    for n in nics {
-        let mut facts = vec![if n.carrier {
-            "up".to_string()
-        } else if n.admin_up {
-            "no carrier".to_string()
-        } else {
-            "down".to_string()
-        }];
-        facts.extend(n.mac.clone());
-        facts.extend(n.driver.clone());
-        if let Some(s) = n.speed_mbps {
-            facts.push(match &n.duplex {
-                Some(d) => format!("{s} Mb/s {d}"),
-                None => format!("{s} Mb/s"),
-            });
-        }
-        if let Some(m) = n.mtu {
-            facts.push(format!("mtu {m}"));
-        }
-        if n.managed {
-            facts.push("managed".into());
-        }
-        let _ = writeln!(out, "{:<16}{}", n.name, facts.join(", "));
-        for a in &n.addresses {
-            let mut state = vec![a.origin.as_str().to_string()];
-            if a.enabled == Some(false) {
-                state.push("disabled".into());
-            }
-            state.push(if a.present { "present" } else { "absent" }.into());
-            state.extend(a.state.map(|s| s.as_str().to_string()));
-            let _ = writeln!(out, "  {:<40}{}", a.address, state.join(", "));
-        }
-    }
-    out.trim_end().to_string()
-}
-
-pub fn routes_text(r: &RoutesView) -> String {
-    let mut out = String::from("Configured\n");
-    let gw = |g: Option<String>| g.unwrap_or_else(|| "(none)".into());
-    let _ = writeln!(
-        out,
-        "  default (ipv4) via {}",
-        gw(r.gateways.ipv4.map(|g| g.to_string()))
-    );
-    let _ = writeln!(
-        out,
-        "  default (ipv6) via {}",
-        gw(r.gateways.ipv6.map(|g| g.to_string()))
-    );
-    for c in &r.routes {
-        let _ = writeln!(out, "  {} via {}", c.destination, c.gateway);
-    }
-    out.push_str("Kernel (main table)\n");
-    for k in &r.kernel {
-        let via = k
-            .gateway
-            .as_ref()
-            .map(|g| format!(" via {g}"))
-            .unwrap_or_default();
-        let dev = k
-            .nic
-            .as_ref()
-            .map(|n| format!(" dev {n}"))
-            .unwrap_or_default();
-        let who = if k.managed {
-            " (agent)".to_string()
-        } else {
-            format!(" (proto {})", k.protocol)
-        };
-        let _ = writeln!(out, "  {}{via}{dev}{who}", k.destination);
-    }
-    out.trim_end().to_string()
-}
-
-pub fn status_text(s: &NetworkStatus) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<16}{}",
-        "Kernel",
-        if s.report.in_sync {
-            "matches the configuration"
-        } else {
-            "differs from the configuration"
-        }
-    );
-    for d in &s.report.unresolved {
-        let _ = writeln!(out, "  not done: {}: {}", d.subject, d.reason);
-    }
-    match &s.pending {
-        Some(p) => {
-            let _ = writeln!(
-                out,
-                "{:<16}\"{}\": {} s left to confirm (appliancectl network confirm)",
-                "Pending", p.change, p.seconds_left
-            );
-        }
-        None => {
-            let _ = writeln!(out, "{:<16}no change awaits confirmation", "Pending");
-        }
-    }
-    for c in &s.conflict_history {
-        let _ = writeln!(
-            out,
-            "{:<16}{} on {} claimed by {}",
-            "  conflict", c.address, c.nic, c.mac
-        );
-    }
-    out.trim_end().to_string()
 }
 
 #[cfg(test)]
@@ -684,7 +511,7 @@ mod tests {
                         ..
                     }),
             } => {
-                assert_eq!(nic, "eth0");
+                assert_eq!(nic.as_str(), "eth0");
                 assert_eq!(confirm.confirm_within, Some(60));
                 assert!(!disabled);
             }

@@ -1,4 +1,7 @@
-//! Text output for people.
+//! Text output for people: status and the system verbs here, the network verbs in
+//! [`network`].
+
+pub mod network;
 
 use crate::model;
 use std::fmt::Write;
