@@ -12,6 +12,7 @@ mod network;
 mod system;
 pub mod types;
 
+use crate::config::ConfigError;
 use crate::net::model::ValidationError;
 use crate::net::service::ChangeError;
 use crate::net::utilities::UtilityError;
@@ -50,6 +51,8 @@ pub enum ApiError {
     Network(#[from] ChangeError),
     #[error(transparent)]
     NetworkTest(#[from] UtilityError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 impl ApiError {
@@ -90,9 +93,15 @@ impl ApiError {
             ApiError::Network(ChangeError::Kernel(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "network_error")
             }
-            ApiError::Network(ChangeError::Config(_) | ChangeError::Rollback(_)) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            ApiError::Network(ChangeError::Config(ConfigError::Unreadable { .. }))
+            | ApiError::Config(ConfigError::Unreadable { .. }) => {
+                (StatusCode::CONFLICT, "config_unreadable")
             }
+            ApiError::Config(ConfigError::Invalid { .. }) => {
+                (StatusCode::BAD_REQUEST, "invalid_network_config")
+            }
+            ApiError::Network(ChangeError::Config(_) | ChangeError::Rollback(_))
+            | ApiError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::NetworkTest(UtilityError::BadInput(_)) => {
                 (StatusCode::BAD_REQUEST, "bad_request")
             }
@@ -138,7 +147,10 @@ pub struct AppState {
     pub started: Instant,
     pub factory: Arc<Mutex<types::FactoryAddress>>,
     pub power: Power,
+    /// The local settings.
     pub config: Arc<crate::config::ConfigStore>,
+    /// The site settings and files (no routes yet).
+    pub site: Arc<crate::site::SiteStore>,
     pub admin: Arc<crate::admin::Admin>,
     /// The live TLS configuration, reloaded when a certificate is imported.
     pub tls: axum_server::tls_rustls::RustlsConfig,
