@@ -223,3 +223,27 @@ pub fn router(app: AppState) -> Router {
         .layer(axum::middleware::map_response(json_errors))
         .with_state(app)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_over_a_settings_file_that_does_not_parse_is_409_config_unreadable() {
+        let unreadable = (StatusCode::CONFLICT, "config_unreadable");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(crate::config::FILE), "version = ").unwrap();
+        std::fs::write(dir.path().join(crate::admin::store::FILE), "version = ").unwrap();
+
+        let config = crate::config::ConfigStore::open(dir.path());
+        let refused = || config.update(|c| c.factory_address.enabled = false);
+        let e = ApiError::Config(refused().unwrap_err());
+        assert_eq!(e.status_and_code(), unreadable, "{e}");
+        let e = ApiError::Network(ChangeError::Config(refused().unwrap_err()));
+        assert_eq!(e.status_and_code(), unreadable, "{e}");
+
+        let admin = crate::admin::Admin::open(dir.path());
+        let e = ApiError::Auth(admin.create_token("backup", None).unwrap_err());
+        assert_eq!(e.status_and_code(), unreadable, "{e}");
+    }
+}

@@ -40,14 +40,16 @@ async fn put_factory(
             ));
         }
     }
-    app.config.update(|c| {
-        if let Some(e) = update.enabled {
-            c.factory_address.enabled = e;
-        }
-        if let Some(t) = update.timing {
-            c.factory_address.timing = t;
-        }
-    })?;
+    app.config
+        .update(|c| {
+            if let Some(e) = update.enabled {
+                c.factory_address.enabled = e;
+            }
+            if let Some(t) = update.timing {
+                c.factory_address.timing = t;
+            }
+        })
+        .map_err(ApiError::Config)?;
     tracing::info!(enabled = ?update.enabled, timing = ?update.timing.map(|t| t.as_str()), "factory address settings changed");
     let mut snapshot = factory_snapshot(&app);
     let cfg = app.config.current().factory_address;
