@@ -1,7 +1,9 @@
-//! The appliance's settings: a versioned TOML file, `<data>/config/appliance.toml`.
+//! The appliance's own settings, `<data>/config/appliance.toml`: a [`Document`] (typed,
+//! versioned, atomic, with a revision counter) of schema `version = 2`.
 //!
 //! ```toml
-//! version = 1
+//! version = 2
+//! revision = 3        # bumped by every write
 //!
 //! [factory_address]
 //! enabled = true      # claim 169.254.1.x on the first NIC
@@ -9,23 +11,30 @@
 //! ```
 //!
 //! The `[network]` section (static addresses, gateways, routes, DNS, host name) is
-//! [`NetworkConfig`], documented and validated in `net::model`; absent, it is empty.
+//! [`NetworkConfig`], documented and validated in `net::model`; absent, it is empty. The
+//! `[failover]` section is reserved ([`FailoverSettings`]). Version 1 files (the same
+//! sections without `revision` and `[failover]`) are read as they are and written as
+//! version 2 at the next change.
 //!
-//! A missing file means factory defaults. A file that does not parse, or has another
-//! schema version, is reported (in the log and in status) and left untouched; the agent
-//! runs on factory defaults so the appliance stays reachable. Every change is validated
-//! whole, then written atomically (`store::write_atomic`), then published to the parts of
-//! the agent that apply it.
+//! These are local settings: like everything under `<data>/config/` (the admin account in
+//! `admin.toml`, the TLS identity in `tls/`, the network rollback record) they belong to
+//! this box and never travel to a failover peer. What the peer pulls is the site
+//! (`crate::site`, under `<data>/site/`).
+//!
+//! A missing file means factory defaults. A file that does not parse, or has a schema
+//! version this firmware cannot read, is reported (in the log and in status) and left
+//! untouched; the agent runs on factory defaults so the appliance stays reachable, and
+//! changes are refused ([`ConfigError::Unreadable`]) rather than written over it. Every
+//! change is validated whole, then written atomically, then published to the parts of the
+//! agent that apply it.
 
-use crate::model::netconfig::NetworkConfig;
-use crate::store::{self, StoreError};
+use crate::model::netconfig::{NetworkConfig, ValidationError};
+use crate::store::{document, Document, DocumentError, Schema};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use tokio::sync::watch;
+use std::path::Path;
 
 /// The schema version this firmware reads and writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const FILE: &str = "appliance.toml";
 
 pub use crate::model::TimingProfile;
@@ -52,154 +61,97 @@ impl Default for FactoryAddressConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Reserved for this appliance's failover settings: its backup settings, the choice of
+/// shared IPs and the inter-appliance key come with the failover issue. They are local:
+/// a backup keeps its own, they are never synchronised. Empty for now.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverSettings {}
+
+impl FailoverSettings {
+    pub fn is_unset(&self) -> bool {
+        *self == FailoverSettings::default()
+    }
+}
+
+/// The local settings: everything of `/appliance` that lives in `appliance.toml`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub version: u32,
     #[serde(default)]
     pub factory_address: FactoryAddressConfig,
     /// Static addresses, routes, DNS and host name (`net::model`); empty by default.
     #[serde(default, skip_serializing_if = "NetworkConfig::is_empty")]
     pub network: NetworkConfig,
+    #[serde(default, skip_serializing_if = "FailoverSettings::is_unset")]
+    pub failover: FailoverSettings,
 }
 
-impl Default for Config {
-    fn default() -> Self {
+/// Schema version 1: the sections of version 2 but `[failover]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigV1 {
+    #[serde(default)]
+    factory_address: FactoryAddressConfig,
+    #[serde(default)]
+    network: NetworkConfig,
+}
+
+impl From<ConfigV1> for Config {
+    fn from(v1: ConfigV1) -> Config {
         Config {
-            version: VERSION,
-            factory_address: FactoryAddressConfig::default(),
-            network: NetworkConfig::default(),
+            factory_address: v1.factory_address,
+            network: v1.network,
+            failover: FailoverSettings::default(),
         }
     }
 }
 
+/// Why local settings are refused.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error(
-        "{path}: schema version {found} is not supported (this firmware reads version {VERSION})"
-    )]
-    Version { path: PathBuf, found: u32 },
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("cannot encode the configuration: {0}")]
-    Encode(#[from] toml::ser::Error),
-    #[error("{path}: invalid network settings: {source}")]
-    Invalid {
-        path: PathBuf,
-        source: crate::model::netconfig::ValidationError,
-    },
+pub enum InvalidConfig {
+    #[error("invalid network settings: {0}")]
+    Network(#[from] ValidationError),
 }
+
+impl Schema for Config {
+    const VERSION: u32 = VERSION;
+    type Invalid = InvalidConfig;
+
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        self.network.validate()?;
+        Ok(())
+    }
+
+    fn migrate(version: u32, sections: toml::Table) -> Option<Result<Config, toml::de::Error>> {
+        match version {
+            1 => Some(sections.try_into::<ConfigV1>().map(Config::from)),
+            _ => None,
+        }
+    }
+}
+
+pub type ConfigError = DocumentError<InvalidConfig>;
 
 impl Config {
-    /// Parses and checks a config file's text.
+    /// Parses and checks a config file's text (version 1 or 2).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.message().to_string(),
-        })?;
-        if config.version != VERSION {
-            return Err(ConfigError::Version {
-                path: path.to_path_buf(),
-                found: config.version,
-            });
-        }
-        config
-            .network
-            .validate()
-            .map_err(|source| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Ok(config)
+        document::parse(text, path).map(|loaded| loaded.value)
     }
 
+    /// The file's text (at revision 0).
     pub fn to_toml(&self) -> Result<String, ConfigError> {
-        Ok(toml::to_string(self)?)
+        document::encode(self, 0, Path::new(FILE))
     }
 }
 
-/// The config file, the settings in force, and a channel that publishes every change.
-pub struct ConfigStore {
-    path: PathBuf,
-    /// Why the file on disk is not in force, if it is not.
-    load_error: Mutex<Option<String>>,
-    tx: watch::Sender<Config>,
-}
+/// The local settings file, the settings in force, and a channel that publishes every change.
+pub type ConfigStore = Document<Config>;
 
-impl ConfigStore {
+impl Document<Config> {
     /// Loads `<config_dir>/appliance.toml`; a bad file is reported and left as it is.
     pub fn open(config_dir: &Path) -> ConfigStore {
-        let path = config_dir.join(FILE);
-        let (config, error) = match std::fs::read_to_string(&path) {
-            Ok(text) => match Config::parse(&text, &path) {
-                Ok(c) => (c, None),
-                Err(e) => (Config::default(), Some(e.to_string())),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Config::default(), None),
-            Err(source) => (
-                Config::default(),
-                Some(
-                    ConfigError::Read {
-                        path: path.clone(),
-                        source,
-                    }
-                    .to_string(),
-                ),
-            ),
-        };
-        if let Some(e) = &error {
-            tracing::error!("configuration not applied, running on factory defaults: {e}");
-        }
-        let (tx, _) = watch::channel(config);
-        ConfigStore {
-            path,
-            load_error: Mutex::new(error),
-            tx,
-        }
-    }
-
-    pub fn current(&self) -> Config {
-        self.tx.borrow().clone()
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<Config> {
-        self.tx.subscribe()
-    }
-
-    pub fn load_error(&self) -> Option<String> {
-        self.load_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Applies `change` to a copy, writes it atomically, then publishes it. On any error
-    /// nothing changes.
-    pub fn update(&self, change: impl FnOnce(&mut Config)) -> Result<Config, ConfigError> {
-        let mut next = self.current();
-        change(&mut next);
-        next.version = VERSION;
-        next.network
-            .validate()
-            .map_err(|source| ConfigError::Invalid {
-                path: self.path.clone(),
-                source,
-            })?;
-        let text = next.to_toml()?;
-        if let Some(dir) = self.path.parent() {
-            store::ensure_dir(dir, 0o700)?;
-        }
-        store::write_atomic(&self.path, text.as_bytes(), 0o600)?;
-        *self.load_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        self.tx.send_replace(next.clone());
-        Ok(next)
+        Document::load(config_dir.join(FILE))
     }
 }
 
@@ -225,7 +177,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);
         for (text, needle) in [
-            ("version = 2\n", "schema version 2"),
+            ("version = 3\n", "schema version 3"),
             (
                 "version = 1\n[factory_address]\ntiming = \"slow\"\n",
                 "unknown variant",
@@ -262,7 +214,7 @@ mod tests {
         let again = ConfigStore::open(dir.path());
         assert_eq!(again.current().factory_address.timing, TimingProfile::Rfc);
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
-        assert!(text.starts_with("version = 1"), "{text}");
+        assert!(text.starts_with("version = 2"), "{text}");
     }
 
     #[test]
@@ -295,5 +247,94 @@ mod tests {
         assert!(matches!(err, Err(ConfigError::Invalid { .. })));
         assert!(!dir.path().join(FILE).exists(), "nothing was written");
         assert_eq!(store.current(), Config::default());
+    }
+
+    /// Today's README example, with a `[network]` section, as firmware that reads only
+    /// version 1 writes it.
+    const README_V1: &str = r#"version = 1
+[factory_address]
+enabled = true
+timing = "fast"     # or "rfc"
+
+[network]
+hostname = "fw-1"
+gateways = { ipv4 = "192.0.2.1" }
+dns = { servers = ["192.0.2.53"], search = ["example.net"] }
+[[network.interfaces]]
+name = "eth0"
+addresses = [{ address = "192.0.2.10/24", enabled = true }]
+[[network.routes]]
+destination = "198.51.100.0/24"
+gateway = "192.0.2.254"
+"#;
+
+    #[test]
+    fn a_version_1_file_migrates_to_version_2_at_the_next_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        std::fs::write(&path, README_V1).unwrap();
+        let store = ConfigStore::open(dir.path());
+        assert_eq!(store.load_error(), None);
+        let c = store.current();
+        assert!(c.factory_address.enabled);
+        assert_eq!(c.network.hostname.as_ref().unwrap().to_string(), "fw-1");
+        assert_eq!(c.network.gateways.ipv4.unwrap().to_string(), "192.0.2.1");
+        assert_eq!(c.network.dns.servers[0].to_string(), "192.0.2.53");
+        assert_eq!(c.network.interfaces[0].name.to_string(), "eth0");
+        assert_eq!(c.network.routes[0].gateway.to_string(), "192.0.2.254");
+        assert_eq!(c.failover, FailoverSettings::default());
+        assert_eq!(store.revision(), 0);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            README_V1,
+            "reading does not write"
+        );
+
+        let after = store
+            .update(|c| c.factory_address.timing = TimingProfile::Rfc)
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("version = 2\nrevision = 1\n"),
+            "written in version 2: {text}"
+        );
+        let again = ConfigStore::open(dir.path());
+        assert_eq!(again.current(), after);
+        assert_eq!(again.current().network, c.network, "nothing was lost");
+        assert_eq!(again.revision(), 1);
+    }
+
+    #[test]
+    fn a_file_that_does_not_parse_is_not_overwritten_by_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let broken = "version = 1\n[factory_address]\nenabled = false\ntiming = \"slow\"\n";
+        std::fs::write(&path, broken).unwrap();
+        let store = ConfigStore::open(dir.path());
+        let err = store
+            .update(|c| c.factory_address.timing = TimingProfile::Rfc)
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Unreadable { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("appliance.toml does not parse: unknown variant `slow`"),
+            "{message}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), broken);
+        assert_eq!(store.current(), Config::default());
+    }
+
+    #[test]
+    fn the_failover_section_is_reserved() {
+        let c = Config::parse("version = 2\n[failover]\n", Path::new("x")).unwrap();
+        assert_eq!(c, Config::default());
+        let e = Config::parse("version = 2\n[failover]\nkey = \"k\"\n", Path::new("x"));
+        assert!(e.unwrap_err().to_string().contains("unknown field"));
+        let e = Config::parse("version = 1\n[failover]\n", Path::new("x"));
+        assert!(
+            e.unwrap_err().to_string().contains("unknown field"),
+            "version 1 had no failover section"
+        );
+        assert!(!Config::default().to_toml().unwrap().contains("failover"));
     }
 }

@@ -6,9 +6,10 @@
 //! | [`admin`] | the admin account, sessions, API tokens, login limits |
 //! | [`system`] | status, power actions and factory reset (carried out by init) |
 //! | [`net`] | factory address, NICs, addresses, routes, DNS, through rtnetlink |
-//! | [`config`] | the versioned settings file |
+//! | [`config`] | the local settings (`/data/config/appliance.toml`): factory address, network |
+//! | [`site`] | the site settings and files (`/data/site/`), what failover synchronises |
 //! | [`tls`] | the HTTPS identity: made on first boot, imported, exported |
-//! | [`store`] | atomic writes to the data partition |
+//! | [`store`] | atomic writes; `Document`, the typed, versioned settings file |
 //! | [`boot`] | the boot timeline |
 //! | [`cli`] | `appliancectl` |
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod model;
 pub mod net;
 pub mod settings;
+pub mod site;
 pub mod store;
 pub mod system;
 pub mod tls;
@@ -57,7 +59,8 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let tls_dir = settings.tls_dir();
     let tls_task =
         tokio::task::spawn_blocking(move || tls::load_or_generate(&tls_dir, "appliance"));
-    let config = Arc::new(config::ConfigStore::open(&settings.data_dir.join("config")));
+    let config = Arc::new(config::ConfigStore::open(&settings.config_dir()));
+    let site = Arc::new(site::SiteStore::open(&settings.site_dir()));
     let factory = Arc::new(Mutex::new(model::FactoryAddress {
         state: if settings.factory_address {
             model::FactoryState::Starting
@@ -70,7 +73,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     // Restores a network change left unconfirmed, then reconciles in the background.
     let network = net::service::NetworkService::start(
         config.clone(),
-        settings.data_dir.join("config"),
+        settings.config_dir(),
         nl.clone(),
         settings.resolv_conf.clone(),
     );
@@ -99,9 +102,10 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         settings: settings.clone(),
         started,
         factory,
-        admin: Arc::new(admin::Admin::open(&settings.data_dir.join("config"))),
+        admin: Arc::new(admin::Admin::open(&settings.config_dir())),
         tls: tls.clone(),
         config,
+        site,
         nl,
         network,
     };

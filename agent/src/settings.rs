@@ -58,7 +58,17 @@ impl Settings {
         self.run_file(paths::LAST_SHUTDOWN)
     }
 
+    /// The local settings (`/data/config`): this box's own, never synchronised.
+    pub fn config_dir(&self) -> PathBuf {
+        self.data_dir.join("config")
+    }
+
+    /// The site (`/data/site`): what a failover backup pulls from its primary.
+    pub fn site_dir(&self) -> PathBuf {
+        self.data_dir.join("site")
+    }
+
     pub fn tls_dir(&self) -> PathBuf {
-        self.data_dir.join("config").join("tls")
+        self.config_dir().join("tls")
     }
 }

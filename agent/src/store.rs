@@ -2,11 +2,19 @@
 //!
 //! [`write_atomic`] writes a temp file in the same directory, fsyncs it, renames it over the
 //! target and fsyncs the directory. Everything the agent persists goes through it.
+//! [`read_if_present`] is the other half: a missing file is not an error, anything else
+//! that stops the read is.
+//!
+//! Settings files are [`Document`]s (`store/document.rs`): typed, versioned, with a
+//! revision counter, read once and refused rather than overwritten when they do not parse.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+pub mod document;
+pub use document::{Document, DocumentError, Loaded, Schema};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write {path}: {source}")]
@@ -52,6 +60,34 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Store
     result.map_err(wrap)
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}: {source}")]
+pub struct ReadError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// The text of `path`, or `None` if there is no such file.
+pub fn read_if_present(path: &Path) -> Result<Option<String>, ReadError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ReadError {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Like [`write_atomic`], first creating the parent directory (mode 0700) if it is missing.
+pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        ensure_dir(dir, 0o700)?;
+    }
+    write_atomic(path, contents, mode)
+}
+
 /// Creates a directory (and parents) with `mode` if it is missing.
 pub fn ensure_dir(path: &Path, mode: u32) -> Result<(), StoreError> {
     use std::os::unix::fs::DirBuilderExt;
@@ -86,6 +122,17 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("config.toml")]);
+    }
+
+    #[test]
+    fn a_missing_file_reads_as_none_and_other_failures_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/config.toml");
+        assert_eq!(read_if_present(&p).unwrap(), None);
+        replace(&p, b"one", 0o600).unwrap();
+        assert_eq!(read_if_present(&p).unwrap().as_deref(), Some("one"));
+        let err = read_if_present(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("cannot read"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,15 @@
 //! administrator can import a chain and key (PEM; the key plain or passphrase-protected
 //! PKCS#8) and export them again, optionally protected by a passphrase (PKCS#8 with
 //! PBES2: PBKDF2-SHA256 and AES-256-CBC): the failover pair needs identical certificates.
+//!
+//! The identity is local (each box keeps its own file; an administrator copies it to the
+//! peer by export and import, sync never does). It is not a `store::Document`: the file is
+//! plain PEM that other tools read and write, so it has no place for a version or a
+//! revision; it has no defaults (a missing file means "make one"), nothing to migrate and
+//! no subscribers (the live TLS configuration is reloaded by whoever imports). What it
+//! shares with the documents is the storage: `store::read_if_present` (missing is not an
+//! error, any other failure is) and `store::replace` (one atomic write); and their rule: a
+//! file that does not parse is reported, never replaced.
 
 use crate::store::{self, StoreError};
 use rustls::pki_types::pem::PemObject;
@@ -290,24 +299,26 @@ pub fn identity_path(dir: &Path) -> PathBuf {
     dir.join(IDENTITY_FILE)
 }
 
-/// Loads the identity, generating a self-signed one first if there is none.
+/// Loads the identity, generating a self-signed one first if there is none. A file that
+/// is there but not a usable identity is an error and stays as it is.
 pub fn load_or_generate(dir: &Path, hostname: &str) -> Result<(Identity, Origin), TlsError> {
-    let path = identity_path(dir);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok((Identity::from_pem(&text, &text, None)?, Origin::Loaded)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let text = store::read_if_present(&identity_path(dir)).map_err(|e| TlsError::Read {
+        path: e.path,
+        source: e.source,
+    })?;
+    match text {
+        Some(text) => Ok((Identity::from_pem(&text, &text, None)?, Origin::Loaded)),
+        None => {
             let identity = generate(hostname)?;
             save(dir, &identity)?;
             Ok((identity, Origin::Generated))
         }
-        Err(source) => Err(TlsError::Read { path, source }),
     }
 }
 
 /// Replaces the stored identity (one atomic write).
 pub fn save(dir: &Path, identity: &Identity) -> Result<(), TlsError> {
-    store::ensure_dir(dir, 0o700)?;
-    store::write_atomic(&identity_path(dir), identity.file_text().as_bytes(), 0o600)?;
+    store::replace(&identity_path(dir), identity.file_text().as_bytes(), 0o600)?;
     Ok(())
 }
 

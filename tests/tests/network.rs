@@ -252,7 +252,7 @@ fn addresses_are_added_disabled_enabled_and_removed_in_the_kernel() {
     // The factory address was never touched, and the configuration is on disk.
     assert!(kernel_addresses(host).contains(&"169.254.1.1/24".to_string()));
     let text = config_file(agent);
-    assert!(text.starts_with("version = 1"), "{text}");
+    assert!(text.starts_with("version = 2"), "{text}");
     assert!(
         text.contains("192.0.2.10/24") && !text.contains("2001:db8::10"),
         "{text}"

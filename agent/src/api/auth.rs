@@ -46,6 +46,9 @@ pub fn status_and_code(e: &AuthError) -> (axum::http::StatusCode, &'static str) 
         AuthError::BadTokenName => (S::BAD_REQUEST, "bad_request"),
         AuthError::TokenExists(_) | AuthError::TooManyTokens => (S::CONFLICT, "conflict"),
         AuthError::TokenNotFound(_) => (S::NOT_FOUND, "not_found"),
-        AuthError::Store(_) | AuthError::Encode(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
+        AuthError::File(crate::store::DocumentError::Unreadable { .. }) => {
+            (S::CONFLICT, "config_unreadable")
+        }
+        AuthError::File(_) | AuthError::Encode(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
     }
 }

@@ -10,6 +10,7 @@ mod net_config;
 mod network;
 mod system;
 
+use crate::config::ConfigError;
 use crate::model;
 use crate::model::netconfig::ValidationError;
 use crate::net::service::ChangeError;
@@ -49,6 +50,8 @@ pub enum ApiError {
     Network(#[from] ChangeError),
     #[error(transparent)]
     NetworkTest(#[from] UtilityError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 impl ApiError {
@@ -89,9 +92,15 @@ impl ApiError {
             ApiError::Network(ChangeError::Kernel(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "network_error")
             }
-            ApiError::Network(ChangeError::Config(_) | ChangeError::Rollback(_)) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            ApiError::Network(ChangeError::Config(ConfigError::Unreadable { .. }))
+            | ApiError::Config(ConfigError::Unreadable { .. }) => {
+                (StatusCode::CONFLICT, "config_unreadable")
             }
+            ApiError::Config(ConfigError::Invalid { .. }) => {
+                (StatusCode::BAD_REQUEST, "invalid_network_config")
+            }
+            ApiError::Network(ChangeError::Config(_) | ChangeError::Rollback(_))
+            | ApiError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::NetworkTest(UtilityError::BadInput(_)) => {
                 (StatusCode::BAD_REQUEST, "bad_request")
             }
@@ -137,7 +146,10 @@ pub struct AppState {
     pub started: Instant,
     pub factory: Arc<Mutex<model::FactoryAddress>>,
     pub power: Power,
+    /// The local settings.
     pub config: Arc<crate::config::ConfigStore>,
+    /// The site settings and files (no routes yet).
+    pub site: Arc<crate::site::SiteStore>,
     pub admin: Arc<crate::admin::Admin>,
     /// The live TLS configuration, reloaded when a certificate is imported.
     pub tls: axum_server::tls_rustls::RustlsConfig,
@@ -209,4 +221,28 @@ pub fn router(app: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_over_a_settings_file_that_does_not_parse_is_409_config_unreadable() {
+        let unreadable = (StatusCode::CONFLICT, "config_unreadable");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(crate::config::FILE), "version = ").unwrap();
+        std::fs::write(dir.path().join(crate::admin::store::FILE), "version = ").unwrap();
+
+        let config = crate::config::ConfigStore::open(dir.path());
+        let refused = || config.update(|c| c.factory_address.enabled = false);
+        let e = ApiError::Config(refused().unwrap_err());
+        assert_eq!(e.status_and_code(), unreadable, "{e}");
+        let e = ApiError::Network(ChangeError::Config(refused().unwrap_err()));
+        assert_eq!(e.status_and_code(), unreadable, "{e}");
+
+        let admin = crate::admin::Admin::open(dir.path());
+        let e = ApiError::Auth(admin.create_token("backup", None).unwrap_err());
+        assert_eq!(e.status_and_code(), unreadable, "{e}");
+    }
 }

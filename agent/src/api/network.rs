@@ -50,7 +50,7 @@ async fn put_factory(
                 c.factory_address.timing = t;
             }
         })
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(ApiError::Config)?;
     tracing::info!(enabled = ?update.enabled, timing = ?update.timing.map(|t| t.as_str()), "factory address settings changed");
     let mut snapshot = factory_snapshot(&app);
     let cfg = app.config.current().factory_address;

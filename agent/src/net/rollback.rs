@@ -6,8 +6,14 @@
 //! start means a change was never confirmed (the agent or the appliance restarted inside
 //! the window): the agent restores the configuration it holds before applying anything.
 //!
+//! The record is in the `store::Document` format (schema `version = 1`, a `revision`),
+//! read and written with `document::read_file` and `write_file`: it is there or not, so it
+//! has no defaults and no value in force. Each record is written once, at revision 1. It is
+//! local, like all of `<data>/config/`.
+//!
 //! ```toml
 //! version = 1
+//! revision = 1
 //! change = "add 192.0.2.10/24 to eth0"
 //! created_unix = 1767225600
 //! confirm_within_seconds = 60
@@ -16,18 +22,17 @@
 //! ```
 
 use crate::model::netconfig::NetworkConfig;
-use crate::store::{self, StoreError};
+use crate::store::{document, DocumentError, Schema, StoreError};
 use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 pub const FILE: &str = "network-rollback.toml";
-const VERSION: u32 = 1;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRecord {
-    pub version: u32,
     /// What the unconfirmed change did.
     pub change: String,
     pub created_unix: u64,
@@ -36,20 +41,21 @@ pub struct RollbackRecord {
     pub previous: NetworkConfig,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RollbackError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("cannot encode the rollback record: {0}")]
-    Encode(#[from] toml::ser::Error),
+impl Schema for RollbackRecord {
+    const VERSION: u32 = 1;
+    type Invalid = Infallible;
+
+    /// `previous` is what was in force: it was valid then, and restoring it must not fail.
+    fn validate(&self) -> Result<(), Infallible> {
+        Ok(())
+    }
 }
+
+pub type RollbackError = DocumentError<Infallible>;
 
 impl RollbackRecord {
     pub fn new(change: String, confirm_within_seconds: u64, previous: NetworkConfig) -> Self {
         RollbackRecord {
-            version: VERSION,
             change,
             created_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -67,31 +73,12 @@ pub fn path(config_dir: &Path) -> PathBuf {
 
 /// Writes the record atomically and durably.
 pub fn save(config_dir: &Path, record: &RollbackRecord) -> Result<(), RollbackError> {
-    store::ensure_dir(config_dir, 0o700)?;
-    let text = toml::to_string(record)?;
-    store::write_atomic(&path(config_dir), text.as_bytes(), 0o600)?;
-    Ok(())
+    document::write_file(&path(config_dir), record, 1)
 }
 
 /// The record, if there is one.
 pub fn load(config_dir: &Path) -> Result<Option<RollbackRecord>, RollbackError> {
-    let p = path(config_dir);
-    let text = match std::fs::read_to_string(&p) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(StoreError { path: p, source }.into()),
-    };
-    let record: RollbackRecord = toml::from_str(&text).map_err(|e| RollbackError::Parse {
-        path: p.clone(),
-        message: e.message().to_string(),
-    })?;
-    if record.version != VERSION {
-        return Err(RollbackError::Parse {
-            path: p,
-            message: format!("record version {} is not supported", record.version),
-        });
-    }
-    Ok(Some(record))
+    Ok(document::read_file(&path(config_dir))?.map(|loaded| loaded.value))
 }
 
 /// Removes the record durably (the directory is synced); a missing record is fine.
@@ -142,5 +129,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(path(dir.path()), "version = 1\n").unwrap();
         assert!(matches!(load(dir.path()), Err(RollbackError::Parse { .. })));
+    }
+
+    #[test]
+    fn a_record_of_another_version_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = RollbackRecord::new("x".into(), 5, NetworkConfig::default());
+        save(dir.path(), &rec).unwrap();
+        let text = std::fs::read_to_string(path(dir.path())).unwrap();
+        assert!(text.starts_with("version = 1\nrevision = 1\n"), "{text}");
+        std::fs::write(path(dir.path()), text.replace("version = 1", "version = 2")).unwrap();
+        assert!(matches!(
+            load(dir.path()),
+            Err(RollbackError::Version { found: 2, .. })
+        ));
     }
 }

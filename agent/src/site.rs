@@ -1,0 +1,169 @@
+//! The site: what a failover backup pulls from its primary, all of it under `<data>/site/`
+//! so that sync can swap the directory whole.
+//!
+//! ```text
+//! <data>/site/
+//!   settings.toml   the site settings: a store::Document, schema version 1
+//!   files/          the site's file store
+//! ```
+//!
+//! ```toml
+//! version = 1
+//! revision = 2
+//!
+//! [email]             # alert e-mail
+//! enabled = true
+//! to = ["noc@example.net"]
+//! smtp_host = "smtp.example.net"
+//! ```
+//!
+//! The rule that keeps the swap safe: nothing under `<data>/site/` refers to local state
+//! (a NIC, an address of this box, its keys, its admin account), and nothing local ever
+//! lives here. Local settings are in `<data>/config/` (`crate::config`, `admin.toml`, the
+//! TLS identity); a setting that differs between the two boxes of a pair is local.
+//!
+//! Limits: only the alert e-mail settings exist so far, and nothing sends mail yet; the
+//! vendor-API accounts and the files come with their issues. There are no API routes.
+
+use crate::store::{self, Document, DocumentError, Schema};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The schema version of `settings.toml` this firmware reads and writes.
+pub const VERSION: u32 = 1;
+pub const SETTINGS_FILE: &str = "settings.toml";
+pub const FILES_DIR: &str = "files";
+
+/// Alert e-mail.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Who gets the alerts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
+    /// The mail relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_host: Option<String>,
+}
+
+impl EmailSettings {
+    pub fn is_unset(&self) -> bool {
+        *self == EmailSettings::default()
+    }
+}
+
+/// The site settings, `<data>/site/settings.toml`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSettings {
+    #[serde(default, skip_serializing_if = "EmailSettings::is_unset")]
+    pub email: EmailSettings,
+}
+
+/// Why site settings are refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidSite {
+    #[error("alert e-mail is enabled without a recipient or a mail relay: set email.to and email.smtp_host")]
+    EmailIncomplete,
+}
+
+impl Schema for SiteSettings {
+    const VERSION: u32 = VERSION;
+    type Invalid = InvalidSite;
+
+    fn validate(&self) -> Result<(), InvalidSite> {
+        let e = &self.email;
+        if e.enabled && (e.to.is_empty() || e.smtp_host.is_none()) {
+            return Err(InvalidSite::EmailIncomplete);
+        }
+        Ok(())
+    }
+}
+
+pub type SiteError = DocumentError<InvalidSite>;
+
+/// The site directory: its settings document and its file store.
+pub struct SiteStore {
+    dir: PathBuf,
+    settings: Document<SiteSettings>,
+}
+
+impl SiteStore {
+    /// Loads `<site_dir>/settings.toml` (a bad file is reported and left as it is) and
+    /// creates `files/` if it is missing. Neither stops the agent: the site is not what
+    /// keeps the appliance reachable, so problems are logged.
+    pub fn open(site_dir: &Path) -> SiteStore {
+        if let Err(e) = store::ensure_dir(&site_dir.join(FILES_DIR), 0o700) {
+            tracing::error!("no site file store: {e}");
+        }
+        SiteStore {
+            dir: site_dir.to_path_buf(),
+            settings: Document::load(site_dir.join(SETTINGS_FILE)),
+        }
+    }
+
+    /// The directory sync swaps whole.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn settings(&self) -> &Document<SiteSettings> {
+        &self.settings
+    }
+
+    pub fn files_dir(&self) -> PathBuf {
+        self.dir.join(FILES_DIR)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_site_directory_holds_the_settings_and_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let site_dir = dir.path().join("site");
+        let site = SiteStore::open(&site_dir);
+        assert!(site.files_dir().is_dir());
+        assert_eq!(site.settings().current(), SiteSettings::default());
+        assert!(
+            !site_dir.join(SETTINGS_FILE).exists(),
+            "opening writes nothing"
+        );
+
+        site.settings()
+            .update(|s| {
+                s.email = EmailSettings {
+                    enabled: true,
+                    to: vec!["noc@example.net".into()],
+                    smtp_host: Some("smtp.example.net".into()),
+                }
+            })
+            .unwrap();
+        let text = std::fs::read_to_string(site_dir.join(SETTINGS_FILE)).unwrap();
+        assert!(text.starts_with("version = 1\nrevision = 1\n"), "{text}");
+        let again = SiteStore::open(&site_dir);
+        assert_eq!(again.settings().current(), site.settings().current());
+        assert_eq!(again.settings().revision(), 1);
+    }
+
+    #[test]
+    fn incomplete_alert_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = SiteStore::open(dir.path());
+        let err = site
+            .settings()
+            .update(|s| s.email.enabled = true)
+            .unwrap_err();
+        assert!(matches!(err, SiteError::Invalid { .. }), "{err}");
+        assert!(!dir.path().join(SETTINGS_FILE).exists());
+        let e = store::document::parse::<SiteSettings>(
+            "version = 1\n[email]\nenabled = true\nto = [\"a@example.net\"]\n",
+            Path::new("settings.toml"),
+        );
+        assert!(e.unwrap_err().to_string().contains("smtp_host"));
+    }
+}
