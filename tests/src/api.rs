@@ -45,6 +45,20 @@ pub fn raw_within(
     token: Option<String>,
     timeout: Duration,
 ) -> Result<Answer, String> {
+    let path = format!("{PREFIX}{path}");
+    at_path(ns, host, method, &path, body, token, timeout)
+}
+
+/// One request to any path of the appliance's HTTPS port (not only below [`PREFIX`]).
+pub fn at_path(
+    ns: &str,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+    token: Option<String>,
+    timeout: Duration,
+) -> Result<Answer, String> {
     crate::crypto();
     let client = Client {
         host: host.to_string(),
@@ -53,7 +67,7 @@ pub fn raw_within(
         timeout,
         token,
     };
-    let path = format!("{PREFIX}{path}");
+    let path = path.to_string();
     let method = method.to_string();
     enter_and_run(ns, move || {
         let rt = tokio::runtime::Builder::new_current_thread()

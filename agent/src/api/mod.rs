@@ -1,13 +1,27 @@
-//! The HTTPS API under `/appliance/api/v1/`.
+//! The HTTPS API: one router per surface, each with its own auth and error rendering.
+//!
+//! | surface | prefix | body | errors | auth |
+//! | --- | --- | --- | --- | --- |
+//! | the appliance ([`system`], [`network`], [`net_config`], [`debug`]) | `/appliance/api/v1` | JSON | JSON | admin (login and password change open) |
+//! | the site ([`login`]) | `/login/api/v1` | JSON | JSON | admin |
+//! | the vendor's command API ([`command`]) | `/api/command` | XML | `<error>` XML | admin |
+//! | the health probe ([`health`]) | `/check_health` | plain text | plain text | none |
+//! | the failover peer channel ([`peer`]) | `/peer/v1` | JSON | JSON | the inter-appliance key (to come) |
 //!
 //! Handlers parse requests into typed commands and hand them to the owning module
 //! (`system`, `net`); they never touch the kernel themselves. Every error leaves through
-//! [`ApiError`], whose one `match` picks the HTTP status and the stable code.
+//! [`ApiError`], whose one `match` picks the HTTP status and the stable code; the surface's
+//! own layer renders it (JSON, XML or text). Bodies are read by one parser
+//! ([`parse_body`], [`parse_required`]).
 
 pub mod auth;
+mod command;
 mod debug;
+mod health;
+mod login;
 mod net_config;
 mod network;
+mod peer;
 mod system;
 
 use crate::config::ConfigError;
@@ -27,7 +41,10 @@ use serde::de::DeserializeOwned;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+/// The appliance's own API (`/appliance`).
 pub const PREFIX: &str = "/appliance/api/v1";
+/// The site's API (`/login`): failover, and next the site's settings and files.
+pub const LOGIN_PREFIX: &str = "/login/api/v1";
 
 /// Largest request body the API reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -108,21 +125,34 @@ impl ApiError {
     }
 }
 
+/// The stable code and message of an error response, kept in the response's extensions
+/// so that a surface that does not speak JSON can render the same error its own way.
+#[derive(Clone, Debug)]
+pub struct ErrorInfo {
+    pub code: &'static str,
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        let message = self.to_string();
         let body = model::ErrorBody {
             error: model::ErrorDetail {
                 code: code.to_string(),
-                message: self.to_string(),
+                message: message.clone(),
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        response
+            .extensions_mut()
+            .insert(ErrorInfo { code, message });
+        response
     }
 }
 
 /// Parses an optional JSON body: empty means the type's default.
-fn parse_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -131,7 +161,7 @@ fn parse_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError
 }
 
 /// Parses a JSON body that must be there.
-fn parse_required<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn parse_required<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest("a JSON body is required".into()));
     }
@@ -199,27 +229,46 @@ async fn json_errors(response: Response) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Errors axum raises itself (an unknown path, a method a route does not take, a body
+/// over the limit), in the JSON shape.
 async fn fallback(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(uri.path().chars().take(200).collect())
 }
 
+/// A JSON surface: its routes (with their auth and fallback), axum's own errors turned
+/// into JSON.
+fn json_surface(routes: Router<AppState>) -> Router<AppState> {
+    routes.layer(axum::middleware::map_response(json_errors))
+}
+
 pub fn router(app: AppState) -> Router {
-    let admin = Router::new()
+    let require_admin = || axum::middleware::from_fn_with_state(app.clone(), auth::require_admin);
+    let appliance = Router::new()
         .route("/status", get(status))
         .merge(system::routes())
         .merge(network::routes())
         .merge(net_config::routes())
         .merge(debug::routes())
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            auth::require_admin,
-        ));
-    let api = Router::new().merge(system::public_routes()).merge(admin);
+        .layer(require_admin());
+    let appliance = Router::new()
+        .merge(system::public_routes())
+        .merge(appliance)
+        .fallback(fallback);
     Router::new()
-        .nest(PREFIX, api)
+        .nest(PREFIX, json_surface(appliance))
+        // Nothing there is public: unknown paths answer 401 too until logged in.
+        .nest(
+            LOGIN_PREFIX,
+            json_surface(login::routes().fallback(fallback).layer(require_admin())),
+        )
+        .nest(
+            peer::PREFIX,
+            json_surface(peer::routes().fallback(fallback)),
+        )
+        .nest(command::PATH, command::surface(&app))
+        .route(health::PATH, get(health::check_health))
         .fallback(fallback)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::map_response(json_errors))
         .with_state(app)
 }
 

@@ -7,7 +7,7 @@
 //! reconciler did, what it could not do, and, with a confirmation window, when the
 //! previous configuration comes back unless confirmed.
 
-use super::{ApiError, AppState};
+use super::{parse_required, ApiError, AppState};
 use crate::model::netconfig::{
     AddressConfig, DnsConfig, Family, IpCidr, NetworkConfig, NicName, RouteConfig, ValidationError,
 };
@@ -23,7 +23,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -50,15 +49,6 @@ const PATHS: &[&str] = &[
 ];
 
 type Changed = Result<Json<ChangeOutcome>, ApiError>;
-
-/// A JSON body that must be there.
-fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest("a JSON body is required".into()));
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
-}
 
 /// `?confirm_within=N` (seconds), the only query parameter a change takes.
 fn confirm_within(query: Option<String>) -> Result<Option<Duration>, ApiError> {
@@ -137,7 +127,7 @@ async fn add_address(
     body: Bytes,
 ) -> Changed {
     let nic = nic(&name)?;
-    let address: AddressConfig = json(&body)?;
+    let address: AddressConfig = parse_required(&body)?;
     change(&app, q, NetworkChange::AddAddress { nic, address }).await
 }
 
@@ -147,7 +137,7 @@ async fn patch_address(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Changed {
-    let req: EnabledRequest = json(&body)?;
+    let req: EnabledRequest = parse_required(&body)?;
     let c = NetworkChange::SetAddressEnabled {
         nic: nic(&name)?,
         ip: ip(&addr)?,
@@ -173,7 +163,7 @@ async fn get_config(State(app): State<AppState>) -> Json<NetworkConfig> {
 }
 
 async fn put_config(State(app): State<AppState>, RawQuery(q): RawQuery, body: Bytes) -> Changed {
-    let cfg: NetworkConfig = json(&body)?;
+    let cfg: NetworkConfig = parse_required(&body)?;
     change(&app, q, NetworkChange::Replace(cfg)).await
 }
 
@@ -194,7 +184,7 @@ async fn list_routes(State(app): State<AppState>) -> Result<Json<RoutesView>, Ap
 }
 
 async fn add_route(State(app): State<AppState>, RawQuery(q): RawQuery, body: Bytes) -> Changed {
-    let r: RouteConfig = json(&body)?;
+    let r: RouteConfig = parse_required(&body)?;
     change(&app, q, NetworkChange::AddRoute(r)).await
 }
 
@@ -218,7 +208,7 @@ async fn put_gateway(
     body: Bytes,
 ) -> Changed {
     let family = family(&fam)?;
-    let req: GatewayRequest = json(&body)?;
+    let req: GatewayRequest = parse_required(&body)?;
     if crate::model::netconfig::Family::of(req.gateway) != family {
         return Err(ApiError::BadRequest(format!(
             "{} is not an {} address",
@@ -250,7 +240,7 @@ async fn dns(State(app): State<AppState>) -> Json<DnsConfig> {
 }
 
 async fn put_dns(State(app): State<AppState>, RawQuery(q): RawQuery, body: Bytes) -> Changed {
-    let d: DnsConfig = json(&body)?;
+    let d: DnsConfig = parse_required(&body)?;
     change(&app, q, NetworkChange::SetDns(d)).await
 }
 
@@ -259,7 +249,7 @@ async fn hostname(State(app): State<AppState>) -> Json<HostnameView> {
 }
 
 async fn put_hostname(State(app): State<AppState>, RawQuery(q): RawQuery, body: Bytes) -> Changed {
-    let req: HostnameRequest = json(&body)?;
+    let req: HostnameRequest = parse_required(&body)?;
     change(&app, q, NetworkChange::SetHostname(Some(req.hostname))).await
 }
 
@@ -268,19 +258,19 @@ async fn delete_hostname(State(app): State<AppState>, RawQuery(q): RawQuery) -> 
 }
 
 async fn test_tcp(body: Bytes) -> Result<Json<TcpTestResult>, ApiError> {
-    let req: TcpTestRequest = json(&body)?;
+    let req: TcpTestRequest = parse_required(&body)?;
     let t = utilities::TcpTest::try_from(&req)?;
     Ok(Json(utilities::tcp(&t).await))
 }
 
 async fn test_ping(body: Bytes) -> Result<Json<PingResult>, ApiError> {
-    let req: PingRequest = json(&body)?;
+    let req: PingRequest = parse_required(&body)?;
     let p = utilities::Ping::try_from(&req)?;
     Ok(Json(utilities::ping(&p).await))
 }
 
 async fn test_dns(body: Bytes) -> Result<Json<DnsLookupResult>, ApiError> {
-    let req: DnsLookupRequest = json(&body)?;
+    let req: DnsLookupRequest = parse_required(&body)?;
     let l = utilities::Lookup::try_from(&req)?;
     Ok(Json(utilities::lookup(&l).await))
 }

@@ -63,7 +63,10 @@ fn main() -> ExitCode {
     settings.nic = args.nic.or(settings.nic);
     settings.factory_address = !args.no_factory_address;
     settings.resolv_conf = args.resolv_conf;
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // Two workers: a slow disk write or a long handler on one never stalls the other (and
+    // with failover, a heartbeat). File writes go to the blocking pool.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {

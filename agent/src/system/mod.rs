@@ -1,7 +1,10 @@
 //! The system: status, and power actions carried out by init.
 
 pub mod basics;
+mod health;
 pub mod init_client;
+
+pub use health::{health, Health, Problem};
 
 use crate::model;
 use crate::settings::Settings;
@@ -152,13 +155,9 @@ pub fn build_id() -> &'static str {
     option_env!("APPLIANCE_BUILD").unwrap_or("dev")
 }
 
-/// Collects `GET /status` from the run-time records and the kernel.
-pub fn status(
-    settings: &Settings,
-    factory: &model::FactoryAddress,
-    started: Instant,
-) -> model::Status {
-    let data = match read_small(&settings.data_state()).and_then(|t| DataState::parse(&t)) {
+/// Where `/data` is this boot, from init's record.
+pub fn data_status(settings: &Settings) -> model::DataStatus {
+    match read_small(&settings.data_state()).and_then(|t| DataState::parse(&t)) {
         Some(DataState::Persistent {
             device,
             formatted,
@@ -181,7 +180,16 @@ pub fn status(
             formatted_this_boot: false,
             detail: "init left no record of the data partition".into(),
         },
-    };
+    }
+}
+
+/// Collects `GET /status` from the run-time records and the kernel.
+pub fn status(
+    settings: &Settings,
+    factory: &model::FactoryAddress,
+    started: Instant,
+) -> model::Status {
+    let data = data_status(settings);
     let last_shutdown = read_small(&settings.last_shutdown())
         .and_then(|t| LastShutdown::parse(&t))
         .map(|s| model::LastShutdown {

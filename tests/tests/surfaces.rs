@@ -1,0 +1,81 @@
+//! The API's surfaces with a real agent in a namespace: each answers in its own shape and
+//! with its own auth (`/appliance/api/v1` and `/login/api/v1` JSON, `/api/command` XML,
+//! `/check_health` plain text with no login).
+
+use appliance_tests::api;
+use appliance_tests::lab::{Agent, Lab};
+use appliance_tests::vm::TestDir;
+use std::time::Duration;
+
+const LOCAL: &str = "127.0.0.1";
+
+fn get(agent: &Agent, path: &str, token: Option<&str>) -> (u16, String) {
+    let a = api::at_path(
+        &agent.host.ns,
+        LOCAL,
+        "GET",
+        path,
+        None,
+        token.map(str::to_string),
+        Duration::from_secs(10),
+    )
+    .expect("call");
+    (a.status, String::from_utf8_lossy(&a.body).into_owned())
+}
+
+#[test]
+fn each_surface_answers_in_its_own_shape() {
+    let dir = TestDir::new("surfaces");
+    let mut lab = Lab::new(dir.path.clone());
+    let host = lab.host(0x90);
+    let mut agent = Agent::start(&lab, &host, "agent", None);
+    agent.wait_api();
+
+    // The health probe needs no login and says only healthy or not.
+    assert_eq!(
+        get(&agent, "/check_health", None),
+        (200, "healthy\n".into())
+    );
+
+    // The vendor's command API: errors are XML in its namespace, auth errors included
+    // (the default password is changed first: until then every call answers 403).
+    let token = api::token(&agent.host.ns, LOCAL).expect("login");
+    let (status, body) = get(&agent, "/api/command?action=check_health", None);
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("<error xmlns=\"http://www.bomgar.com/namespaces/API/command\">"),
+        "{body}"
+    );
+    let (status, body) = get(&agent, "/api/command?action=no_such_thing", Some(&token));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("unknown action &quot;no_such_thing&quot;</error>"),
+        "{body}"
+    );
+
+    // The site's API is JSON behind the same login.
+    let (status, body) = get(&agent, "/login/api/v1/failover/status", None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"code\":\"unauthorized\""), "{body}");
+    let (status, body) = get(&agent, "/login/api/v1/nothing-here", Some(&token));
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("\"code\":\"not_found\""), "{body}");
+
+    // Outside every surface: a JSON 404, as before.
+    let (status, body) = get(&agent, "/elsewhere", None);
+    assert_eq!(
+        (status, body.contains("\"not_found\"")),
+        (404, true),
+        "{body}"
+    );
+
+    // A settings file that does not parse makes the appliance unhealthy, with no detail.
+    agent.kill();
+    std::fs::write(agent.data.join("config/appliance.toml"), "version = ").expect("write");
+    agent.restart();
+    agent.wait_api();
+    assert_eq!(
+        get(&agent, "/check_health", None),
+        (500, "not healthy\n".into())
+    );
+}
