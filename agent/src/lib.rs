@@ -2,7 +2,8 @@
 //!
 //! | module | concern |
 //! | --- | --- |
-//! | [`api`] | the HTTPS API: routes, errors, the JSON types `appliancectl` shares |
+//! | [`model`] | the shapes that travel (JSON bodies, the network schema, validated newtypes): below everything else |
+//! | [`api`] | the HTTPS API: one router per surface, errors |
 //! | [`admin`] | the admin account, sessions, API tokens, login limits |
 //! | [`system`] | status, power actions and factory reset (carried out by init) |
 //! | [`net`] | factory address, NICs, addresses, routes, DNS, through rtnetlink |
@@ -10,6 +11,8 @@
 //! | [`site`] | the site settings and files (`/data/site/`), what failover synchronises |
 //! | [`tls`] | the HTTPS identity: made on first boot, imported, exported |
 //! | [`store`] | atomic writes; `Document`, the typed, versioned settings file |
+//! | [`runtime`] | the long-running tasks: registered, restarted, stopped |
+//! | [`client`] | the HTTPS client with certificate pinning (`appliancectl`, the peer link) |
 //! | [`boot`] | the boot timeline |
 //! | [`cli`] | `appliancectl` |
 
@@ -21,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod model;
 pub mod net;
+pub mod runtime;
 pub mod settings;
 pub mod site;
 pub mod store;
@@ -28,7 +32,7 @@ pub mod system;
 pub mod tls;
 
 use settings::Settings;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,14 +65,16 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         tokio::task::spawn_blocking(move || tls::load_or_generate(&tls_dir, "appliance"));
     let config = Arc::new(config::ConfigStore::open(&settings.config_dir()));
     let site = Arc::new(site::SiteStore::open(&settings.site_dir()));
-    let factory = Arc::new(Mutex::new(model::FactoryAddress {
+    let (factory_tx, factory) = tokio::sync::watch::channel(model::FactoryAddress {
         state: if settings.factory_address {
             model::FactoryState::Starting
         } else {
             model::FactoryState::Disabled
         },
         ..Default::default()
-    }));
+    });
+    let factory_tx = Arc::new(factory_tx);
+    let mut tasks = runtime::Tasks::new();
     let nl = net::netlink::Netlink::open().map_err(AgentError::Netlink)?;
     // Restores a network change left unconfirmed, then reconciles in the background.
     let network = net::service::NetworkService::start(
@@ -81,11 +87,11 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         let service = net::factory_service::FactoryService {
             nl: nl.clone(),
             nic: settings.nic.clone(),
-            status: factory.clone(),
+            status: factory_tx.clone(),
             config: config.subscribe(),
             timeline: timeline.clone(),
         };
-        tokio::spawn(service.run());
+        tasks.spawn("factory-address", move || service.clone().run());
     }
     let (identity, origin) = tls_task.await??;
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(identity.server_config());
@@ -102,6 +108,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         settings: settings.clone(),
         started,
         factory,
+        tasks: tasks.status(),
         admin: Arc::new(admin::Admin::open(&settings.config_dir())),
         tls: tls.clone(),
         config,
@@ -120,6 +127,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
             }
         });
     }
+    let (stop_tasks, tasks_stopped) = tokio::sync::oneshot::channel::<()>();
     {
         let handle = handle.clone();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -130,14 +138,18 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
                 _ = tokio::signal::ctrl_c() => {},
             }
             tracing::info!("stopping");
+            let _ = stop_tasks.send(());
             handle.graceful_shutdown(Some(Duration::from_secs(1)));
         });
     }
+    let supervisor = tokio::spawn(tasks.supervise(async {
+        let _ = tasks_stopped.await;
+    }));
     let listener = bind(settings.listen).map_err(|source| AgentError::Serve {
         addr: settings.listen,
         source,
     })?;
-    axum_server::from_tcp_rustls(listener, tls)
+    let served = axum_server::from_tcp_rustls(listener, tls)
         .map_err(|source| AgentError::Serve {
             addr: settings.listen,
             source,
@@ -148,7 +160,9 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         .map_err(|source| AgentError::Serve {
             addr: settings.listen,
             source,
-        })
+        });
+    supervisor.abort();
+    served
 }
 
 /// Binds the API socket; `[::]` also takes IPv4 (dual stack), falling back to `0.0.0.0`

@@ -24,6 +24,15 @@ pub struct StoreError {
     pub source: io::Error,
 }
 
+/// Runs blocking file work (a write and its fsyncs) on the blocking pool, so a slow disk
+/// never stalls the async workers (and with them the API and, next, the heartbeats).
+pub async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// Replaces `path` with `contents` atomically and durably; `mode` applies to the new file.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), StoreError> {
     let wrap = |source| StoreError {

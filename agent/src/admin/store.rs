@@ -264,16 +264,20 @@ impl Admin {
             .await
             .map_err(|e| AuthError::Encode(e.to_string()))?
             .map_err(AuthError::Encode)?;
-        self.file.try_update(|f| {
-            let account = f.account.get_or_insert_with(|| Account {
-                username: username.into(),
-                password_hash: String::new(),
-                changed_unix: 0,
-            });
-            account.password_hash = hash;
-            account.changed_unix = unix_now();
-            Ok::<_, AuthError>(())
-        })?;
+        let (me, user) = (self.clone(), username.to_string());
+        crate::store::blocking(move || {
+            me.file.try_update(|f| {
+                let account = f.account.get_or_insert_with(|| Account {
+                    username: user,
+                    password_hash: String::new(),
+                    changed_unix: 0,
+                });
+                account.password_hash = hash;
+                account.changed_unix = unix_now();
+                Ok::<_, AuthError>(())
+            })
+        })
+        .await?;
         lock(&self.sessions).close_all();
         tracing::warn!(client = %ip, user = username, "admin password changed; every session ended");
         Ok(())

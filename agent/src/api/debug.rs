@@ -56,11 +56,16 @@ async fn put_data(
 ) -> Result<impl IntoResponse, ApiError> {
     enabled(&app)?;
     let path = data_path(&app, &rel)?;
-    if let Some(dir) = path.parent() {
-        store::ensure_dir(dir, 0o755).map_err(|e| ApiError::Internal(e.to_string()))?;
-    }
-    store::write_atomic(&path, &body, 0o644).map_err(|e| ApiError::Internal(e.to_string()))?;
-    tracing::warn!(path = %path.display(), bytes = body.len(), "debug hook: wrote a data file");
+    let (target, len) = (path.clone(), body.len());
+    store::blocking(move || {
+        if let Some(dir) = target.parent() {
+            store::ensure_dir(dir, 0o755)?;
+        }
+        store::write_atomic(&target, &body, 0o644)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    tracing::warn!(path = %path.display(), bytes = len, "debug hook: wrote a data file");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -38,8 +38,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::watch;
 
 /// The appliance's own API (`/appliance`).
 pub const PREFIX: &str = "/appliance/api/v1";
@@ -174,7 +175,10 @@ pub(crate) fn parse_required<T: DeserializeOwned>(body: &Bytes) -> Result<T, Api
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub started: Instant,
-    pub factory: Arc<Mutex<model::FactoryAddress>>,
+    /// The factory address as its service last published it.
+    pub factory: watch::Receiver<model::FactoryAddress>,
+    /// The agent's long-running tasks.
+    pub tasks: watch::Receiver<Vec<model::TaskStatus>>,
     pub power: Power,
     /// The local settings.
     pub config: Arc<crate::config::ConfigStore>,
@@ -190,6 +194,7 @@ pub struct AppState {
 async fn status(State(app): State<AppState>) -> Json<model::Status> {
     let mut s = crate::system::status(&app.settings, &network::factory_snapshot(&app), app.started);
     s.config_error = app.config.load_error();
+    s.agent.tasks = app.tasks.borrow().clone();
     Json(s)
 }
 

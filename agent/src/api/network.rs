@@ -8,10 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 pub fn factory_snapshot(app: &AppState) -> model::FactoryAddress {
-    app.factory
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
+    app.factory.borrow().clone()
 }
 
 async fn get_factory(State(app): State<AppState>) -> Json<model::FactoryAddress> {

@@ -81,7 +81,10 @@ async fn create_token(
             "expires_in_days must be at least 1 (leave it out for no expiry)".into(),
         ));
     }
-    let token = app.admin.create_token(&req.name, req.expires_in_days)?;
+    let admin = app.admin.clone();
+    let name = req.name.clone();
+    let token =
+        crate::store::blocking(move || admin.create_token(&name, req.expires_in_days)).await?;
     Ok((
         StatusCode::CREATED,
         Json(model::NewApiToken {
@@ -95,7 +98,9 @@ async fn delete_token(
     State(app): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app.admin.delete_token(&name)?;
+    let admin = app.admin.clone();
+    let gone = name.clone();
+    crate::store::blocking(move || admin.delete_token(&gone)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -159,15 +164,16 @@ async fn import_certificate(
     body: Bytes,
 ) -> Result<Json<model::CertificateInfo>, ApiError> {
     let req: model::CertificateImport = super::parse_required(&body)?;
-    let id = tokio::task::spawn_blocking(move || {
-        crate::tls::Identity::from_pem(&req.chain_pem, &req.key_pem, req.passphrase.as_deref())
+    let dir = app.settings.tls_dir();
+    let (id, info) = crate::store::blocking(move || {
+        let id =
+            crate::tls::Identity::from_pem(&req.chain_pem, &req.key_pem, req.passphrase.as_deref())
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let info = id.info().map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        crate::tls::save(&dir, &id).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok::<_, ApiError>((id, info))
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let info = id.info().map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    crate::tls::save(&app.settings.tls_dir(), &id)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    .await?;
     app.tls.reload_from_config(id.server_config());
     tracing::warn!(subject = %info.subject, fingerprint = %info.sha256_fingerprint, "HTTPS certificate replaced");
     Ok(Json(info))

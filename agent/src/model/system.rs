@@ -107,6 +107,20 @@ pub struct AgentStatus {
     pub rss_kib: Option<u64>,
     /// Resident memory of init (PID 1), in KiB, when the agent runs under it.
     pub init_rss_kib: Option<u64>,
+    /// The agent's long-running tasks.
+    #[serde(default)]
+    pub tasks: Vec<TaskStatus>,
+}
+
+/// One of the agent's long-running tasks (`runtime::Tasks`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskStatus {
+    pub name: String,
+    pub running: bool,
+    /// How often it ended or panicked and was started again.
+    pub restarts: u32,
+    /// How its last run ended (`ended`, `panicked`), if it was restarted.
+    pub last_exit: Option<String>,
 }
 
 /// `POST /appliance/api/v1/system/{shutdown,reboot}` (the body is optional).

@@ -11,25 +11,26 @@ use crate::model::unix_now;
 use crate::model::{FactoryAddress, FactoryConflict, FactoryState};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 /// How long to wait before trying again after an error (NIC missing, socket failed).
 const RETRY: Duration = Duration::from_secs(5);
 
+#[derive(Clone)]
 pub struct FactoryService {
     pub nl: Netlink,
     /// The NIC to use; `None` picks the first Ethernet NIC.
     pub nic: Option<String>,
-    pub status: Arc<Mutex<FactoryAddress>>,
+    pub status: Arc<watch::Sender<FactoryAddress>>,
     pub config: watch::Receiver<Config>,
     pub timeline: PathBuf,
 }
 
 impl FactoryService {
     fn publish(&self, update: impl FnOnce(&mut FactoryAddress)) {
-        update(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+        self.status.send_modify(update);
     }
 
     /// Runs for the agent's lifetime.

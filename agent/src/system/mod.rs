@@ -221,6 +221,7 @@ pub fn status(
             init_rss_kib: (nix::unistd::getppid().as_raw() == 1)
                 .then(|| rss_kib("1"))
                 .flatten(),
+            tasks: Vec::new(),
         },
         basics: basics::basics(&settings.data_dir.join("config")),
         erase_report: read_small(&settings.run_dir.join("erase-report"))
