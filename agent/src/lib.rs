@@ -67,12 +67,17 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     }));
     let nl = net::netlink::Netlink::open().map_err(AgentError::Netlink)?;
     // Restores a network change left unconfirmed, then reconciles in the background.
+    let kernel = net::kernel::LiveKernel::start(nl.clone(), settings.resolv_conf.clone());
     let network = net::service::NetworkService::start(
         config.clone(),
         settings.data_dir.join("config"),
-        nl.clone(),
-        settings.resolv_conf.clone(),
+        kernel.clone(),
     );
+    let factory_control = Arc::new(net::factory_control::FactoryControl::new(
+        config.clone(),
+        kernel,
+        factory.clone(),
+    ));
     if settings.factory_address {
         let service = net::factory_service::FactoryService {
             nl: nl.clone(),
@@ -101,7 +106,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         admin: Arc::new(admin::Admin::open(&settings.data_dir.join("config"))),
         tls: tls.clone(),
         config,
-        nl,
+        factory_control,
         network,
     };
     let handle = axum_server::Handle::new();

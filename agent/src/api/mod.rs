@@ -12,6 +12,7 @@ mod network;
 mod system;
 pub mod types;
 
+use crate::net::factory_control::FactoryError;
 use crate::net::model::ValidationError;
 use crate::net::service::ChangeError;
 use crate::net::utilities::UtilityError;
@@ -50,6 +51,8 @@ pub enum ApiError {
     Network(#[from] ChangeError),
     #[error(transparent)]
     NetworkTest(#[from] UtilityError),
+    #[error(transparent)]
+    Factory(#[from] FactoryError),
 }
 
 impl ApiError {
@@ -95,6 +98,13 @@ impl ApiError {
             }
             ApiError::NetworkTest(UtilityError::BadInput(_)) => {
                 (StatusCode::BAD_REQUEST, "bad_request")
+            }
+            ApiError::Factory(FactoryError::NothingToChange) => {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            }
+            ApiError::Factory(FactoryError::WouldLockOut) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Factory(FactoryError::Kernel(_) | FactoryError::Config(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         }
     }
@@ -142,7 +152,8 @@ pub struct AppState {
     pub admin: Arc<crate::admin::Admin>,
     /// The live TLS configuration, reloaded when a certificate is imported.
     pub tls: axum_server::tls_rustls::RustlsConfig,
-    pub nl: crate::net::netlink::Netlink,
+    /// Turns the factory address on and off (the rule against locking oneself out).
+    pub factory_control: Arc<crate::net::factory_control::FactoryControl>,
     pub network: crate::net::service::NetworkService,
 }
 
