@@ -77,12 +77,14 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let mut tasks = runtime::Tasks::new();
     let nl = net::netlink::Netlink::open().map_err(AgentError::Netlink)?;
     // Restores a network change left unconfirmed, then reconciles in the background.
-    let network = net::service::NetworkService::start(
+    let kernel = net::kernel::LiveKernel::start(nl.clone(), settings.resolv_conf.clone());
+    let network =
+        net::service::NetworkService::start(config.clone(), settings.config_dir(), kernel.clone());
+    let factory_control = Arc::new(net::factory_control::FactoryControl::new(
         config.clone(),
-        settings.config_dir(),
-        nl.clone(),
-        settings.resolv_conf.clone(),
-    );
+        kernel,
+        factory.clone(),
+    ));
     if settings.factory_address {
         let service = net::factory_service::FactoryService {
             nl: nl.clone(),
@@ -113,7 +115,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         tls: tls.clone(),
         config,
         site,
-        nl,
+        factory_control,
         network,
     };
     let handle = axum_server::Handle::new();

@@ -5,6 +5,7 @@
 //! under `out/test-logs/<test>/`; logs of a failed test are kept and their tail printed.
 
 pub mod api;
+pub mod capture;
 pub mod lab;
 pub mod netns;
 pub mod qmp;
@@ -50,12 +51,19 @@ pub fn crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// A short name unique to this process and call, for namespaces and taps.
+/// A short name unique to this process and call, for namespaces and taps. With
+/// `$APPLIANCE_NETNS_PREFIX` set (letters and digits, at most 6), every name starts with
+/// it, so runs from several checkouts on one machine never share a name and each can
+/// find and remove what it left.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
+    let run = std::env::var("APPLIANCE_NETNS_PREFIX")
+        .ok()
+        .filter(|p| p.len() <= 6 && p.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or_default();
     format!(
-        "{prefix}{}-{}",
+        "{run}{prefix}{}-{}",
         std::process::id() % 100_000,
         N.fetch_add(1, Ordering::Relaxed)
     )

@@ -27,6 +27,7 @@ mod system;
 use crate::config::ConfigError;
 use crate::model;
 use crate::model::netconfig::ValidationError;
+use crate::net::factory_control::FactoryError;
 use crate::net::service::ChangeError;
 use crate::net::utilities::UtilityError;
 use crate::settings::Settings;
@@ -70,6 +71,8 @@ pub enum ApiError {
     NetworkTest(#[from] UtilityError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Factory(#[from] FactoryError),
 }
 
 impl ApiError {
@@ -121,6 +124,13 @@ impl ApiError {
             | ApiError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::NetworkTest(UtilityError::BadInput(_)) => {
                 (StatusCode::BAD_REQUEST, "bad_request")
+            }
+            ApiError::Factory(FactoryError::NothingToChange) => {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            }
+            ApiError::Factory(FactoryError::WouldLockOut) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Factory(FactoryError::Kernel(_) | FactoryError::Config(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         }
     }
@@ -187,7 +197,8 @@ pub struct AppState {
     pub admin: Arc<crate::admin::Admin>,
     /// The live TLS configuration, reloaded when a certificate is imported.
     pub tls: axum_server::tls_rustls::RustlsConfig,
-    pub nl: crate::net::netlink::Netlink,
+    /// Turns the factory address on and off (the rule against locking oneself out).
+    pub factory_control: Arc<crate::net::factory_control::FactoryControl>,
     pub network: crate::net::service::NetworkService,
 }
 

@@ -245,7 +245,7 @@ async fn put_dns(State(app): State<AppState>, RawQuery(q): RawQuery, body: Bytes
 }
 
 async fn hostname(State(app): State<AppState>) -> Json<HostnameView> {
-    Json(app.network.hostname())
+    Json(app.network.hostname().await)
 }
 
 async fn put_hostname(State(app): State<AppState>, RawQuery(q): RawQuery, body: Bytes) -> Changed {

@@ -21,39 +21,7 @@ async fn put_factory(
     body: Bytes,
 ) -> Result<Json<model::FactoryAddress>, ApiError> {
     let update: model::FactoryAddressUpdate = parse_body(&body)?;
-    if update.enabled.is_none() && update.timing.is_none() {
-        return Err(ApiError::BadRequest(
-            "nothing to change: give \"enabled\" and/or \"timing\"".into(),
-        ));
-    }
-    if update.enabled == Some(false) && app.config.current().factory_address.enabled {
-        let other = crate::net::has_other_ipv4(&app.nl)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        if !other {
-            return Err(ApiError::Conflict(
-                "refusing to turn off the factory address: no other IPv4 address is configured, so the \
-                 appliance would become unreachable; add an address first"
-                    .into(),
-            ));
-        }
-    }
-    app.config
-        .update(|c| {
-            if let Some(e) = update.enabled {
-                c.factory_address.enabled = e;
-            }
-            if let Some(t) = update.timing {
-                c.factory_address.timing = t;
-            }
-        })
-        .map_err(ApiError::Config)?;
-    tracing::info!(enabled = ?update.enabled, timing = ?update.timing.map(|t| t.as_str()), "factory address settings changed");
-    let mut snapshot = factory_snapshot(&app);
-    let cfg = app.config.current().factory_address;
-    snapshot.enabled = cfg.enabled;
-    snapshot.timing = cfg.timing;
-    Ok(Json(snapshot))
+    Ok(Json(app.factory_control.set(&update).await?))
 }
 
 pub fn routes() -> Router<AppState> {

@@ -3,6 +3,7 @@
 //! [`NetworkConfig`](crate::model::netconfig::NetworkConfig), the same schema as the file.
 
 use crate::model::netconfig::{Family, Hostname, NetworkConfig};
+use crate::model::ConflictKind;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -275,6 +276,14 @@ pub struct AddressConflict {
     pub mac: String,
     /// Seconds since the epoch.
     pub unix_time: u64,
+    /// `in-use` (another host answered our probe: not added, or the change refused) or
+    /// `defended` (another host claimed an address we hold: we announced it and kept it).
+    #[serde(default = "in_use")]
+    pub kind: ConflictKind,
+}
+
+fn in_use() -> ConflictKind {
+    ConflictKind::InUse
 }
 
 /// The outcome of the last reconciliation.

@@ -224,6 +224,16 @@ impl Acd {
         }
     }
 
+    /// A machine for an address already probed and on the interface (a static address
+    /// the reconciler added): it starts bound, only defending (RFC 5227 §2.4).
+    pub fn holding(addr: Ipv4Addr, mac: Mac, timing: Timing, policy: DefendPolicy) -> Acd {
+        Acd {
+            state: State::Bound,
+            configured: true,
+            ..Acd::new(addr, mac, timing, policy, true)
+        }
+    }
+
     pub fn state(&self) -> State {
         self.state
     }
@@ -605,6 +615,37 @@ mod tests {
             [Action::Conflict(_)]
         ));
         assert_eq!(f.state(), State::Bound);
+    }
+
+    #[test]
+    fn a_holding_machine_defends_at_most_once_per_interval_and_keeps_the_address() {
+        let mut acd = Acd::holding(ADDR, OURS, Timing::FAST, DefendPolicy::Forever);
+        assert_eq!(acd.state(), State::Bound);
+        assert_eq!(
+            acd.deadline(),
+            None,
+            "nothing to send until someone claims it"
+        );
+        let defended = |t| Conflict {
+            kind: ConflictKind::Defended,
+            mac: HIGHER,
+            at: s(t),
+        };
+        assert_eq!(
+            acd.on_arp(s(1.0), &reply_from(HIGHER, ADDR)),
+            vec![Action::SendAnnouncement, Action::Conflict(defended(1.0))]
+        );
+        assert_eq!(
+            acd.on_arp(s(5.0), &reply_from(HIGHER, ADDR)),
+            vec![Action::Conflict(defended(5.0))],
+            "within DEFEND_INTERVAL: not answered again"
+        );
+        assert_eq!(
+            acd.on_arp(s(11.5), &reply_from(HIGHER, ADDR))[0],
+            Action::SendAnnouncement
+        );
+        assert!(acd.on_arp(s(12.0), &reply_from(OURS, ADDR)).is_empty());
+        assert_eq!(acd.state(), State::Bound);
     }
 
     #[test]

@@ -1,22 +1,69 @@
 //! The real [`Kernel`]: rtnetlink for links, addresses and routes, `sethostname(2)`, an
-//! atomic write of resolv.conf, and ARP probes on raw sockets.
+//! atomic write of resolv.conf, ARP probes on raw sockets, announcements ([`announce`])
+//! and the defence of static addresses ([`defence`], a task of its own).
 
-use super::netlink::Netlink;
-use super::reconcile::{Actual, AddressState, Kernel, LinkState, Op, ProbeOutcome, ROUTE_PROTOCOL};
-use super::{probe, NetError};
+use super::defence::{self, Defended};
+use super::netlink::{Link, Netlink};
+use super::reconcile::{
+    Actual, AddressState, ConflictHistory, Kernel, LinkState, Op, ProbeOutcome, ROUTE_PROTOCOL,
+};
+use super::{announce, probe, NetError};
 use crate::model::netconfig::IpCidr;
 use crate::store;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
 
 #[derive(Clone)]
 pub struct LiveKernel {
-    pub nl: Netlink,
+    nl: Netlink,
     /// Where resolv.conf is written (`/etc/resolv.conf` on the appliance).
-    pub resolv_conf: PathBuf,
+    resolv_conf: PathBuf,
+    defend: Arc<watch::Sender<Vec<Defended>>>,
+    history: ConflictHistory,
+}
+
+impl LiveKernel {
+    /// The kernel behind `nl`, with the defence of static addresses running in the
+    /// background (it records what it defends in [`LiveKernel::history`]).
+    pub fn start(nl: Netlink, resolv_conf: PathBuf) -> LiveKernel {
+        let (tx, rx) = watch::channel(Vec::new());
+        let history = ConflictHistory::default();
+        tokio::spawn(defence::run(nl.clone(), rx, history.clone()));
+        LiveKernel {
+            nl,
+            resolv_conf,
+            defend: Arc::new(tx),
+            history,
+        }
+    }
+
+    /// The conflict history the defence writes to; the reconciler shares it.
+    pub fn history(&self) -> ConflictHistory {
+        self.history.clone()
+    }
 }
 
 impl Kernel for LiveKernel {
+    async fn links(&self) -> Result<Vec<Link>, NetError> {
+        Ok(self.nl.links().await?)
+    }
+
+    async fn announce(&self, index: u32, address: IpAddr) -> Result<(), NetError> {
+        announce::announce(&self.nl, index, address).await
+    }
+
+    fn defend(&self, addresses: &[Defended]) {
+        self.defend.send_if_modified(|d| {
+            let changed = d.as_slice() != addresses;
+            if changed {
+                *d = addresses.to_vec();
+            }
+            changed
+        });
+    }
+
     async fn snapshot(&self) -> Result<Actual, NetError> {
         let links = self
             .nl
@@ -75,8 +122,17 @@ impl Kernel for LiveKernel {
                 self.nl
                     .add_address(*index, address.ip(), address.prefix())
                     .await?;
-                if let IpAddr::V4(v4) = address.ip() {
-                    probe::announce_ipv4(&self.nl, *index, v4).await?;
+                match address.ip() {
+                    IpAddr::V4(_) => announce::announce(&self.nl, *index, address.ip()).await?,
+                    // The advertisement waits for DAD: not while the pass waits.
+                    IpAddr::V6(_) => {
+                        let (nl, index, ip) = (self.nl.clone(), *index, address.ip());
+                        tokio::spawn(async move {
+                            if let Err(e) = announce::announce(&nl, index, ip).await {
+                                tracing::warn!(address = %ip, error = %e, "cannot advertise an IPv6 address");
+                            }
+                        });
+                    }
                 }
             }
             Op::AddRoute {

@@ -3,25 +3,35 @@
 //! - [`acd`]: RFC 5227 conflict detection for one address (pure state machine);
 //! - [`factory`]: choosing the factory address among 169.254.1.x (pure state machine);
 //! - [`factory_service`]: running it with a raw ARP socket ([`arp`]) and [`netlink`];
+//!   [`factory_control`]: turning it on and off (never off without another IPv4 address);
 //! - [`model`]: the static configuration (addresses, gateways, routes, DNS, host name)
 //!   and its validation; [`changes`]: the typed changes made to it;
 //! - [`reconcile`]: planning desired vs actual into ordered kernel operations, and
 //!   carrying them out through the [`reconcile::Kernel`] seam ([`kernel`] is the real
-//!   one; [`probe`] the RFC 5227 probe each static IPv4 address passes first);
+//!   one; [`probe`] the RFC 5227 probe each static IPv4 address passes first,
+//!   [`announce`] the gratuitous ARP and neighbour advertisements after an add,
+//!   [`defence`] the RFC 5227 §2.4 defence of static IPv4 addresses); [`overlay`]: the
+//!   addresses another part of the agent (failover) holds or withholds at run time;
 //! - [`service`]: changes, confirmation windows and rollback ([`rollback`]), and the
 //!   reconcile loop; [`inventory`]: the NIC list;
 //! - [`utilities`]: TCP test, ping ([`icmp`]) and DNS lookup from the appliance.
 
 pub mod acd;
+pub mod announce;
 pub mod arp;
 pub mod changes;
+pub mod defence;
 pub mod factory;
+pub mod factory_control;
 pub mod factory_service;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod icmp;
 pub mod inventory;
 pub mod kernel;
 
 pub mod netlink;
+pub mod overlay;
 pub mod probe;
 pub mod reconcile;
 pub mod rollback;
@@ -47,6 +57,8 @@ pub enum NetError {
     NoMac(String),
     #[error("raw ARP socket: {0}")]
     Arp(#[source] std::io::Error),
+    #[error("cannot send a neighbour advertisement: {0}")]
+    Announce(#[source] std::io::Error),
     #[error("the kernel stopped sending link events")]
     EventsEnded,
     #[error("cannot set the host name: {0}")]
@@ -68,24 +80,6 @@ pub fn pick_factory_nic<'a>(links: &'a [Link], wanted: Option<&str>) -> Result<&
             .min_by_key(|l| l.index)
             .ok_or(NetError::NoNic),
     }
-}
-
-/// Whether some interface has an IPv4 address other than a factory or loopback one: the
-/// factory address may be turned off only then, or the administrator would be locked out.
-pub async fn has_other_ipv4(nl: &netlink::Netlink) -> Result<bool, NetError> {
-    for link in nl.links().await? {
-        if link.loopback {
-            continue;
-        }
-        for a in nl.addresses(link.index).await? {
-            if let std::net::IpAddr::V4(v4) = a.ip {
-                if !factory::in_factory_range(v4) && !v4.is_loopback() {
-                    return Ok(true);
-                }
-            }
-        }
-    }
-    Ok(false)
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
-//! A one-shot RFC 5227 probe for a static IPv4 address, and the announcement after it.
+//! A one-shot RFC 5227 probe for a static IPv4 address.
 //!
 //! Runs the [`Acd`] state machine with the `fast` timing (three probes, about 0.3 s) on a
 //! raw ARP socket until it either would claim the address (nobody answered: free) or
-//! reports a conflict (another host has it). Static addresses are announced once they
-//! are added; they are not defended afterwards (the factory address is).
+//! reports a conflict (another host has it). Once added, static addresses are announced
+//! ([`super::announce`]) and defended ([`super::defence`]).
 
 use super::acd::{Acd, Action, DefendPolicy, Timing, XorShift};
 use super::arp::{ArpFrame, ArpSocket};
@@ -81,22 +81,4 @@ pub async fn probe_ipv4(
             }
         }
     }
-}
-
-/// Announces `addr` now and once more after the announce interval (RFC 5227 §2.3), so
-/// neighbours update their ARP caches.
-pub async fn announce_ipv4(nl: &Netlink, index: u32, addr: Ipv4Addr) -> Result<(), NetError> {
-    let Some(mac) = nl.link(index).await?.and_then(|l| l.mac) else {
-        return Ok(());
-    };
-    let sock = ArpSocket::open(index).map_err(NetError::Arp)?;
-    let frame = ArpFrame::announcement(mac, addr);
-    if let Err(e) = sock.send(&frame).await {
-        tracing::debug!(error = %e, "cannot send an ARP announcement");
-    }
-    tokio::spawn(async move {
-        tokio::time::sleep(Timing::FAST.announce_interval).await;
-        let _ = sock.send(&frame).await;
-    });
-    Ok(())
 }

@@ -7,27 +7,42 @@
 //! carries a plan out through a [`Kernel`], the seam in front of netlink that unit tests
 //! replace with a recording fake, and keeps the last [`ReconcileReport`].
 //!
-//! What the reconciler owns, and so repairs or removes:
-//! - the NICs named in the configuration (admin state up, exactly the enabled addresses);
-//! - routes in the main table tagged with [`ROUTE_PROTOCOL`] (its own);
-//! - the host name and resolv.conf, once the configuration sets them.
+//! Who owns an address decides what the reconciler does with it ([`owner`]), first rule
+//! that matches:
+//! 1. [`Owner::Overlay`]: the run-time [`AddressOverlay`] names it (the failover agent's
+//!    shared addresses): added while held, removed while withheld, whatever the
+//!    configuration says; on any NIC that is present, named in the configuration or not.
+//! 2. [`Owner::Factory`]: 169.254.1.0/24, run by `factory_service`: left alone.
+//! 3. [`Owner::Kernel`]: IPv6 link-local and autoconfigured addresses: left alone.
+//! 4. [`Owner::Config`]: anything else on a NIC the configuration names: exactly the
+//!    enabled addresses are kept, the rest removed.
 //!
-//! What it leaves alone: NICs the configuration does not name, the factory address
-//! (169.254.1.0/24, owned by `factory_service`), addresses the kernel makes itself (IPv6
-//! link-local and autoconfigured ones), and every route it did not install.
+//! Besides addresses it owns the NICs named in the configuration (admin state up), routes
+//! in the main table tagged with [`ROUTE_PROTOCOL`], and the host name and resolv.conf
+//! once the configuration sets them. NICs the configuration does not name and every route
+//! it did not install are left alone.
 //!
-//! Every IPv4 address goes through RFC 5227 conflict detection (a short ARP probe) before
-//! it is added; one that another host answers for is not added, and is reported and tried
-//! again no sooner than [`CONFLICT_RETRY`]. A NIC without carrier cannot be probed: its
-//! IPv4 addresses wait for the link.
+//! Every configured IPv4 address goes through RFC 5227 conflict detection (a short ARP
+//! probe) before it is added; one that another host answers for is not added, and is
+//! reported and tried again no sooner than [`CONFLICT_RETRY`]. A NIC without carrier
+//! cannot be probed: its IPv4 addresses wait for the link. A held overlay address is
+//! probed only if its claim asks for it ([`Probe::First`]). Once on the NIC, configured
+//! IPv4 addresses are defended (RFC 5227 §2.4, see [`super::defence`]): after each pass
+//! the reconciler tells the kernel which ones ([`Kernel::defend`]); overlay addresses are
+//! never among them.
 
-use super::netlink::Route;
+use super::acd::ConflictKind;
+use super::defence::Defended;
+use super::netlink::{Link, Route};
+use super::overlay::{AddressOverlay, Claim, OverlayHandle, Probe};
 use super::NetError;
 use crate::model::netconfig::{IpCidr, NetworkConfig};
-use crate::model::{unix_now, AddressConflict, Difference, ReconcileReport};
-use std::collections::HashMap;
+pub use crate::model::AddressConflict;
+use crate::model::{unix_now, Difference, ReconcileReport};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// `rtm_protocol` of the routes the agent installs (`proto 200` in `ip route`), so it
@@ -83,6 +98,8 @@ pub struct Desired {
     pub hostname: Option<String>,
     /// The resolv.conf text; `None` leaves the file alone.
     pub resolv_conf: Option<String>,
+    /// What other parts of the agent hold or withhold at run time.
+    pub overlay: AddressOverlay,
 }
 
 /// One change to the kernel, in the order a plan lists them.
@@ -102,6 +119,9 @@ pub enum Op {
         index: u32,
         nic: String,
         address: IpCidr,
+        /// Probe (RFC 5227) before adding: every configured IPv4 address; a held overlay
+        /// address only if its claim asks for it. IPv6 relies on the kernel's DAD.
+        probe: bool,
     },
     AddRoute {
         destination: IpCidr,
@@ -158,13 +178,35 @@ impl Op {
 pub struct Plan {
     pub ops: Vec<Op>,
     pub unresolved: Vec<Difference>,
+    /// Configured IPv4 addresses to defend once they are on their NIC (present now or
+    /// added by this plan); overlay and factory addresses are never listed.
+    pub defend: Vec<Defended>,
 }
 
-/// Addresses the reconciler never removes from a NIC it manages.
-pub fn kept(a: &AddressState) -> bool {
+/// Who decides about an address on a NIC (see the module doc for the rules).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// The run-time overlay (the failover agent's shared addresses).
+    Overlay,
+    /// The factory address service (169.254.1.0/24).
+    Factory,
+    /// The kernel itself (IPv6 link-local and autoconfigured addresses).
+    Kernel,
+    /// The configuration.
+    Config,
+}
+
+/// Who owns `a`, present on `nic`.
+pub fn owner(nic: &str, a: &AddressState, overlay: &AddressOverlay) -> Owner {
+    if overlay.covers(nic, &a.address) {
+        return Owner::Overlay;
+    }
     match a.address.ip() {
-        IpAddr::V4(v4) => super::factory::in_factory_range(v4),
-        IpAddr::V6(v6) => crate::model::netconfig::is_link_local_v6(v6) || !a.permanent,
+        IpAddr::V4(v4) if super::factory::in_factory_range(v4) => Owner::Factory,
+        IpAddr::V6(v6) if crate::model::netconfig::is_link_local_v6(v6) || !a.permanent => {
+            Owner::Kernel
+        }
+        _ => Owner::Config,
     }
 }
 
@@ -217,6 +259,8 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
         }
     }
 
+    let overlay = &desired.overlay;
+    let mut defend = Vec::new();
     for (iface, link) in &managed {
         let present: Vec<&AddressState> = actual
             .addresses
@@ -228,7 +272,7 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
                 .addresses
                 .iter()
                 .any(|a| a.enabled && a.address == p.address);
-            if !wanted && !kept(p) {
+            if !wanted && owner(&link.name, p, overlay) == Owner::Config {
                 del_addresses.push(Op::DelAddress {
                     index: link.index,
                     nic: link.name.clone(),
@@ -237,19 +281,65 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
             }
         }
         for want in iface.addresses.iter().filter(|a| a.enabled) {
+            if overlay.covers(&link.name, &want.address) {
+                continue;
+            }
+            if let IpAddr::V4(v4) = want.address.ip() {
+                if !super::factory::in_factory_range(v4) {
+                    defend.push(Defended {
+                        index: link.index,
+                        nic: link.name.clone(),
+                        address: v4,
+                    });
+                }
+            }
             match present.iter().find(|p| p.address == want.address) {
                 None => add_addresses.push(Op::AddAddress {
                     index: link.index,
                     nic: link.name.clone(),
                     address: want.address,
+                    probe: want.address.ip().is_ipv4(),
                 }),
-                Some(p) if p.dad_failed => unresolved.push(Difference::new(
-                    format!("{} on {}", want.address, link.name),
-                    "IPv6 duplicate address detection failed: another host on the link uses \
-                     this address",
-                )),
+                Some(p) if p.dad_failed => unresolved.push(dad_failed(&want.address, &link.name)),
                 Some(_) => {}
             }
+        }
+    }
+
+    for (nic, address, claim) in overlay.iter() {
+        let Some(link) = actual
+            .links
+            .iter()
+            .find(|l| l.name == nic.as_str() && !l.loopback)
+        else {
+            if matches!(claim, Claim::Held { .. }) {
+                unresolved.push(Difference::new(
+                    format!("{address} on {nic}"),
+                    "held at run time, but the interface is not present",
+                ));
+            }
+            continue;
+        };
+        let present = actual
+            .addresses
+            .iter()
+            .find(|a| a.index == link.index && a.address == *address);
+        match (claim, present) {
+            (Claim::Held { probe }, None) => add_addresses.push(Op::AddAddress {
+                index: link.index,
+                nic: link.name.clone(),
+                address: *address,
+                probe: probe == Probe::First && address.ip().is_ipv4(),
+            }),
+            (Claim::Held { .. }, Some(p)) if p.dad_failed => {
+                unresolved.push(dad_failed(address, &link.name))
+            }
+            (Claim::Withheld, Some(_)) => del_addresses.push(Op::DelAddress {
+                index: link.index,
+                nic: link.name.clone(),
+                address: *address,
+            }),
+            _ => {}
         }
     }
 
@@ -308,7 +398,18 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
             ops.push(Op::WriteResolvConf(text.clone()));
         }
     }
-    Plan { ops, unresolved }
+    Plan {
+        ops,
+        unresolved,
+        defend,
+    }
+}
+
+fn dad_failed(address: &IpCidr, nic: &str) -> Difference {
+    Difference::new(
+        format!("{address} on {nic}"),
+        "IPv6 duplicate address detection failed: another host on the link uses this address",
+    )
 }
 
 /// The answer to an ARP probe for an address.
@@ -322,9 +423,12 @@ pub enum ProbeOutcome {
     NoLink,
 }
 
-/// The kernel as the reconciler sees it: a snapshot, the ops, and ARP probes.
-pub trait Kernel: Send + Sync {
+/// The kernel as the network service sees it: snapshots, the ops, ARP probes and
+/// announcements, and the set of addresses to defend.
+pub trait Kernel: Send + Sync + 'static {
     fn snapshot(&self) -> impl Future<Output = Result<Actual, NetError>> + Send;
+    /// Every link with its hardware facts (MAC, MTU, kind), for the inventory.
+    fn links(&self) -> impl Future<Output = Result<Vec<Link>, NetError>> + Send;
     /// Carries out one op (not the probe before an IPv4 address: see `probe_ipv4`).
     fn apply(&self, op: &Op) -> impl Future<Output = Result<(), NetError>> + Send;
     fn probe_ipv4(
@@ -332,6 +436,54 @@ pub trait Kernel: Send + Sync {
         index: u32,
         addr: Ipv4Addr,
     ) -> impl Future<Output = Result<ProbeOutcome, NetError>> + Send;
+    /// Tells the neighbours that `address` is on interface `index` now (gratuitous ARP,
+    /// or an unsolicited neighbour advertisement once DAD is done).
+    fn announce(
+        &self,
+        index: u32,
+        address: IpAddr,
+    ) -> impl Future<Output = Result<(), NetError>> + Send;
+    /// From now on, defend exactly these addresses against other hosts' claims.
+    fn defend(&self, addresses: &[Defended]);
+}
+
+impl AddressConflict {
+    pub fn new(nic: &str, address: Ipv4Addr, mac: &Mac, kind: ConflictKind) -> AddressConflict {
+        AddressConflict {
+            nic: nic.to_string(),
+            address: address.to_string(),
+            mac: super::arp::format_mac(mac),
+            unix_time: unix_now(),
+            kind,
+        }
+    }
+}
+
+/// How many conflicts the history keeps.
+const HISTORY: usize = 32;
+
+/// Every conflict seen, oldest first, at most 32; shared by the reconciler and the
+/// defence of addresses it added.
+#[derive(Clone, Default)]
+pub struct ConflictHistory(Arc<std::sync::Mutex<VecDeque<AddressConflict>>>);
+
+impl ConflictHistory {
+    pub fn record(&self, c: &AddressConflict) {
+        let mut h = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if h.len() == HISTORY {
+            h.pop_front();
+        }
+        h.push_back(c.clone());
+    }
+
+    pub fn list(&self) -> Vec<AddressConflict> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
 }
 
 #[derive(Default)]
@@ -344,43 +496,44 @@ struct State {
     cleared: HashMap<(u32, Ipv4Addr), Instant>,
 }
 
-/// How many conflicts the history keeps.
-const HISTORY: usize = 32;
-
 /// Runs plans against a [`Kernel`], one at a time, and keeps the last report.
 pub struct Reconciler<K> {
     kernel: K,
     state: tokio::sync::Mutex<State>,
     last: std::sync::Mutex<ReconcileReport>,
-    history: std::sync::Mutex<std::collections::VecDeque<AddressConflict>>,
+    history: ConflictHistory,
+    overlay: OverlayHandle,
 }
 
 impl<K: Kernel> Reconciler<K> {
     pub fn new(kernel: K) -> Reconciler<K> {
+        Reconciler::with_history(kernel, ConflictHistory::default())
+    }
+
+    /// A reconciler whose conflict history is shared with `kernel`'s defence.
+    pub fn with_history(kernel: K, history: ConflictHistory) -> Reconciler<K> {
         Reconciler {
             kernel,
             state: tokio::sync::Mutex::new(State::default()),
             last: std::sync::Mutex::new(ReconcileReport::default()),
-            history: std::sync::Mutex::new(Default::default()),
+            history,
+            overlay: OverlayHandle::new(),
         }
     }
 
-    /// Every conflict seen (refused changes included), oldest first, at most 32.
+    /// Every conflict seen (refused changes and defences included), oldest first, at
+    /// most 32.
     pub fn history(&self) -> Vec<AddressConflict> {
-        self.history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.history.list()
     }
 
     fn remember(&self, c: &AddressConflict) {
-        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        if h.len() == HISTORY {
-            h.pop_front();
-        }
-        h.push_back(c.clone());
+        self.history.record(c);
+    }
+
+    /// The run-time overlay every pass takes into account.
+    pub fn overlay(&self) -> &OverlayHandle {
+        &self.overlay
     }
 
     pub fn kernel(&self) -> &K {
@@ -401,12 +554,7 @@ impl<K: Kernel> Reconciler<K> {
     /// Records, in the history, that another host answered for `addr` on `nic` when a
     /// change wanted it (the change was refused).
     pub fn record_refused(&self, nic: &str, addr: Ipv4Addr, mac: Mac) -> AddressConflict {
-        let conflict = AddressConflict {
-            nic: nic.to_string(),
-            address: addr.to_string(),
-            mac: super::arp::format_mac(&mac),
-            unix_time: unix_now(),
-        };
+        let conflict = AddressConflict::new(nic, addr, &mac, ConflictKind::InUse);
         tracing::warn!(nic, address = %addr, other_mac = %conflict.mac, "address conflict: change refused, another host uses this address");
         self.remember(&conflict);
         conflict
@@ -438,20 +586,27 @@ impl<K: Kernel> Reconciler<K> {
             },
             resolv_conf: (!network.dns.is_empty() || st.dns_written)
                 .then(|| network.dns.resolv_conf()),
+            overlay: self.overlay.current(),
         };
-        let plan = plan(&desired, &actual);
+        let Plan {
+            ops,
+            mut unresolved,
+            defend,
+        } = plan(&desired, &actual);
         let mut applied = Vec::new();
-        let mut unresolved = plan.unresolved;
+        let mut added = Vec::new();
         let now = Instant::now();
         st.cleared
             .retain(|_, t| now.duration_since(*t) < CLEARED_FOR);
         // Forget conflicts for addresses no longer wanted on that NIC.
-        let wanted: Vec<(u32, Ipv4Addr)> = plan
-            .ops
+        let wanted: Vec<(u32, Ipv4Addr)> = ops
             .iter()
             .filter_map(|op| match op {
                 Op::AddAddress {
-                    index, address: a, ..
+                    index,
+                    address: a,
+                    probe: true,
+                    ..
                 } => match a.ip() {
                     IpAddr::V4(v4) => Some((*index, v4)),
                     IpAddr::V6(_) => None,
@@ -461,11 +616,12 @@ impl<K: Kernel> Reconciler<K> {
             .collect();
         st.conflicts.retain(|k, _| wanted.contains(k));
 
-        for op in &plan.ops {
+        for op in &ops {
             if let Op::AddAddress {
                 index,
                 nic,
                 address,
+                probe: true,
             } = op
             {
                 if let IpAddr::V4(v4) = address.ip() {
@@ -498,12 +654,8 @@ impl<K: Kernel> Reconciler<K> {
                                 continue;
                             }
                             Ok(ProbeOutcome::InUse { mac }) => {
-                                let conflict = AddressConflict {
-                                    nic: nic.clone(),
-                                    address: v4.to_string(),
-                                    mac: super::arp::format_mac(&mac),
-                                    unix_time: unix_now(),
-                                };
+                                let conflict =
+                                    AddressConflict::new(nic, v4, &mac, ConflictKind::InUse);
                                 tracing::warn!(nic = %nic, address = %v4, other_mac = %conflict.mac, "address conflict: not adding an address another host uses");
                                 unresolved.push(Difference::new(
                                     format!("{address} on {nic}"),
@@ -535,6 +687,7 @@ impl<K: Kernel> Reconciler<K> {
                     match op {
                         Op::SetHostname(h) => st.hostname_set = h != DEFAULT_HOSTNAME,
                         Op::WriteResolvConf(_) => st.dns_written = true,
+                        Op::AddAddress { index, address, .. } => added.push((*index, *address)),
                         _ => {}
                     }
                 }
@@ -547,6 +700,19 @@ impl<K: Kernel> Reconciler<K> {
         if network.hostname.is_some() {
             st.hostname_set = true;
         }
+        // Defend what is on its NIC now: there before this pass, or added by it.
+        let defended: Vec<Defended> = defend
+            .into_iter()
+            .filter(|d| {
+                let a = IpAddr::V4(d.address);
+                added.iter().any(|(i, x)| *i == d.index && x.ip() == a)
+                    || actual
+                        .addresses
+                        .iter()
+                        .any(|x| x.index == d.index && x.address.ip() == a)
+            })
+            .collect();
+        self.kernel.defend(&defended);
         let mut conflicts: Vec<AddressConflict> =
             st.conflicts.values().map(|(_, c)| c.clone()).collect();
         conflicts.sort_by(|a, b| (&a.nic, &a.address).cmp(&(&b.nic, &b.address)));
@@ -572,43 +738,7 @@ impl<K: Kernel> Reconciler<K> {
 mod tests {
     use super::*;
     use crate::model::netconfig::{AddressConfig, InterfaceConfig, RouteConfig};
-    use std::sync::Mutex;
-
-    fn cidr(s: &str) -> IpCidr {
-        s.parse().unwrap()
-    }
-
-    fn link(index: u32, name: &str, up: bool) -> LinkState {
-        LinkState {
-            index,
-            name: name.into(),
-            up,
-            running: up,
-            loopback: name == "lo",
-        }
-    }
-
-    fn addr(index: u32, a: &str) -> AddressState {
-        AddressState {
-            index,
-            address: cidr(a),
-            permanent: true,
-            tentative: false,
-            dad_failed: false,
-        }
-    }
-
-    fn route(dst: &str, gw: &str, oif: u32, protocol: u8) -> Route {
-        let d = cidr(dst);
-        Route {
-            destination: d.ip(),
-            prefix: d.prefix(),
-            gateway: Some(gw.parse().unwrap()),
-            oif: Some(oif),
-            protocol,
-            priority: 0,
-        }
-    }
+    use crate::net::fake::{actual, addr, block_on, cidr, route, Fake, OTHER_MAC};
 
     fn config(addresses: &[(&str, &str, bool)]) -> NetworkConfig {
         let mut cfg = NetworkConfig::default();
@@ -632,29 +762,7 @@ mod tests {
     fn desired(network: NetworkConfig) -> Desired {
         Desired {
             network,
-            hostname: None,
-            resolv_conf: None,
-        }
-    }
-
-    fn actual() -> Actual {
-        Actual {
-            links: vec![
-                link(1, "lo", true),
-                link(2, "eth0", true),
-                link(3, "eth1", false),
-            ],
-            addresses: vec![
-                addr(1, "127.0.0.1/8"),
-                addr(2, "169.254.1.1/24"),
-                AddressState {
-                    permanent: true,
-                    ..addr(2, "fe80::5054:ff:feb0:10/64")
-                },
-            ],
-            routes: vec![],
-            hostname: "appliance".into(),
-            resolv_conf: None,
+            ..Default::default()
         }
     }
 
@@ -696,6 +804,7 @@ mod tests {
             network: cfg,
             hostname: Some("fw-1".into()),
             resolv_conf: Some("nameserver 192.0.2.53\n".into()),
+            ..Default::default()
         };
         let p = plan(&d, &a);
         assert!(p.unresolved.is_empty(), "{:?}", p.unresolved);
@@ -729,7 +838,16 @@ mod tests {
             ..addr(2, "2001:db8:0:9::abcd/64")
         });
         let p = plan(&desired(cfg), &a);
-        assert_eq!(p, Plan::default());
+        assert!(p.ops.is_empty() && p.unresolved.is_empty(), "{p:?}");
+        assert_eq!(
+            p.defend,
+            vec![Defended {
+                index: 2,
+                nic: "eth0".into(),
+                address: "192.0.2.10".parse().unwrap()
+            }],
+            "a configured IPv4 address is defended; factory and kernel ones are not"
+        );
     }
 
     #[test]
@@ -777,89 +895,6 @@ mod tests {
         assert!(p.unresolved[0]
             .reason
             .contains("duplicate address detection"));
-    }
-
-    /// A kernel in memory: applies ops to its own state and records them.
-    struct Fake {
-        state: Mutex<Actual>,
-        log: Mutex<Vec<String>>,
-        taken: Vec<Ipv4Addr>,
-    }
-
-    impl Fake {
-        fn new(actual: Actual) -> Fake {
-            Fake {
-                state: Mutex::new(actual),
-                log: Mutex::new(vec![]),
-                taken: vec![],
-            }
-        }
-        fn log(&self) -> Vec<String> {
-            std::mem::take(&mut *self.log.lock().unwrap())
-        }
-    }
-
-    impl Kernel for Fake {
-        async fn snapshot(&self) -> Result<Actual, NetError> {
-            Ok(self.state.lock().unwrap().clone())
-        }
-
-        async fn apply(&self, op: &Op) -> Result<(), NetError> {
-            self.log.lock().unwrap().push(op.describe());
-            let mut s = self.state.lock().unwrap();
-            match op {
-                Op::LinkUp { index, .. } => {
-                    for l in s.links.iter_mut().filter(|l| l.index == *index) {
-                        l.up = true;
-                        l.running = true;
-                    }
-                }
-                Op::DelRoute(r) => s.routes.retain(|x| x != r),
-                Op::DelAddress { index, address, .. } => s
-                    .addresses
-                    .retain(|a| !(a.index == *index && a.address == *address)),
-                Op::AddAddress { index, address, .. } => {
-                    s.addresses.push(addr(*index, &address.to_string()))
-                }
-                Op::AddRoute {
-                    destination,
-                    gateway,
-                    index,
-                    ..
-                } => s.routes.push(route(
-                    &destination.to_string(),
-                    &gateway.to_string(),
-                    *index,
-                    ROUTE_PROTOCOL,
-                )),
-                Op::SetHostname(h) => s.hostname = h.clone(),
-                Op::WriteResolvConf(t) => s.resolv_conf = Some(t.clone()),
-            }
-            Ok(())
-        }
-
-        async fn probe_ipv4(&self, index: u32, a: Ipv4Addr) -> Result<ProbeOutcome, NetError> {
-            self.log.lock().unwrap().push(format!("probe {a}"));
-            let s = self.state.lock().unwrap();
-            if !s.links.iter().any(|l| l.index == index && l.running) {
-                return Ok(ProbeOutcome::NoLink);
-            }
-            Ok(if self.taken.contains(&a) {
-                ProbeOutcome::InUse {
-                    mac: [0x52, 0x54, 0, 0xb0, 0, 1],
-                }
-            } else {
-                ProbeOutcome::Free
-            })
-        }
-    }
-
-    fn block_on<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
     }
 
     #[test]
@@ -959,5 +994,180 @@ mod tests {
         let report = block_on(r.reconcile(&cfg));
         assert!(report.in_sync);
         assert_eq!(r.kernel().log(), vec!["added 198.51.100.10/24 to eth1"]);
+    }
+
+    fn nic(n: &str) -> crate::model::netconfig::NicName {
+        n.parse().unwrap()
+    }
+
+    fn with_overlay(cfg: NetworkConfig, overlay: &OverlayHandle) -> Desired {
+        Desired {
+            overlay: overlay.current(),
+            ..desired(cfg)
+        }
+    }
+
+    #[test]
+    fn ownership_is_overlay_then_factory_then_kernel_then_config() {
+        let o = OverlayHandle::new();
+        o.hold(nic("eth0"), cidr("169.254.1.1/24"), Probe::Skip);
+        let ov = o.current();
+        assert_eq!(
+            owner("eth0", &addr(2, "169.254.1.1/24"), &ov),
+            Owner::Overlay
+        );
+        assert_eq!(
+            owner("eth1", &addr(3, "169.254.1.1/24"), &ov),
+            Owner::Factory
+        );
+        assert_eq!(owner("eth0", &addr(2, "fe80::1/64"), &ov), Owner::Kernel);
+        let autoconf = AddressState {
+            permanent: false,
+            ..addr(2, "2001:db8::abcd/64")
+        };
+        assert_eq!(owner("eth0", &autoconf, &ov), Owner::Kernel);
+        assert_eq!(owner("eth0", &addr(2, "192.0.2.10/24"), &ov), Owner::Config);
+        assert_eq!(
+            owner("eth0", &addr(2, "2001:db8::10/64"), &ov),
+            Owner::Config
+        );
+    }
+
+    #[test]
+    fn a_held_address_is_added_even_if_disabled_and_never_defended() {
+        let cfg = config(&[
+            ("eth0", "192.0.2.10/24", true),
+            ("eth0", "192.0.2.100/24", false),
+        ]);
+        let o = OverlayHandle::new();
+        o.hold(nic("eth0"), cidr("192.0.2.100/24"), Probe::Skip);
+        // On a NIC the configuration does not name, too, probed first if asked.
+        o.hold(nic("eth1"), cidr("198.51.100.100/24"), Probe::First);
+        let p = plan(&with_overlay(cfg.clone(), &o), &actual());
+        assert_eq!(
+            p.ops,
+            vec![
+                Op::AddAddress {
+                    index: 2,
+                    nic: "eth0".into(),
+                    address: cidr("192.0.2.10/24"),
+                    probe: true
+                },
+                Op::AddAddress {
+                    index: 2,
+                    nic: "eth0".into(),
+                    address: cidr("192.0.2.100/24"),
+                    probe: false
+                },
+                Op::AddAddress {
+                    index: 3,
+                    nic: "eth1".into(),
+                    address: cidr("198.51.100.100/24"),
+                    probe: true
+                },
+            ]
+        );
+        let defended: Vec<Ipv4Addr> = p.defend.iter().map(|d| d.address).collect();
+        assert_eq!(defended, vec!["192.0.2.10".parse::<Ipv4Addr>().unwrap()]);
+
+        // Present and held: kept although the configuration has it disabled.
+        let mut a = actual();
+        a.addresses.push(addr(2, "192.0.2.10/24"));
+        a.addresses.push(addr(2, "192.0.2.100/24"));
+        a.addresses.push(addr(3, "198.51.100.100/24"));
+        let p = plan(&with_overlay(cfg.clone(), &o), &a);
+        assert!(p.ops.is_empty(), "{:?}", p.ops);
+
+        // Released: the configuration decides again, and it says disabled.
+        o.release(nic("eth0"), cidr("192.0.2.100/24"));
+        o.release(nic("eth1"), cidr("198.51.100.100/24"));
+        let p = plan(&with_overlay(cfg, &o), &a);
+        let described: Vec<String> = p.ops.iter().map(Op::describe).collect();
+        assert_eq!(
+            described,
+            vec!["removed 192.0.2.100/24 from eth0"],
+            "eth1 is not managed: an address left there is not the reconciler's"
+        );
+    }
+
+    #[test]
+    fn a_withheld_address_is_removed_and_not_added_even_if_enabled() {
+        let cfg = config(&[
+            ("eth0", "192.0.2.10/24", true),
+            ("eth0", "192.0.2.100/24", true),
+        ]);
+        let o = OverlayHandle::new();
+        o.withhold(nic("eth0"), cidr("192.0.2.100/24"));
+        let p = plan(&with_overlay(cfg.clone(), &o), &actual());
+        let described: Vec<String> = p.ops.iter().map(Op::describe).collect();
+        assert_eq!(described, vec!["added 192.0.2.10/24 to eth0"]);
+        assert_eq!(p.defend.len(), 1, "the withheld one is not defended");
+        let mut a = actual();
+        a.addresses.push(addr(2, "192.0.2.10/24"));
+        a.addresses.push(addr(2, "192.0.2.100/24"));
+        let p = plan(&with_overlay(cfg, &o), &a);
+        let described: Vec<String> = p.ops.iter().map(Op::describe).collect();
+        assert_eq!(described, vec!["removed 192.0.2.100/24 from eth0"]);
+    }
+
+    #[test]
+    fn a_held_address_on_a_missing_nic_is_reported() {
+        let o = OverlayHandle::new();
+        o.hold(nic("eth7"), cidr("192.0.2.100/24"), Probe::Skip);
+        o.withhold(nic("eth8"), cidr("192.0.2.101/24"));
+        let p = plan(&with_overlay(NetworkConfig::default(), &o), &actual());
+        assert!(p.ops.is_empty());
+        assert_eq!(p.unresolved.len(), 1, "{:?}", p.unresolved);
+        assert_eq!(p.unresolved[0].subject, "192.0.2.100/24 on eth7");
+    }
+
+    #[test]
+    fn a_takeover_is_added_without_a_probe_and_configured_addresses_are_defended() {
+        let cfg = config(&[("eth0", "192.0.2.10/24", true)]);
+        let r = Reconciler::new(Fake::new(actual()));
+        r.overlay()
+            .hold(nic("eth0"), cidr("192.0.2.100/24"), Probe::Skip);
+        let report = block_on(r.reconcile(&cfg));
+        assert!(report.in_sync, "{report:?}");
+        assert_eq!(
+            r.kernel().log(),
+            vec![
+                "probe 192.0.2.10",
+                "added 192.0.2.10/24 to eth0",
+                "added 192.0.2.100/24 to eth0",
+            ],
+            "the held address is not probed: the takeover did its own checks"
+        );
+        assert_eq!(r.kernel().defended(), vec!["192.0.2.10 on eth0"]);
+
+        // Withheld: removed, and still not defended.
+        r.overlay().withhold(nic("eth0"), cidr("192.0.2.100/24"));
+        let report = block_on(r.reconcile(&cfg));
+        assert_eq!(report.applied, vec!["removed 192.0.2.100/24 from eth0"]);
+        assert_eq!(r.kernel().defended(), vec!["192.0.2.10 on eth0"]);
+    }
+
+    #[test]
+    fn an_address_found_in_use_is_not_defended() {
+        let cfg = config(&[("eth0", "192.0.2.77/24", true)]);
+        let mut fake = Fake::new(actual());
+        fake.taken = vec!["192.0.2.77".parse().unwrap()];
+        let r = Reconciler::new(fake);
+        let report = block_on(r.reconcile(&cfg));
+        assert_eq!(report.conflicts[0].kind, "in-use");
+        assert_eq!(
+            report.conflicts[0].mac,
+            crate::net::arp::format_mac(&OTHER_MAC)
+        );
+        assert!(r.kernel().defended().is_empty());
+    }
+
+    #[test]
+    fn a_conflict_without_a_kind_reads_as_in_use() {
+        let c: AddressConflict = serde_json::from_str(
+            r#"{"nic": "eth0", "address": "192.0.2.1", "mac": "52:54:00:00:00:01", "unix_time": 1}"#,
+        )
+        .unwrap();
+        assert_eq!(c.kind, "in-use");
     }
 }

@@ -11,16 +11,25 @@
 //!   With a confirmation window the old configuration is recorded first; a timer restores
 //!   it unless [`NetworkService::confirm`] comes in time. While a change awaits
 //!   confirmation, other changes are refused.
+//! - Every kernel access goes through the [`Kernel`] seam held by its [`Reconciler`]
+//!   (snapshots, links, probes, announcements), so the service runs on the recording
+//!   fake in unit tests. The one exception is the subscription to kernel notices that
+//!   wakes the loop ([`NetworkService::start`], live only).
+//! - [`NetworkService::overlay`] is how the failover agent holds and withholds the
+//!   shared addresses at run time (see [`super::overlay`]); every change of it wakes the
+//!   loop. [`NetworkService::announce`] sends gratuitous ARP or a neighbour
+//!   advertisement for an address, e.g. after a takeover.
 
 use super::changes::{NetworkChange, NotConfigured};
 use super::inventory;
 use super::kernel::LiveKernel;
-use super::netlink::{NetEvents, Netlink};
-use super::reconcile::{AddressState, Kernel, ProbeOutcome, Reconciler, ROUTE_PROTOCOL};
+use super::netlink::NetEvents;
+use super::overlay::OverlayHandle;
+use super::reconcile::{Kernel, ProbeOutcome, Reconciler, ROUTE_PROTOCOL};
 use super::rollback::{self, RollbackError, RollbackRecord};
 use super::NetError;
 use crate::config::{ConfigError, ConfigStore};
-use crate::model::netconfig::{NetworkConfig, ValidationError};
+use crate::model::netconfig::{NetworkConfig, NicName, ValidationError};
 use crate::model::unix_now;
 use crate::model::{
     ChangeOutcome, Confirmed, HostnameView, KernelRoute, NetworkStatus, Nic, PendingChange,
@@ -98,77 +107,89 @@ impl Pending {
     }
 }
 
-struct Inner {
+struct Inner<K> {
     config: Arc<ConfigStore>,
     config_dir: PathBuf,
-    nl: Netlink,
-    reconciler: Reconciler<LiveKernel>,
+    reconciler: Reconciler<K>,
     /// Held for the whole of a change: changes are applied one at a time.
     pending: tokio::sync::Mutex<Option<Pending>>,
     next_id: AtomicU64,
 }
 
-#[derive(Clone)]
-pub struct NetworkService {
-    inner: Arc<Inner>,
+pub struct NetworkService<K = LiveKernel> {
+    inner: Arc<Inner<K>>,
 }
 
-fn address_state(a: &super::netlink::Address) -> Option<AddressState> {
-    Some(AddressState {
-        index: a.index,
-        address: crate::model::netconfig::IpCidr::new(a.ip, a.prefix).ok()?,
-        permanent: a.permanent,
-        tentative: a.tentative,
-        dad_failed: a.dad_failed,
-    })
+impl<K> Clone for NetworkService<K> {
+    fn clone(&self) -> Self {
+        NetworkService {
+            inner: self.inner.clone(),
+        }
+    }
 }
 
-impl NetworkService {
+impl NetworkService<LiveKernel> {
     /// Restores what an unconfirmed change replaced, then starts reconciling in the
-    /// background. `config_dir` holds the rollback record; `resolv_conf` is the file DNS
-    /// settings go to.
+    /// background. `config_dir` holds the rollback record.
     pub fn start(
         config: Arc<ConfigStore>,
         config_dir: PathBuf,
-        nl: Netlink,
-        resolv_conf: PathBuf,
+        kernel: LiveKernel,
     ) -> NetworkService {
-        roll_back_unconfirmed(&config, &config_dir);
-        let svc = NetworkService {
-            inner: Arc::new(Inner {
-                reconciler: Reconciler::new(LiveKernel {
-                    nl: nl.clone(),
-                    resolv_conf,
-                }),
-                config,
-                config_dir,
-                nl,
-                pending: tokio::sync::Mutex::new(None),
-                next_id: AtomicU64::new(1),
-            }),
-        };
-        tokio::spawn(svc.clone().run());
-        svc
-    }
-
-    async fn run(self) {
-        let inner = &self.inner;
-        let mut rx = inner.config.subscribe();
-        let mut events = match NetEvents::subscribe() {
+        let history = kernel.history();
+        let svc = NetworkService::new(
+            config,
+            config_dir,
+            Reconciler::with_history(kernel, history),
+        );
+        let events = match NetEvents::subscribe() {
             Ok(e) => Some(e),
             Err(e) => {
                 tracing::warn!(error = %e, "network: no kernel notices; reconciling every {RESYNC:?} only");
                 None
             }
         };
+        tokio::spawn(svc.clone().run(events));
+        svc
+    }
+}
+
+impl<K: Kernel> NetworkService<K> {
+    /// Restores what an unconfirmed change replaced; reconciles only when asked (the
+    /// loop is [`NetworkService::start`]'s).
+    pub fn new(
+        config: Arc<ConfigStore>,
+        config_dir: PathBuf,
+        reconciler: Reconciler<K>,
+    ) -> NetworkService<K> {
+        roll_back_unconfirmed(&config, &config_dir);
+        NetworkService {
+            inner: Arc::new(Inner {
+                reconciler,
+                config,
+                config_dir,
+                pending: tokio::sync::Mutex::new(None),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    async fn run(self, mut events: Option<NetEvents>) {
+        let inner = &self.inner;
+        let mut rx = inner.config.subscribe();
+        let mut overlay = inner.reconciler.overlay().subscribe();
         let mut tick = tokio::time::interval(RESYNC);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             let network = rx.borrow_and_update().network.clone();
+            overlay.borrow_and_update();
             inner.reconciler.reconcile(&network).await;
             tokio::select! {
                 changed = rx.changed() => if changed.is_err() {
+                    return;
+                },
+                changed = overlay.changed() => if changed.is_err() {
                     return;
                 },
                 event = next_event(&mut events) => match event {
@@ -205,8 +226,9 @@ impl NetworkService {
         let current = self.config();
         let next = change.apply(&current)?;
         next.validate()?;
-        let links = inner.nl.links().await.map_err(NetError::from)?;
-        let present: Vec<String> = links
+        let actual = inner.reconciler.kernel().snapshot().await?;
+        let present: Vec<String> = actual
+            .links
             .iter()
             .filter(|l| !l.loopback)
             .map(|l| l.name.clone())
@@ -234,7 +256,6 @@ impl NetworkService {
 
         // RFC 5227: every IPv4 address this change enables is probed before anything is
         // written; one that another host answers for is refused.
-        let kernel_addresses = inner.nl.all_addresses().await.map_err(NetError::from)?;
         let mut cleared = Vec::new();
         for (nic, a) in next.enabled_addresses() {
             let IpAddr::V4(v4) = a.ip() else { continue };
@@ -243,12 +264,17 @@ impl NetworkService {
                     .iter()
                     .any(|x| x.enabled && x.address.ip() == a.ip())
             });
-            let Some(link) = links.iter().find(|l| l.name == nic.as_str()) else {
+            let Some(link) = actual
+                .links
+                .iter()
+                .find(|l| l.name == nic.as_str() && !l.loopback)
+            else {
                 continue;
             };
-            let there = kernel_addresses
+            let there = actual
+                .addresses
                 .iter()
-                .any(|k| k.index == link.index && k.ip == a.ip());
+                .any(|k| k.index == link.index && k.address.ip() == a.ip());
             if was_enabled || there {
                 continue;
             }
@@ -394,28 +420,20 @@ impl NetworkService {
 
     /// Every NIC with its facts and its configured and present addresses.
     pub async fn inventory(&self) -> Result<Vec<Nic>, NetError> {
-        let links = self.inner.nl.links().await?;
-        let addresses: Vec<AddressState> = self
-            .inner
-            .nl
-            .all_addresses()
-            .await?
-            .iter()
-            .filter_map(address_state)
-            .collect();
+        let kernel = self.inner.reconciler.kernel();
+        let links = kernel.links().await?;
+        let addresses = kernel.snapshot().await?.addresses;
         Ok(inventory::build(&links, &addresses, &self.config(), |l| {
             inventory::read_sysfs(&l.name)
         }))
     }
 
     pub async fn routes(&self) -> Result<RoutesView, NetError> {
-        let links = self.inner.nl.links().await?;
+        let actual = self.inner.reconciler.kernel().snapshot().await?;
+        let links = actual.links;
         let cfg = self.config();
-        let kernel = self
-            .inner
-            .nl
-            .routes()
-            .await?
+        let kernel = actual
+            .routes
             .into_iter()
             .map(|r| KernelRoute {
                 destination: format!("{}/{}", r.destination, r.prefix),
@@ -435,11 +453,34 @@ impl NetworkService {
         })
     }
 
-    pub fn hostname(&self) -> HostnameView {
+    /// How the failover agent holds and withholds addresses at run time.
+    pub fn overlay(&self) -> OverlayHandle {
+        self.inner.reconciler.overlay().clone()
+    }
+
+    /// Announces `address` on `nic` (gratuitous ARP in request and reply form, or an
+    /// unsolicited neighbour advertisement once DAD is done).
+    pub async fn announce(&self, nic: &NicName, address: IpAddr) -> Result<(), NetError> {
+        let kernel = self.inner.reconciler.kernel();
+        let actual = kernel.snapshot().await?;
+        let link = actual
+            .links
+            .iter()
+            .find(|l| l.name == nic.as_str() && !l.loopback)
+            .ok_or_else(|| NetError::NoSuchNic(nic.to_string()))?;
+        kernel.announce(link.index, address).await
+    }
+
+    pub async fn hostname(&self) -> HostnameView {
+        let hostname = match self.inner.reconciler.kernel().snapshot().await {
+            Ok(a) => a.hostname,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the kernel's state for the host name");
+                String::new()
+            }
+        };
         HostnameView {
-            hostname: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            hostname,
             configured: self.config().hostname.map(|h| h.to_string()),
         }
     }
@@ -522,5 +563,125 @@ mod tests {
         // Nothing to do the second time.
         roll_back_unconfirmed(&store, dir.path());
         assert_eq!(store.current().network, before);
+    }
+
+    use crate::model::netconfig::{AddressConfig, ValidationError};
+    use crate::net::fake::{actual, addr, block_on, Fake, OTHER_MAC};
+
+    fn service(fake: Fake) -> (tempfile::TempDir, NetworkService<Fake>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ConfigStore::open(dir.path()));
+        let svc = NetworkService::new(store, dir.path().to_path_buf(), Reconciler::new(fake));
+        (dir, svc)
+    }
+
+    fn add(nic: &str, address: &str) -> NetworkChange {
+        NetworkChange::AddAddress {
+            nic: nic.parse().unwrap(),
+            address: AddressConfig {
+                address: address.parse().unwrap(),
+                enabled: true,
+            },
+        }
+    }
+
+    fn log(svc: &NetworkService<Fake>) -> Vec<String> {
+        svc.inner.reconciler.kernel().log()
+    }
+
+    #[test]
+    fn an_ipv4_address_another_host_answers_for_is_refused_and_nothing_is_written() {
+        let mut fake = Fake::new(actual());
+        fake.taken = vec!["192.0.2.77".parse().unwrap()];
+        let (dir, svc) = service(fake);
+        let err = block_on(svc.change(add("eth0", "192.0.2.77/24"), None)).unwrap_err();
+        match err {
+            ChangeError::AddressInUse { nic, address, mac } => {
+                assert_eq!(
+                    (nic.as_str(), address.to_string()),
+                    ("eth0", "192.0.2.77".into())
+                );
+                assert_eq!(mac, crate::net::arp::format_mac(&OTHER_MAC));
+            }
+            e => panic!("{e}"),
+        }
+        assert_eq!(log(&svc), vec!["probe 192.0.2.77"], "probed, then nothing");
+        assert!(
+            !dir.path().join(crate::config::FILE).exists(),
+            "nothing was written"
+        );
+        assert_eq!(svc.config(), NetworkConfig::default());
+        let st = block_on(svc.status());
+        assert_eq!(st.conflict_history.len(), 1);
+        assert_eq!(st.conflict_history[0].kind, "in-use");
+    }
+
+    #[test]
+    fn a_free_address_is_probed_once_and_then_added_without_a_second_probe() {
+        let (dir, svc) = service(Fake::new(actual()));
+        let out = block_on(svc.change(add("eth0", "192.0.2.10/24"), None)).unwrap();
+        assert!(out.report.in_sync, "{:?}", out.report);
+        assert_eq!(
+            log(&svc),
+            vec!["probe 192.0.2.10", "added 192.0.2.10/24 to eth0"]
+        );
+        let text = std::fs::read_to_string(dir.path().join(crate::config::FILE)).unwrap();
+        assert!(text.contains("192.0.2.10/24"), "{text}");
+        assert_eq!(
+            svc.inner.reconciler.kernel().defended(),
+            vec!["192.0.2.10 on eth0"],
+            "defended once added"
+        );
+    }
+
+    #[test]
+    fn an_address_already_present_or_enabled_is_not_probed() {
+        let mut a = actual();
+        a.addresses.push(addr(2, "192.0.2.10/24"));
+        let (_dir, svc) = service(Fake::new(a));
+        // On the NIC already (put there by hand): no probe, nothing to add.
+        block_on(svc.change(add("eth0", "192.0.2.10/24"), None)).unwrap();
+        assert!(log(&svc).is_empty(), "present: not probed");
+        // Enabled already: a change of something else probes only the new address.
+        block_on(svc.change(add("eth0", "192.0.2.11/24"), None)).unwrap();
+        assert_eq!(
+            log(&svc),
+            vec!["probe 192.0.2.11", "added 192.0.2.11/24 to eth0"]
+        );
+    }
+
+    #[test]
+    fn an_unknown_nic_is_refused_before_any_probe() {
+        let (dir, svc) = service(Fake::new(actual()));
+        let err = block_on(svc.change(add("eth9", "192.0.2.10/24"), None)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ChangeError::Invalid(ValidationError::UnknownNic { .. })
+            ),
+            "{err}"
+        );
+        // The loopback NIC is no place for a configured address either.
+        assert!(block_on(svc.change(add("lo", "192.0.2.10/24"), None)).is_err());
+        assert!(log(&svc).is_empty());
+        assert!(!dir.path().join(crate::config::FILE).exists());
+    }
+
+    #[test]
+    fn inventory_routes_and_announce_go_through_the_kernel_seam() {
+        let (_dir, svc) = service(Fake::new(actual()));
+        let nics = block_on(svc.inventory()).unwrap();
+        let eth0 = nics.iter().find(|n| n.name == "eth0").unwrap();
+        assert!(eth0
+            .addresses
+            .iter()
+            .any(|a| a.address == "169.254.1.1/24" && a.origin == "factory"));
+        assert!(block_on(svc.routes()).unwrap().kernel.is_empty());
+        block_on(svc.announce(&"eth0".parse().unwrap(), "192.0.2.10".parse().unwrap())).unwrap();
+        assert_eq!(log(&svc), vec!["announce 192.0.2.10 on 2"]);
+        assert!(matches!(
+            block_on(svc.announce(&"eth9".parse().unwrap(), "192.0.2.10".parse().unwrap())),
+            Err(NetError::NoSuchNic(_))
+        ));
     }
 }
