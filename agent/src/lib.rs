@@ -77,9 +77,14 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let mut tasks = runtime::Tasks::new();
     let nl = net::netlink::Netlink::open().map_err(AgentError::Netlink)?;
     // Restores a network change left unconfirmed, then reconciles in the background.
-    let kernel = net::kernel::LiveKernel::start(nl.clone(), settings.resolv_conf.clone());
-    let network =
-        net::service::NetworkService::start(config.clone(), settings.config_dir(), kernel.clone());
+    let kernel =
+        net::kernel::LiveKernel::start(nl.clone(), settings.resolv_conf.clone(), &mut tasks);
+    let network = net::service::NetworkService::start(
+        config.clone(),
+        settings.config_dir(),
+        kernel.clone(),
+        &mut tasks,
+    );
     let factory_control = Arc::new(net::factory_control::FactoryControl::new(
         config.clone(),
         kernel,

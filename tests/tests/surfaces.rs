@@ -1,6 +1,6 @@
 //! The API's surfaces with a real agent in a namespace: each answers in its own shape and
 //! with its own auth (`/appliance/api/v1` and `/login/api/v1` JSON, `/api/command` XML,
-//! `/check_health` plain text with no login).
+//! `/check_health` plain text with no login), and the agent's tasks in status.
 
 use appliance_tests::api;
 use appliance_tests::lab::{Agent, Lab};
@@ -60,6 +60,29 @@ fn each_surface_answers_in_its_own_shape() {
     let (status, body) = get(&agent, "/login/api/v1/nothing-here", Some(&token));
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("\"code\":\"not_found\""), "{body}");
+
+    // The agent's long-running tasks are registered in one place and reported in status.
+    let status = agent.status().expect("status");
+    let mut names: Vec<&str> = status.agent.tasks.iter().map(|t| t.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            "address-defence",
+            "factory-address",
+            "network-reconcile",
+            "network-rollback-timer"
+        ]
+    );
+    assert!(
+        status
+            .agent
+            .tasks
+            .iter()
+            .all(|t| t.running && t.restarts == 0),
+        "{:?}",
+        status.agent.tasks
+    );
 
     // Outside every surface: a JSON 404, as before.
     let (status, body) = get(&agent, "/elsewhere", None);

@@ -27,10 +27,19 @@ pub struct LiveKernel {
 impl LiveKernel {
     /// The kernel behind `nl`, with the defence of static addresses running in the
     /// background (it records what it defends in [`LiveKernel::history`]).
-    pub fn start(nl: Netlink, resolv_conf: PathBuf) -> LiveKernel {
+    pub fn start(
+        nl: Netlink,
+        resolv_conf: PathBuf,
+        tasks: &mut crate::runtime::Tasks,
+    ) -> LiveKernel {
         let (tx, rx) = watch::channel(Vec::new());
         let history = ConflictHistory::default();
-        tokio::spawn(defence::run(nl.clone(), rx, history.clone()));
+        {
+            let (nl, history) = (nl.clone(), history.clone());
+            tasks.spawn("address-defence", move || {
+                defence::run(nl.clone(), rx.clone(), history.clone())
+            });
+        }
         LiveKernel {
             nl,
             resolv_conf,
@@ -153,7 +162,8 @@ impl Kernel for LiveKernel {
             }
             Op::SetHostname(h) => nix::unistd::sethostname(h).map_err(NetError::Hostname)?,
             Op::WriteResolvConf(text) => {
-                store::write_atomic(&self.resolv_conf, text.as_bytes(), 0o644)?
+                let (path, text) = (self.resolv_conf.clone(), text.clone());
+                store::blocking(move || store::write_atomic(&path, text.as_bytes(), 0o644)).await?
             }
         }
         Ok(())

@@ -562,8 +562,32 @@ impl<K: Kernel> Reconciler<K> {
 
     /// One pass: snapshot, plan, carry out, report.
     pub async fn reconcile(&self, network: &NetworkConfig) -> ReconcileReport {
-        let mut st = self.state.lock().await;
-        let actual = match self.kernel.snapshot().await {
+        self.turn().await.reconcile(network).await
+    }
+
+    /// The reconciler to oneself: no other pass runs until the [`Turn`] is dropped. A
+    /// change takes its turn before it writes the settings, so that its own pass (and its
+    /// report) is the one that applies it.
+    pub async fn turn(&self) -> Turn<'_, K> {
+        Turn {
+            reconciler: self,
+            state: self.state.lock().await,
+        }
+    }
+}
+
+/// One caller's exclusive use of a [`Reconciler`].
+pub struct Turn<'a, K> {
+    reconciler: &'a Reconciler<K>,
+    state: tokio::sync::MutexGuard<'a, State>,
+}
+
+impl<K: Kernel> Turn<'_, K> {
+    /// One pass: snapshot, plan, carry out, report.
+    pub async fn reconcile(&mut self, network: &NetworkConfig) -> ReconcileReport {
+        let this = self.reconciler;
+        let st = &mut *self.state;
+        let actual = match this.kernel.snapshot().await {
             Ok(a) => a,
             Err(e) => {
                 let report = ReconcileReport {
@@ -573,7 +597,7 @@ impl<K: Kernel> Reconciler<K> {
                     ..Default::default()
                 };
                 tracing::error!(error = %e, "network: cannot read the kernel's state");
-                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = report.clone();
+                *this.last.lock().unwrap_or_else(|p| p.into_inner()) = report.clone();
                 return report;
             }
         };
@@ -586,7 +610,7 @@ impl<K: Kernel> Reconciler<K> {
             },
             resolv_conf: (!network.dns.is_empty() || st.dns_written)
                 .then(|| network.dns.resolv_conf()),
-            overlay: self.overlay.current(),
+            overlay: this.overlay.current(),
         };
         let Plan {
             ops,
@@ -642,7 +666,7 @@ impl<K: Kernel> Reconciler<K> {
                     }
                     // A probe made just before the change counts once.
                     if st.cleared.remove(&key).is_none() {
-                        match self.kernel.probe_ipv4(*index, v4).await {
+                        match this.kernel.probe_ipv4(*index, v4).await {
                             Ok(ProbeOutcome::Free) => {
                                 st.conflicts.remove(&key);
                             }
@@ -664,7 +688,7 @@ impl<K: Kernel> Reconciler<K> {
                                         conflict.mac
                                     ),
                                 ));
-                                self.remember(&conflict);
+                                this.remember(&conflict);
                                 st.conflicts.insert(key, (now, conflict));
                                 continue;
                             }
@@ -679,7 +703,7 @@ impl<K: Kernel> Reconciler<K> {
                     }
                 }
             }
-            match self.kernel.apply(op).await {
+            match this.kernel.apply(op).await {
                 Ok(()) => {
                     let what = op.describe();
                     tracing::info!(change = %what, "network: changed");
@@ -712,7 +736,7 @@ impl<K: Kernel> Reconciler<K> {
                         .any(|x| x.index == d.index && x.address.ip() == a)
             })
             .collect();
-        self.kernel.defend(&defended);
+        this.kernel.defend(&defended);
         let mut conflicts: Vec<AddressConflict> =
             st.conflicts.values().map(|(_, c)| c.clone()).collect();
         conflicts.sort_by(|a, b| (&a.nic, &a.address).cmp(&(&b.nic, &b.address)));
@@ -723,7 +747,7 @@ impl<K: Kernel> Reconciler<K> {
             unresolved,
             conflicts,
         };
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = this.last.lock().unwrap_or_else(|p| p.into_inner());
         if report.unresolved != last.unresolved {
             for d in &report.unresolved {
                 tracing::warn!(subject = %d.subject, reason = %d.reason, "network: difference not closed");

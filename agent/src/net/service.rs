@@ -35,11 +35,14 @@ use crate::model::{
     ChangeOutcome, Confirmed, HostnameView, KernelRoute, NetworkStatus, Nic, PendingChange,
     RoutesView,
 };
+use crate::runtime::Tasks;
+use crate::store;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// How often the kernel is compared with the configuration without any notice.
@@ -86,7 +89,6 @@ struct Pending {
     within: Duration,
     deadline: Instant,
     deadline_unix: u64,
-    timer: tokio::task::JoinHandle<()>,
 }
 
 impl Pending {
@@ -114,6 +116,8 @@ struct Inner<K> {
     /// Held for the whole of a change: changes are applied one at a time.
     pending: tokio::sync::Mutex<Option<Pending>>,
     next_id: AtomicU64,
+    /// The pending change's id and deadline, for the rollback timer task.
+    deadline: watch::Sender<Option<(u64, Instant)>>,
 }
 
 pub struct NetworkService<K = LiveKernel> {
@@ -135,6 +139,7 @@ impl NetworkService<LiveKernel> {
         config: Arc<ConfigStore>,
         config_dir: PathBuf,
         kernel: LiveKernel,
+        tasks: &mut Tasks,
     ) -> NetworkService {
         let history = kernel.history();
         let svc = NetworkService::new(
@@ -142,14 +147,19 @@ impl NetworkService<LiveKernel> {
             config_dir,
             Reconciler::with_history(kernel, history),
         );
-        let events = match NetEvents::subscribe() {
-            Ok(e) => Some(e),
-            Err(e) => {
-                tracing::warn!(error = %e, "network: no kernel notices; reconciling every {RESYNC:?} only");
-                None
-            }
-        };
-        tokio::spawn(svc.clone().run(events));
+        let s = svc.clone();
+        tasks.spawn("network-reconcile", move || {
+            let events = match NetEvents::subscribe() {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "network: no kernel notices; reconciling every {RESYNC:?} only");
+                    None
+                }
+            };
+            s.clone().run(events)
+        });
+        let s = svc.clone();
+        tasks.spawn("network-rollback-timer", move || s.clone().rollback_timer());
         svc
     }
 }
@@ -170,6 +180,7 @@ impl<K: Kernel> NetworkService<K> {
                 config_dir,
                 pending: tokio::sync::Mutex::new(None),
                 next_id: AtomicU64::new(1),
+                deadline: watch::Sender::new(None),
             }),
         }
     }
@@ -209,7 +220,23 @@ impl<K: Kernel> NetworkService<K> {
     }
 
     /// Applies one change; with `confirm_within`, undone unless confirmed in time.
+    ///
+    /// The change runs to its end on a task of its own: a client that goes away while it
+    /// is being applied (which cancels the API handler) cannot leave it half done, for
+    /// example written but without its rollback timer.
     pub async fn change(
+        &self,
+        change: NetworkChange,
+        confirm_within: Option<Duration>,
+    ) -> Result<ChangeOutcome, ChangeError>
+    where
+        K: 'static,
+    {
+        let svc = self.clone();
+        to_completion(async move { svc.apply(change, confirm_within).await }).await
+    }
+
+    async fn apply(
         &self,
         change: NetworkChange,
         confirm_within: Option<Duration>,
@@ -293,31 +320,25 @@ impl<K: Kernel> NetworkService<K> {
         }
 
         let what = change.describe();
-        if let Some(w) = confirm_within {
-            rollback::save(
-                &inner.config_dir,
-                &RollbackRecord::new(what.clone(), w.as_secs(), current.clone()),
-            )?;
-        }
+        let record =
+            confirm_within.map(|w| RollbackRecord::new(what.clone(), w.as_secs(), current.clone()));
         for (index, v4) in cleared {
             inner.reconciler.mark_cleared(index, v4).await;
         }
-        if let Err(e) = inner.config.update(|c| c.network = next.clone()) {
-            if confirm_within.is_some() {
-                if let Err(e) = rollback::remove(&inner.config_dir) {
-                    tracing::error!(error = %e, "cannot remove the rollback record");
-                }
-            }
-            return Err(e.into());
-        }
+        // This change's own pass applies it (and reports what it did): the background
+        // loop, woken by the new settings, waits for the turn and finds nothing to do.
+        let mut turn = inner.reconciler.turn().await;
+        self.persist(record, next.clone()).await?;
         tracing::info!(change = %what, confirm_within_s = confirm_within.map(|d| d.as_secs()), "network settings changed");
-        let report = inner.reconciler.reconcile(&next).await;
+        // The rollback timer is armed as soon as the change is written.
         let view = confirm_within.map(|w| {
             let p = self.arm(what.clone(), current, w);
             let v = p.view();
             *pending = Some(p);
             v
         });
+        let report = turn.reconcile(&next).await;
+        drop(turn);
         let mut message = format!("done: {what}");
         if !report.in_sync {
             message.push_str("; some differences remain (see report.unresolved)");
@@ -337,11 +358,7 @@ impl<K: Kernel> NetworkService<K> {
     fn arm(&self, change: String, previous: NetworkConfig, within: Duration) -> Pending {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + within;
-        let svc = self.clone();
-        let timer = tokio::spawn(async move {
-            tokio::time::sleep_until(deadline).await;
-            svc.expire(id).await;
-        });
+        self.inner.deadline.send_replace(Some((id, deadline)));
         Pending {
             id,
             change,
@@ -349,7 +366,37 @@ impl<K: Kernel> NetworkService<K> {
             within,
             deadline,
             deadline_unix: unix_now() + within.as_secs(),
-            timer,
+        }
+    }
+
+    /// Forgets the deadline of change `id` (confirmed, rolled back or expired).
+    fn disarm(&self, id: u64) {
+        self.inner.deadline.send_if_modified(|d| match d {
+            Some((armed, _)) if *armed == id => {
+                *d = None;
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// The rollback timer: a supervised task that restores the previous configuration
+    /// when the pending change's deadline passes.
+    async fn rollback_timer(self) {
+        let mut armed = self.inner.deadline.subscribe();
+        loop {
+            let next = *armed.borrow_and_update();
+            match next {
+                Some((id, at)) => tokio::select! {
+                    _ = tokio::time::sleep_until(at) => self.expire(id).await,
+                    _ = armed.changed() => {}
+                },
+                None => {
+                    if armed.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
         }
     }
 
@@ -363,16 +410,51 @@ impl<K: Kernel> NetworkService<K> {
                 }
             }
         }
+        self.disarm(id);
+    }
+
+    /// Writes `network` to the settings (on the blocking pool), with the rollback record
+    /// first when the change has a confirmation window; a failed write takes the record
+    /// back out.
+    async fn persist(
+        &self,
+        record: Option<RollbackRecord>,
+        network: NetworkConfig,
+    ) -> Result<(), ChangeError> {
+        let (config, dir) = (self.inner.config.clone(), self.inner.config_dir.clone());
+        store::blocking(move || {
+            if let Some(r) = &record {
+                rollback::save(&dir, r)?;
+            }
+            if let Err(e) = config.update(|c| c.network = network) {
+                if record.is_some() {
+                    if let Err(e) = rollback::remove(&dir) {
+                        tracing::error!(error = %e, "cannot remove the rollback record");
+                    }
+                }
+                return Err(e.into());
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn restore(&self, p: Pending, why: &str) -> Result<ChangeOutcome, ChangeError> {
         let inner = &self.inner;
-        inner.config.update(|c| c.network = p.previous.clone())?;
-        if let Err(e) = rollback::remove(&inner.config_dir) {
-            tracing::error!(error = %e, "cannot remove the rollback record");
-        }
+        let (config, dir) = (inner.config.clone(), inner.config_dir.clone());
+        let previous = p.previous.clone();
+        let mut turn = inner.reconciler.turn().await;
+        store::blocking(move || {
+            config.update(|c| c.network = previous)?;
+            if let Err(e) = rollback::remove(&dir) {
+                tracing::error!(error = %e, "cannot remove the rollback record");
+            }
+            Ok::<_, ChangeError>(())
+        })
+        .await?;
         tracing::warn!(change = %p.change, "network change {why}: previous configuration restored");
-        let report = inner.reconciler.reconcile(&p.previous).await;
+        let report = turn.reconcile(&p.previous).await;
+        drop(turn);
         Ok(ChangeOutcome {
             message: format!(
                 "the change \"{}\" {why}: the previous configuration is restored",
@@ -384,16 +466,25 @@ impl<K: Kernel> NetworkService<K> {
         })
     }
 
-    /// Keeps the change awaiting confirmation.
-    pub async fn confirm(&self) -> Result<Confirmed, ChangeError> {
+    /// Keeps the change awaiting confirmation (to the end, like [`Self::change`]).
+    pub async fn confirm(&self) -> Result<Confirmed, ChangeError>
+    where
+        K: 'static,
+    {
+        let svc = self.clone();
+        to_completion(async move { svc.keep().await }).await
+    }
+
+    async fn keep(&self) -> Result<Confirmed, ChangeError> {
         let mut pending = self.inner.pending.lock().await;
         let change = match pending.as_ref() {
             Some(p) => p.change.clone(),
             None => return Err(ChangeError::NothingPending),
         };
-        rollback::remove(&self.inner.config_dir)?;
+        let dir = self.inner.config_dir.clone();
+        store::blocking(move || rollback::remove(&dir)).await?;
         if let Some(p) = pending.take() {
-            p.timer.abort();
+            self.disarm(p.id);
         }
         tracing::info!(change = %change, "network change confirmed");
         Ok(Confirmed {
@@ -401,11 +492,19 @@ impl<K: Kernel> NetworkService<K> {
         })
     }
 
-    /// Undoes the change awaiting confirmation now.
-    pub async fn roll_back(&self) -> Result<ChangeOutcome, ChangeError> {
+    /// Undoes the change awaiting confirmation now (to the end, like [`Self::change`]).
+    pub async fn roll_back(&self) -> Result<ChangeOutcome, ChangeError>
+    where
+        K: 'static,
+    {
+        let svc = self.clone();
+        to_completion(async move { svc.undo().await }).await
+    }
+
+    async fn undo(&self) -> Result<ChangeOutcome, ChangeError> {
         let mut pending = self.inner.pending.lock().await;
         let p = pending.take().ok_or(ChangeError::NothingPending)?;
-        p.timer.abort();
+        self.disarm(p.id);
         self.restore(p, "was rolled back on request").await
     }
 
@@ -483,6 +582,17 @@ impl<K: Kernel> NetworkService<K> {
             hostname,
             configured: self.config().hostname.map(|h| h.to_string()),
         }
+    }
+}
+
+/// Runs `work` on its own task and waits for it: dropping the waiting future (a cancelled
+/// handler) does not stop the work.
+async fn to_completion<R: Send + 'static>(
+    work: impl std::future::Future<Output = R> + Send + 'static,
+) -> R {
+    match tokio::spawn(work).await {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 
