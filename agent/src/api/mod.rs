@@ -95,6 +95,9 @@ impl ApiError {
             ApiError::Network(ChangeError::Invalid(ValidationError::UnknownNic { .. })) => {
                 (StatusCode::BAD_REQUEST, "unknown_nic")
             }
+            ApiError::Network(ChangeError::Invalid(ValidationError::RouteShadowsConnected {
+                ..
+            })) => (StatusCode::BAD_REQUEST, "route_shadows_connected"),
             ApiError::Network(ChangeError::Invalid(_)) => {
                 (StatusCode::BAD_REQUEST, "invalid_network_config")
             }
@@ -106,6 +109,9 @@ impl ApiError {
             }
             ApiError::Network(ChangeError::Pending { .. }) => {
                 (StatusCode::CONFLICT, "change_pending")
+            }
+            ApiError::Network(ChangeError::WouldCutOff { .. }) => {
+                (StatusCode::CONFLICT, "would_cut_off_client")
             }
             ApiError::Network(ChangeError::NothingPending) => {
                 (StatusCode::CONFLICT, "nothing_pending")

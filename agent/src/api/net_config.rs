@@ -20,7 +20,7 @@ use crate::net::changes::NetworkChange;
 use crate::net::service::{ChangeError, MAX_CONFIRM_WITHIN};
 use crate::net::utilities;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use std::net::IpAddr;
@@ -90,9 +90,37 @@ fn family(s: &str) -> Result<Family, ApiError> {
     s.parse().map_err(ApiError::BadRequest)
 }
 
-async fn change(app: &AppState, query: Option<String>, c: NetworkChange) -> Changed {
-    let within = confirm_within(query)?;
-    Ok(Json(app.network.change(c, within).await?))
+/// How a change was asked for: its confirmation window (`?confirm_within=N`) and the
+/// address of the client that asked (so that a change cannot cut that client off unless it
+/// rolls back by itself).
+struct Asked {
+    within: Option<Duration>,
+    client: Option<std::net::IpAddr>,
+}
+
+impl axum::extract::FromRequestParts<AppState> for Asked {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &AppState,
+    ) -> Result<Asked, ApiError> {
+        let query = parts.uri.query().map(str::to_string);
+        let client = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(Asked {
+            within: confirm_within(query)?,
+            client,
+        })
+    }
+}
+
+async fn change(app: &AppState, asked: Asked, c: NetworkChange) -> Changed {
+    Ok(Json(
+        app.network.change(c, asked.within, asked.client).await?,
+    ))
 }
 
 async fn interfaces(State(app): State<AppState>) -> Result<Json<Vec<Nic>>, ApiError> {
@@ -123,18 +151,18 @@ async fn interface(
 async fn add_address(
     State(app): State<AppState>,
     Path(name): Path<String>,
-    RawQuery(q): RawQuery,
+    asked: Asked,
     body: Bytes,
 ) -> Changed {
     let nic = nic(&name)?;
     let address: AddressConfig = parse_required(&body)?;
-    change(&app, q, NetworkChange::AddAddress { nic, address }).await
+    change(&app, asked, NetworkChange::AddAddress { nic, address }).await
 }
 
 async fn patch_address(
     State(app): State<AppState>,
     Path((name, addr)): Path<(String, String)>,
-    RawQuery(q): RawQuery,
+    asked: Asked,
     body: Bytes,
 ) -> Changed {
     let req: EnabledRequest = parse_required(&body)?;
@@ -143,28 +171,28 @@ async fn patch_address(
         ip: ip(&addr)?,
         enabled: req.enabled,
     };
-    change(&app, q, c).await
+    change(&app, asked, c).await
 }
 
 async fn delete_address(
     State(app): State<AppState>,
     Path((name, addr)): Path<(String, String)>,
-    RawQuery(q): RawQuery,
+    asked: Asked,
 ) -> Changed {
     let c = NetworkChange::RemoveAddress {
         nic: nic(&name)?,
         ip: ip(&addr)?,
     };
-    change(&app, q, c).await
+    change(&app, asked, c).await
 }
 
 async fn get_config(State(app): State<AppState>) -> Json<NetworkConfig> {
     Json(app.network.config())
 }
 
-async fn put_config(State(app): State<AppState>, RawQuery(q): RawQuery, body: Bytes) -> Changed {
+async fn put_config(State(app): State<AppState>, asked: Asked, body: Bytes) -> Changed {
     let cfg: NetworkConfig = parse_required(&body)?;
-    change(&app, q, NetworkChange::Replace(cfg)).await
+    change(&app, asked, NetworkChange::Replace(cfg)).await
 }
 
 async fn status(State(app): State<AppState>) -> Json<NetworkStatus> {
@@ -183,18 +211,18 @@ async fn list_routes(State(app): State<AppState>) -> Result<Json<RoutesView>, Ap
     Ok(Json(app.network.routes().await.map_err(ChangeError::from)?))
 }
 
-async fn add_route(State(app): State<AppState>, RawQuery(q): RawQuery, body: Bytes) -> Changed {
+async fn add_route(State(app): State<AppState>, asked: Asked, body: Bytes) -> Changed {
     let r: RouteConfig = parse_required(&body)?;
-    change(&app, q, NetworkChange::AddRoute(r)).await
+    change(&app, asked, NetworkChange::AddRoute(r)).await
 }
 
 async fn delete_route(
     State(app): State<AppState>,
     Path(dest): Path<String>,
-    RawQuery(q): RawQuery,
+    asked: Asked,
 ) -> Changed {
     let destination: IpCidr = dest.parse().map_err(ApiError::BadRequest)?;
-    change(&app, q, NetworkChange::RemoveRoute { destination }).await
+    change(&app, asked, NetworkChange::RemoveRoute { destination }).await
 }
 
 async fn gateways(State(app): State<AppState>) -> Json<crate::model::netconfig::Gateways> {
@@ -204,7 +232,7 @@ async fn gateways(State(app): State<AppState>) -> Json<crate::model::netconfig::
 async fn put_gateway(
     State(app): State<AppState>,
     Path(fam): Path<String>,
-    RawQuery(q): RawQuery,
+    asked: Asked,
     body: Bytes,
 ) -> Changed {
     let family = family(&fam)?;
@@ -220,41 +248,41 @@ async fn put_gateway(
         family,
         gateway: Some(req.gateway),
     };
-    change(&app, q, c).await
+    change(&app, asked, c).await
 }
 
 async fn delete_gateway(
     State(app): State<AppState>,
     Path(fam): Path<String>,
-    RawQuery(q): RawQuery,
+    asked: Asked,
 ) -> Changed {
     let c = NetworkChange::SetGateway {
         family: family(&fam)?,
         gateway: None,
     };
-    change(&app, q, c).await
+    change(&app, asked, c).await
 }
 
 async fn dns(State(app): State<AppState>) -> Json<DnsConfig> {
     Json(app.network.config().dns)
 }
 
-async fn put_dns(State(app): State<AppState>, RawQuery(q): RawQuery, body: Bytes) -> Changed {
+async fn put_dns(State(app): State<AppState>, asked: Asked, body: Bytes) -> Changed {
     let d: DnsConfig = parse_required(&body)?;
-    change(&app, q, NetworkChange::SetDns(d)).await
+    change(&app, asked, NetworkChange::SetDns(d)).await
 }
 
 async fn hostname(State(app): State<AppState>) -> Json<HostnameView> {
     Json(app.network.hostname().await)
 }
 
-async fn put_hostname(State(app): State<AppState>, RawQuery(q): RawQuery, body: Bytes) -> Changed {
+async fn put_hostname(State(app): State<AppState>, asked: Asked, body: Bytes) -> Changed {
     let req: HostnameRequest = parse_required(&body)?;
-    change(&app, q, NetworkChange::SetHostname(Some(req.hostname))).await
+    change(&app, asked, NetworkChange::SetHostname(Some(req.hostname))).await
 }
 
-async fn delete_hostname(State(app): State<AppState>, RawQuery(q): RawQuery) -> Changed {
-    change(&app, q, NetworkChange::SetHostname(None)).await
+async fn delete_hostname(State(app): State<AppState>, asked: Asked) -> Changed {
+    change(&app, asked, NetworkChange::SetHostname(None)).await
 }
 
 async fn test_tcp(body: Bytes) -> Result<Json<TcpTestResult>, ApiError> {

@@ -128,6 +128,11 @@ impl IpCidr {
         }
     }
 
+    /// Whether `other` (a subnet) lies inside this subnet, or is it.
+    pub fn covers(&self, other: &IpCidr) -> bool {
+        other.prefix >= self.prefix && self.contains(other.ip)
+    }
+
     /// Whether `ip` lies in this subnet.
     pub fn contains(&self, ip: IpAddr) -> bool {
         ip.is_ipv4() == self.ip.is_ipv4() && mask(ip, self.prefix) == mask(self.ip, self.prefix)
@@ -506,6 +511,11 @@ pub enum ValidationError {
         destination: IpCidr,
         gateway: IpAddr,
     },
+    #[error(
+        "route {destination} lies inside {subnet}, a subnet the appliance is directly on: it \
+         would take that subnet's hosts (maybe the one you are on) away from it"
+    )]
+    RouteShadowsConnected { destination: IpCidr, subnet: IpCidr },
     #[error("route destination {0} is configured more than once")]
     DuplicateRoute(IpCidr),
     #[error("{gateway} cannot be a gateway: {reason}")]
@@ -616,6 +626,16 @@ impl NetworkConfig {
             .map(|(n, _)| n)
     }
 
+    /// The subnets the appliance is directly on: those of its enabled addresses, and the
+    /// factory subnet (169.254.1.0/24), whether or not the factory address is on now.
+    pub fn connected_subnets(&self) -> impl Iterator<Item = IpCidr> + '_ {
+        let factory = IpCidr {
+            ip: Ipv4Addr::new(169, 254, 1, 0).into(),
+            prefix: 24,
+        };
+        std::iter::once(factory).chain(self.enabled_addresses().map(|(_, a)| a.network()))
+    }
+
     /// Static routes followed by the default routes, as the kernel gets them.
     pub fn all_routes(&self) -> Vec<RouteConfig> {
         let mut out = self.routes.clone();
@@ -667,6 +687,12 @@ impl NetworkConfig {
                 return Err(ValidationError::RouteHostBits {
                     given: r.destination,
                     network: r.destination.network(),
+                });
+            }
+            if let Some(subnet) = self.connected_subnets().find(|s| s.covers(&r.destination)) {
+                return Err(ValidationError::RouteShadowsConnected {
+                    destination: r.destination,
+                    subnet,
                 });
             }
             if seen_routes.contains(&r.destination) {
@@ -986,6 +1012,35 @@ mod tests {
             cfg.validate().unwrap_err(),
             ValidationError::RouteFamilyMismatch { .. }
         ));
+    }
+
+    #[test]
+    fn a_route_inside_a_connected_subnet_is_refused() {
+        // Found by fuzzing: this route took the factory subnet, and the workstation on it,
+        // away from the appliance until a rollback.
+        let mut cfg = with_addresses(&[("eth0", "192.0.2.10/24")]);
+        for (destination, subnet) in [
+            ("169.254.1.0/24", "169.254.1.0/24"),
+            ("169.254.1.0/25", "169.254.1.0/24"),
+            ("192.0.2.128/25", "192.0.2.0/24"),
+            ("192.0.2.0/24", "192.0.2.0/24"),
+        ] {
+            cfg.routes = vec![RouteConfig {
+                destination: cidr(destination),
+                gateway: "192.0.2.254".parse().unwrap(),
+            }];
+            assert_eq!(
+                cfg.validate().unwrap_err(),
+                ValidationError::RouteShadowsConnected {
+                    destination: cidr(destination),
+                    subnet: cidr(subnet),
+                },
+                "{destination}"
+            );
+        }
+        // A wider route leaves the connected subnet to the more specific connected route.
+        cfg.routes[0].destination = cidr("192.0.0.0/16");
+        assert_eq!(cfg.validate(), Ok(()));
     }
 
     #[test]

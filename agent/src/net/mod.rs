@@ -20,6 +20,7 @@ pub mod acd;
 pub mod announce;
 pub mod arp;
 pub mod changes;
+pub mod client_path;
 pub mod defence;
 pub mod factory;
 pub mod factory_control;

@@ -21,6 +21,7 @@
 //!   advertisement for an address, e.g. after a takeover.
 
 use super::changes::{NetworkChange, NotConfigured};
+use super::client_path;
 use super::inventory;
 use super::kernel::LiveKernel;
 use super::netlink::NetEvents;
@@ -74,6 +75,12 @@ pub enum ChangeError {
     Pending { change: String, seconds_left: u64 },
     #[error("no network change awaits confirmation")]
     NothingPending,
+    #[error(
+        "this change would take away the appliance's path to you ({client}, reached through \
+         {path}): send it again with a confirmation window (confirm_within), so that it is \
+         undone by itself unless you confirm it from the new address"
+    )]
+    WouldCutOff { client: IpAddr, path: String },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -224,22 +231,28 @@ impl<K: Kernel> NetworkService<K> {
     /// The change runs to its end on a task of its own: a client that goes away while it
     /// is being applied (which cancels the API handler) cannot leave it half done, for
     /// example written but without its rollback timer.
+    ///
+    /// `client` is the address the request came from: without a confirmation window, a
+    /// change that would take away the appliance's path to it is refused
+    /// ([`ChangeError::WouldCutOff`]).
     pub async fn change(
         &self,
         change: NetworkChange,
         confirm_within: Option<Duration>,
+        client: Option<IpAddr>,
     ) -> Result<ChangeOutcome, ChangeError>
     where
         K: 'static,
     {
         let svc = self.clone();
-        to_completion(async move { svc.apply(change, confirm_within).await }).await
+        to_completion(async move { svc.apply(change, confirm_within, client).await }).await
     }
 
     async fn apply(
         &self,
         change: NetworkChange,
         confirm_within: Option<Duration>,
+        client: Option<IpAddr>,
     ) -> Result<ChangeOutcome, ChangeError> {
         let inner = &self.inner;
         let mut pending = inner.pending.lock().await;
@@ -272,6 +285,17 @@ impl<K: Kernel> NetworkService<K> {
             ..Default::default()
         };
         named.check_nics(&present)?;
+        if confirm_within.is_none() {
+            let factory_on = inner.config.current().factory_address.enabled;
+            if let Some(path) = client
+                .and_then(|c| client_path::cuts_off(&current, &next, factory_on, c).map(|p| (c, p)))
+            {
+                return Err(ChangeError::WouldCutOff {
+                    client: path.0,
+                    path: path.1.to_string(),
+                });
+            }
+        }
         if next == current {
             return Ok(ChangeOutcome {
                 message: "nothing to change: the configuration already says so".into(),
@@ -704,7 +728,7 @@ mod tests {
         let mut fake = Fake::new(actual());
         fake.taken = vec!["192.0.2.77".parse().unwrap()];
         let (dir, svc) = service(fake);
-        let err = block_on(svc.change(add("eth0", "192.0.2.77/24"), None)).unwrap_err();
+        let err = block_on(svc.change(add("eth0", "192.0.2.77/24"), None, None)).unwrap_err();
         match err {
             ChangeError::AddressInUse { nic, address, mac } => {
                 assert_eq!(
@@ -727,9 +751,38 @@ mod tests {
     }
 
     #[test]
+    fn a_change_that_cuts_off_the_client_needs_a_confirmation_window() {
+        let (dir, svc) = service(Fake::new(actual()));
+        block_on(svc.change(add("eth0", "192.0.2.10/24"), None, None)).unwrap();
+        let file = std::fs::read_to_string(dir.path().join(crate::config::FILE)).unwrap();
+        let client: IpAddr = "192.0.2.77".parse().unwrap();
+        let remove = || NetworkChange::RemoveAddress {
+            nic: "eth0".parse().unwrap(),
+            ip: "192.0.2.10".parse().unwrap(),
+        };
+        let err = block_on(svc.change(remove(), None, Some(client))).unwrap_err();
+        assert!(
+            matches!(&err, ChangeError::WouldCutOff { client: c, path }
+                if *c == client && path == "192.0.2.0/24, from 192.0.2.10"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(crate::config::FILE)).unwrap(),
+            file,
+            "nothing was written"
+        );
+        // Another client's path is not this change's business, and a window makes it safe.
+        let other: IpAddr = "169.254.1.4".parse().unwrap();
+        block_on(svc.change(add("eth0", "192.0.2.11/24"), None, Some(other))).unwrap();
+        let within = Some(Duration::from_secs(60));
+        let out = block_on(svc.change(remove(), within, Some(client))).unwrap();
+        assert!(out.pending.is_some());
+    }
+
+    #[test]
     fn a_free_address_is_probed_once_and_then_added_without_a_second_probe() {
         let (dir, svc) = service(Fake::new(actual()));
-        let out = block_on(svc.change(add("eth0", "192.0.2.10/24"), None)).unwrap();
+        let out = block_on(svc.change(add("eth0", "192.0.2.10/24"), None, None)).unwrap();
         assert!(out.report.in_sync, "{:?}", out.report);
         assert_eq!(
             log(&svc),
@@ -750,10 +803,10 @@ mod tests {
         a.addresses.push(addr(2, "192.0.2.10/24"));
         let (_dir, svc) = service(Fake::new(a));
         // On the NIC already (put there by hand): no probe, nothing to add.
-        block_on(svc.change(add("eth0", "192.0.2.10/24"), None)).unwrap();
+        block_on(svc.change(add("eth0", "192.0.2.10/24"), None, None)).unwrap();
         assert!(log(&svc).is_empty(), "present: not probed");
         // Enabled already: a change of something else probes only the new address.
-        block_on(svc.change(add("eth0", "192.0.2.11/24"), None)).unwrap();
+        block_on(svc.change(add("eth0", "192.0.2.11/24"), None, None)).unwrap();
         assert_eq!(
             log(&svc),
             vec!["probe 192.0.2.11", "added 192.0.2.11/24 to eth0"]
@@ -763,7 +816,7 @@ mod tests {
     #[test]
     fn an_unknown_nic_is_refused_before_any_probe() {
         let (dir, svc) = service(Fake::new(actual()));
-        let err = block_on(svc.change(add("eth9", "192.0.2.10/24"), None)).unwrap_err();
+        let err = block_on(svc.change(add("eth9", "192.0.2.10/24"), None, None)).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -772,7 +825,7 @@ mod tests {
             "{err}"
         );
         // The loopback NIC is no place for a configured address either.
-        assert!(block_on(svc.change(add("lo", "192.0.2.10/24"), None)).is_err());
+        assert!(block_on(svc.change(add("lo", "192.0.2.10/24"), None, None)).is_err());
         assert!(log(&svc).is_empty());
         assert!(!dir.path().join(crate::config::FILE).exists());
     }
