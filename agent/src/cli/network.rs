@@ -4,6 +4,7 @@
 //! undoes the change unless `appliancectl network confirm` follows in time.
 
 use super::client::Client;
+use super::render::field;
 use super::{check, CliError, Outcome};
 use crate::api::net_types::{
     ChangeOutcome, DnsLookupResult, HostnameView, NetworkStatus, Nic, PingResult, RoutesView,
@@ -253,14 +254,10 @@ pub async fn execute(client: &Client, cmd: &NetworkCommand) -> Outcome {
                         s.join(" ")
                     }
                 };
-                let text = format!(
-                    "{:<16}{}\n{:<16}{}",
-                    "Servers",
-                    list(&servers),
-                    "Search",
-                    list(&search)
-                );
-                Ok((v, text))
+                let mut text = String::new();
+                field(&mut text, "Servers", list(&servers));
+                field(&mut text, "Search", list(&search));
+                Ok((v, text.trim_end().to_string()))
             }
             DnsAction::Set {
                 servers,
@@ -562,7 +559,7 @@ pub fn nics_text(nics: &[Nic]) -> String {
         if n.managed {
             facts.push("managed".into());
         }
-        let _ = writeln!(out, "{:<16}{}", n.name, facts.join(", "));
+        field(&mut out, &n.name, facts.join(", "));
         for a in &n.addresses {
             let mut state = vec![a.origin.clone()];
             if a.enabled == Some(false) {
@@ -616,36 +613,38 @@ pub fn routes_text(r: &RoutesView) -> String {
 
 pub fn status_text(s: &NetworkStatus) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<16}{}",
+    field(
+        &mut out,
         "Kernel",
         if s.report.in_sync {
             "matches the configuration"
         } else {
             "differs from the configuration"
-        }
+        },
     );
     for d in &s.report.unresolved {
         let _ = writeln!(out, "  not done: {}: {}", d.subject, d.reason);
     }
     match &s.pending {
         Some(p) => {
-            let _ = writeln!(
-                out,
-                "{:<16}\"{}\": {} s left to confirm (appliancectl network confirm)",
-                "Pending", p.change, p.seconds_left
+            field(
+                &mut out,
+                "Pending",
+                format_args!(
+                    "\"{}\": {} s left to confirm (appliancectl network confirm)",
+                    p.change, p.seconds_left
+                ),
             );
         }
         None => {
-            let _ = writeln!(out, "{:<16}no change awaits confirmation", "Pending");
+            field(&mut out, "Pending", "no change awaits confirmation");
         }
     }
     for c in &s.conflict_history {
-        let _ = writeln!(
-            out,
-            "{:<16}{} on {} claimed by {}",
-            "  conflict", c.address, c.nic, c.mac
+        field(
+            &mut out,
+            "  conflict",
+            format_args!("{} on {} claimed by {}", c.address, c.nic, c.mac),
         );
     }
     out.trim_end().to_string()

@@ -1,6 +1,7 @@
 //! Verbs for the system: status, login, logout, passwd, token, shutdown, reboot.
 
 use super::client::{Answer, Client};
+use super::render::field;
 use super::{check, render, session, CliError, Outcome};
 use crate::api::types;
 use clap::Subcommand;
@@ -74,16 +75,22 @@ fn passphrase(file: &Option<std::path::PathBuf>) -> Result<Option<String>, CliEr
 }
 
 fn cert_text(c: &types::CertificateInfo) -> String {
-    format!(
-        "Subject         {}\nIssuer          {}{}\nNames           {}\nValid           unix {} to {}\nSHA-256         {}",
-        c.subject,
-        c.issuer,
-        if c.self_signed { " (self-signed)" } else { "" },
-        c.subject_alt_names.join(", "),
-        c.not_before_unix,
-        c.not_after_unix,
-        c.sha256_fingerprint
-    )
+    let mut out = String::new();
+    field(&mut out, "Subject", &c.subject);
+    let self_signed = if c.self_signed { " (self-signed)" } else { "" };
+    field(
+        &mut out,
+        "Issuer",
+        format_args!("{}{self_signed}", c.issuer),
+    );
+    field(&mut out, "Names", c.subject_alt_names.join(", "));
+    field(
+        &mut out,
+        "Valid",
+        format_args!("unix {} to {}", c.not_before_unix, c.not_after_unix),
+    );
+    field(&mut out, "SHA-256", &c.sha256_fingerprint);
+    out.trim_end().to_string()
 }
 
 pub async fn cert(client: &Client, action: &CertAction) -> Outcome {
