@@ -1,4 +1,4 @@
-//! Verbs for the system: status, login, logout, passwd, token, shutdown, reboot.
+//! Verbs for the system: status, ping, login, logout, passwd, token, shutdown, reboot.
 
 use super::client::{Answer, Client};
 use super::render::field;
@@ -209,6 +209,24 @@ pub async fn status(client: &Client) -> Outcome {
     let v = check(client.request("GET", &api("/status"), None).await?)?;
     let s: types::Status = decode(&v)?;
     Ok((v.clone(), render::status(&s)))
+}
+
+/// Whether the API answers over HTTPS, without a session: it fetches the OpenAPI document,
+/// which needs no login, and any HTTP answer counts (an agent is listening behind TLS).
+pub async fn ping(client: &Client) -> Outcome {
+    let answer = client.request("GET", &api("/openapi.yaml"), None).await?;
+    let v = serde_json::json!({
+        "http_status": answer.status,
+        "certificate_sha256": answer.fingerprint,
+    });
+    let text = format!(
+        "https://{}{} answers (HTTP {}, certificate sha256 {})",
+        client.target(),
+        crate::api::PREFIX,
+        answer.status,
+        answer.fingerprint
+    );
+    Ok((v, text))
 }
 
 pub async fn power(client: &Client, verb: &str, p: &PowerArgs) -> Outcome {
