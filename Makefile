@@ -22,6 +22,7 @@ HOST_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libss
 
 help:
 	@echo "make run        build everything and boot the appliance in QEMU on a bridge"
+	@echo "                (RUN_ONCE=1: stop once its API answers)"
 	@echo "make test       build everything and run every test (unit, namespace, QEMU)"
 	@echo "make image      build kernel, binaries and images into $(IMAGES)/"
 	@echo "make bench-boot boot $(BENCH_RUNS) times and print the boot-phase medians and sizes"
@@ -53,10 +54,10 @@ image: kernel binaries
 	cargo run --locked -q -p appliance-image -- data-disk --out $(IMAGES)/data.img --size-mib 256
 	@ls -l $(IMAGES)
 
+# The boot itself is qemu/run (the tests run it too). RUN_ONCE=1: stop once the API
+# answers, instead of following the console until Ctrl-C.
 run: deps image
-	@if [ "$$(id -u)" = 0 ]; then qemu/run-pair --nodes 1; \
-	else echo "not root: user networking, API forwarded to https://127.0.0.1:8443"; \
-	  qemu/run-node --name node1 --user-net 8443; fi
+	@qemu/run $(if $(RUN_ONCE),--exit-when-up)
 
 test: deps image
 	$(MAKE) test-unit test-openapi test-system

@@ -53,6 +53,8 @@ pub struct Cli {
 pub enum Command {
     /// Show version, uptime, boot timeline, data partition and addresses.
     Status,
+    /// Check that the API answers over HTTPS (needs no login; any HTTP answer counts).
+    Ping,
     /// Log in (the session is kept per appliance in ~/.config/appliancectl/sessions).
     Login(system::LoginArgs),
     /// End the session.
@@ -75,9 +77,9 @@ pub enum Command {
     Shutdown(system::PowerArgs),
     /// Restart the appliance.
     Reboot(system::PowerArgs),
-    /// Show or change the factory address (169.254.1.x).
     #[command(flatten)]
     Network(network::NetworkCommand),
+    /// Show or change the factory address (169.254.1.x): enable, disable, timing.
     #[command(name = "factory-address")]
     FactoryAddress {
         #[command(subcommand)]
@@ -158,6 +160,7 @@ async fn execute(cli: &Cli, client: &Client) -> Result<String, CliError> {
     let api = crate::api::PREFIX;
     let (value, text) = match &cli.command {
         Command::Status => system::status(client).await?,
+        Command::Ping => system::ping(client).await?,
         Command::Login(a) => system::login(client, a).await?,
         Command::Logout => system::logout(client).await?,
         Command::Passwd(a) => system::passwd(client, a).await?,
@@ -262,5 +265,34 @@ pub fn main() -> ExitCode {
             eprintln!("appliancectl: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every verb, at every level, has a line in `--help`.
+    #[test]
+    fn every_verb_has_a_help_line() {
+        fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(path.clone());
+                }
+                check(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "appliancectl", &mut missing);
+        assert!(missing.is_empty(), "verbs without help: {missing:?}");
+    }
+
+    #[test]
+    fn ping_needs_no_arguments() {
+        let cli = Cli::try_parse_from(["appliancectl", "--host", "169.254.1.2", "ping"]).unwrap();
+        assert!(matches!(cli.command, Command::Ping));
     }
 }

@@ -1,10 +1,20 @@
-//! Text output for people: status and the system verbs here, the network verbs in
-//! [`network`].
+//! Text output for people: one `Label  value` line per fact, the values in one column;
+//! status and the system verbs here, the network verbs in [`network`].
 
 pub mod network;
 
 use crate::model;
-use std::fmt::Write;
+use std::fmt::{Display, Write};
+
+/// Width of the label column: the longest label ("Settings changed", 16) and a space.
+pub(crate) const LABEL_WIDTH: usize = 17;
+
+/// Appends one `label value` line, the value starting at [`LABEL_WIDTH`]; a label too
+/// long for the column still gets one space before its value.
+pub(crate) fn field(out: &mut String, label: &str, value: impl Display) {
+    let label = format!("{label} ");
+    let _ = writeln!(out, "{label:<LABEL_WIDTH$}{value}");
+}
 
 fn duration(seconds: f64) -> String {
     let s = seconds as u64;
@@ -18,28 +28,30 @@ fn duration(seconds: f64) -> String {
 
 pub fn status(s: &model::Status) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<16}{} {} (build {})",
-        "Product", s.product, s.version, s.build
+    field(
+        &mut out,
+        "Product",
+        format_args!("{} {} (build {})", s.product, s.version, s.build),
     );
     if let Some(r) = &s.erase_report {
         let verdict = if r.verified { "PASSED" } else { "FAILED" };
-        let _ = writeln!(
-            out,
-            "{:<16}{} MiB of {} zeroed by {} in {:.1} s, read back in {:.1} s: {verdict} ({})",
+        field(
+            &mut out,
             "Secure erase",
-            r.bytes >> 20,
-            r.device,
-            r.method,
-            r.erase_ms as f64 / 1000.0,
-            r.verify_ms as f64 / 1000.0,
-            r.detail
+            format_args!(
+                "{} MiB of {} zeroed by {} in {:.1} s, read back in {:.1} s: {verdict} ({})",
+                r.bytes >> 20,
+                r.device,
+                r.method,
+                r.erase_ms as f64 / 1000.0,
+                r.verify_ms as f64 / 1000.0,
+                r.detail
+            ),
         );
     }
     out.push_str(&basics(&s.basics));
-    let _ = writeln!(out, "{:<16}{}", "Hostname", s.hostname);
-    let _ = writeln!(out, "{:<16}{}", "Uptime", duration(s.uptime_seconds));
+    field(&mut out, "Hostname", &s.hostname);
+    field(&mut out, "Uptime", duration(s.uptime_seconds));
     let data = match (s.data.mode, &s.data.device) {
         (model::DataMode::Persistent, Some(dev)) => {
             let fresh = if s.data.formatted_this_boot {
@@ -51,7 +63,7 @@ pub fn status(s: &model::Status) -> String {
         }
         _ => format!("{} ({})", s.data.mode.as_str(), s.data.detail),
     };
-    let _ = writeln!(out, "{:<16}{data}", "Data");
+    field(&mut out, "Data", data);
     out.push_str(&factory_lines(&s.factory_address));
     if let Some(ls) = &s.last_shutdown {
         let reason = if ls.reason.is_empty() {
@@ -59,14 +71,20 @@ pub fn status(s: &model::Status) -> String {
         } else {
             format!(" ({})", ls.reason)
         };
-        let _ = writeln!(out, "{:<16}{}{reason}", "Last shutdown", ls.kind);
+        field(
+            &mut out,
+            "Last shutdown",
+            format_args!("{}{reason}", ls.kind),
+        );
     }
-    let _ = writeln!(
-        out,
-        "{:<16}pid {}, up {}",
+    field(
+        &mut out,
         "Agent",
-        s.agent.pid,
-        duration(s.agent.running_seconds)
+        format_args!(
+            "pid {}, up {}",
+            s.agent.pid,
+            duration(s.agent.running_seconds)
+        ),
     );
     if !s.boot_timeline.is_empty() {
         let _ = writeln!(out, "Boot timeline (ms since kernel start)");
@@ -103,23 +121,25 @@ pub fn factory_lines(fa: &model::FactoryAddress) -> String {
             None => fa.state.to_string(),
         },
     };
-    let _ = writeln!(out, "{:<16}{line}", "Factory address");
+    field(&mut out, "Factory address", line);
     if fa.exhausted {
-        let _ = writeln!(
-            out,
-            "{:<16}every candidate address is taken; retrying once a minute",
-            ""
+        field(
+            &mut out,
+            "",
+            "every candidate address is taken; retrying once a minute",
         );
     }
     for c in &fa.conflicts {
-        let _ = writeln!(
-            out,
-            "{:<16}{} claimed by {} ({}, {})",
+        field(
+            &mut out,
             "  conflict",
-            c.address,
-            c.mac,
-            c.kind,
-            ago(c.unix_time)
+            format_args!(
+                "{} claimed by {} ({}, {})",
+                c.address,
+                c.mac,
+                c.kind,
+                ago(c.unix_time)
+            ),
         );
     }
     out
@@ -138,65 +158,129 @@ fn basics(b: &model::Basics) -> String {
     let mut out = String::new();
     let id = &b.identity;
     let unknown = || "unknown".to_string();
-    let _ = writeln!(
-        out,
-        "{:<16}{}",
+    field(
+        &mut out,
         "Manufacturer",
-        id.manufacturer.clone().unwrap_or_else(unknown)
+        id.manufacturer.clone().unwrap_or_else(unknown),
     );
-    let _ = writeln!(
-        out,
-        "{:<16}{}",
+    field(
+        &mut out,
         "Model",
-        id.product_name.clone().unwrap_or_else(unknown)
+        id.product_name.clone().unwrap_or_else(unknown),
     );
-    let _ = writeln!(
-        out,
-        "{:<16}{}",
+    field(
+        &mut out,
         "Serial number",
-        id.serial_number.clone().unwrap_or_else(unknown)
+        id.serial_number.clone().unwrap_or_else(unknown),
     );
     if let Some(uuid) = &id.uuid {
-        let _ = writeln!(out, "{:<16}{uuid}", "UUID");
+        field(&mut out, "UUID", uuid);
     }
-    let _ = writeln!(
-        out,
-        "{:<16}{} (build {}), kernel {}",
-        "Firmware", b.firmware_version, b.firmware_build, b.kernel
+    field(
+        &mut out,
+        "Firmware",
+        format_args!(
+            "{} (build {}), kernel {}",
+            b.firmware_version, b.firmware_build, b.kernel
+        ),
     );
-    let _ = writeln!(
-        out,
-        "{:<16}{} × {}",
+    field(
+        &mut out,
         "CPU",
-        b.cpu.logical_cpus,
-        b.cpu.model.clone().unwrap_or_else(unknown)
+        format_args!(
+            "{} × {}",
+            b.cpu.logical_cpus,
+            b.cpu.model.clone().unwrap_or_else(unknown)
+        ),
     );
     if let (Some(t), Some(a)) = (b.memory.total_bytes, b.memory.available_bytes) {
-        let _ = writeln!(out, "{:<16}{} ({} available)", "Memory", mib(t), mib(a));
+        field(
+            &mut out,
+            "Memory",
+            format_args!("{} ({} available)", mib(t), mib(a)),
+        );
     }
     let disks: Vec<String> = b
         .disks
         .iter()
         .map(|d| format!("{} {}", d.name, mib(d.size_bytes)))
         .collect();
-    let _ = writeln!(
-        out,
-        "{:<16}{}",
+    field(
+        &mut out,
         "Disks",
         if disks.is_empty() {
             "none".into()
         } else {
             disks.join(", ")
-        }
+        },
     );
     let nics: Vec<String> = b
         .nics
         .iter()
         .map(|n| format!("{} {}", n.name, n.mac.clone().unwrap_or_default()))
         .collect();
-    let _ = writeln!(out, "{:<16}{}", "NICs", nics.join(", "));
+    field(&mut out, "NICs", nics.join(", "));
     if let Some(t) = b.last_config_change_unix {
-        let _ = writeln!(out, "{:<16}{}", "Settings changed", ago(t));
+        field(&mut out, "Settings changed", ago(t));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every line's label, padded to the column, ends in a space and the value follows.
+    fn assert_columns(text: &str) {
+        for line in text.lines() {
+            let (label, value) = line.split_at(LABEL_WIDTH);
+            assert!(label.ends_with(' '), "no space after the label: {line:?}");
+            assert!(!value.starts_with(' '), "value out of its column: {line:?}");
+        }
+    }
+
+    #[test]
+    fn basics_have_a_space_between_label_and_value() {
+        let b = model::Basics {
+            firmware_version: "0.1.0".into(),
+            kernel: "6.1.0".into(),
+            last_config_change_unix: Some(0),
+            ..Default::default()
+        };
+        let text = basics(&b);
+        assert!(text.contains("\nSettings changed "), "{text}");
+        assert!(text.contains("\nSerial number    unknown\n"), "{text}");
+        assert_columns(&text);
+    }
+
+    #[test]
+    fn factory_lines_have_a_space_between_label_and_value() {
+        let fa = model::FactoryAddress {
+            state: model::FactoryState::Held,
+            timing: model::TimingProfile::Fast,
+            address: Some("169.254.1.1/24".into()),
+            nic: Some("eth0".into()),
+            exhausted: true,
+            conflicts: vec![model::FactoryConflict {
+                address: "169.254.1.1".into(),
+                mac: "52:54:00:a0:00:02".into(),
+                kind: model::ConflictKind::InUse,
+                unix_time: 0,
+            }],
+            ..Default::default()
+        };
+        let text = factory_lines(&fa);
+        assert!(
+            text.starts_with("Factory address  169.254.1.1/24 on eth0"),
+            "{text}"
+        );
+        assert_columns(&text);
+    }
+
+    #[test]
+    fn a_label_longer_than_the_column_still_gets_a_space() {
+        let mut out = String::new();
+        field(&mut out, "A label longer than the column", "value");
+        assert_eq!(out, "A label longer than the column value\n");
+    }
 }

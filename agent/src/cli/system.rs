@@ -1,5 +1,6 @@
-//! Verbs for the system: status, login, logout, passwd, token, shutdown, reboot.
+//! Verbs for the system: status, ping, login, logout, passwd, token, shutdown, reboot.
 
+use super::render::field;
 use super::{check, render, session, CliError, Outcome};
 use crate::client::{Answer, Client};
 use crate::model;
@@ -74,16 +75,22 @@ fn passphrase(file: &Option<std::path::PathBuf>) -> Result<Option<String>, CliEr
 }
 
 fn cert_text(c: &model::CertificateInfo) -> String {
-    format!(
-        "Subject         {}\nIssuer          {}{}\nNames           {}\nValid           unix {} to {}\nSHA-256         {}",
-        c.subject,
-        c.issuer,
-        if c.self_signed { " (self-signed)" } else { "" },
-        c.subject_alt_names.join(", "),
-        c.not_before_unix,
-        c.not_after_unix,
-        c.sha256_fingerprint
-    )
+    let mut out = String::new();
+    field(&mut out, "Subject", &c.subject);
+    let self_signed = if c.self_signed { " (self-signed)" } else { "" };
+    field(
+        &mut out,
+        "Issuer",
+        format_args!("{}{self_signed}", c.issuer),
+    );
+    field(&mut out, "Names", c.subject_alt_names.join(", "));
+    field(
+        &mut out,
+        "Valid",
+        format_args!("unix {} to {}", c.not_before_unix, c.not_after_unix),
+    );
+    field(&mut out, "SHA-256", &c.sha256_fingerprint);
+    out.trim_end().to_string()
 }
 
 pub async fn cert(client: &Client, action: &CertAction) -> Outcome {
@@ -202,6 +209,24 @@ pub async fn status(client: &Client) -> Outcome {
     let v = check(client.request("GET", &api("/status"), None).await?)?;
     let s: model::Status = decode(&v)?;
     Ok((v.clone(), render::status(&s)))
+}
+
+/// Whether the API answers over HTTPS, without a session: it fetches the OpenAPI document,
+/// which needs no login, and any HTTP answer counts (an agent is listening behind TLS).
+pub async fn ping(client: &Client) -> Outcome {
+    let answer = client.request("GET", &api("/openapi.yaml"), None).await?;
+    let v = serde_json::json!({
+        "http_status": answer.status,
+        "certificate_sha256": answer.fingerprint,
+    });
+    let text = format!(
+        "https://{}{} answers (HTTP {}, certificate sha256 {})",
+        client.target(),
+        crate::api::PREFIX,
+        answer.status,
+        answer.fingerprint
+    );
+    Ok((v, text))
 }
 
 pub async fn power(client: &Client, verb: &str, p: &PowerArgs) -> Outcome {

@@ -3,11 +3,13 @@
 //!
 //! SMBIOS is read once (it does not change while running) with smbios-lib from
 //! `/sys/firmware/dmi/tables`; a machine without DMI reports the fields as unknown.
-//! Everything else is read from `/proc` and `/sys` on each request.
+//! Everything else is read on each request: CPU and memory with the sysinfo crate, disks
+//! and NICs from `/sys`.
 
 use crate::model::{Basics, Cpu, Disk, Memory, NicSummary, SystemIdentity};
 use std::path::Path;
 use std::sync::OnceLock;
+use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
 
 fn clean(s: Option<String>) -> Option<String> {
     s.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
@@ -47,36 +49,42 @@ fn read(path: impl AsRef<Path>) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-pub fn cpu() -> Cpu {
-    let text = read("/proc/cpuinfo").unwrap_or_default();
-    let model = text
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string());
-    let logical = text.lines().filter(|l| l.starts_with("processor")).count();
+/// CPU and memory as the kernel reports them now (`/proc/stat`, `/proc/cpuinfo`,
+/// `/proc/meminfo`, read by sysinfo); `None` where sysinfo does not support the platform.
+fn snapshot() -> Option<System> {
+    let what = RefreshKind::nothing()
+        .with_cpu(CpuRefreshKind::nothing())
+        .with_memory(MemoryRefreshKind::nothing().with_ram());
+    System::new_with_specifics(what).ok()
+}
+
+/// The CPU model (of the first CPU) and the number of logical CPUs online (at least one).
+pub fn cpu(sys: Option<&System>) -> Cpu {
+    let cpus = sys.map(System::cpus).unwrap_or_default();
+    let model = cpus
+        .first()
+        .map(|c| c.brand().trim().to_string())
+        .filter(|m| !m.is_empty());
     Cpu {
         model,
-        logical_cpus: logical.max(1),
+        logical_cpus: cpus.len().max(1),
     }
 }
 
-pub fn memory() -> Memory {
-    let text = read("/proc/meminfo").unwrap_or_default();
-    let kib = |key: &str| {
-        text.lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|k| k * 1024)
-    };
+/// Total and available memory; unknown (rather than 0) when the kernel did not say.
+pub fn memory(sys: Option<&System>) -> Memory {
+    let known = |bytes: u64| Some(bytes).filter(|&b| b > 0);
     Memory {
-        total_bytes: kib("MemTotal:"),
-        available_bytes: kib("MemAvailable:"),
+        total_bytes: sys.and_then(|s| known(s.total_memory())),
+        available_bytes: sys.and_then(|s| known(s.available_memory())),
     }
 }
 
 /// Whole disks (not partitions, loop or RAM devices) with their sizes.
+///
+/// Read from `/sys/block`, not with sysinfo: its disk list is the mounted file systems
+/// and their sizes, so a blank or erased data disk (nothing mounted) would be missing and
+/// a partitioned one would show its partitions instead of the whole device.
 pub fn disks() -> Vec<Disk> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/sys/block") else {
@@ -158,13 +166,14 @@ pub fn last_config_change(config_dir: &Path) -> Option<u64> {
 
 /// Everything but the identity's cache is read fresh.
 pub fn basics(config_dir: &Path) -> Basics {
+    let sys = snapshot();
     Basics {
         identity: identity(),
         firmware_version: env!("CARGO_PKG_VERSION").into(),
         firmware_build: super::build_id().into(),
         kernel: kernel_version(),
-        cpu: cpu(),
-        memory: memory(),
+        cpu: cpu(sys.as_ref()),
+        memory: memory(sys.as_ref()),
         disks: disks(),
         nics: nics(),
         last_config_change_unix: last_config_change(config_dir),
@@ -184,6 +193,44 @@ mod tests {
         assert_eq!(b.last_config_change_unix, None);
         // This build machine has no DMI: the identity says why instead of failing.
         assert!(!b.identity.source.is_empty());
+    }
+
+    /// sysinfo reports what the kernel's own files say (the fields kept their meaning).
+    #[test]
+    fn cpu_and_memory_match_proc() {
+        let sys = snapshot();
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+        let processors = cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count();
+        let model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string());
+        let c = cpu(sys.as_ref());
+        assert_eq!(c.logical_cpus, processors.max(1));
+        assert_eq!(c.model, model);
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let total_kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        let m = memory(sys.as_ref());
+        assert_eq!(m.total_bytes, Some(total_kib * 1024));
+        assert!(m
+            .available_bytes
+            .is_some_and(|a| a > 0 && a <= total_kib * 1024));
+    }
+
+    #[test]
+    fn without_sysinfo_cpu_and_memory_are_unknown() {
+        assert_eq!(cpu(None).logical_cpus, 1);
+        assert_eq!(cpu(None).model, None);
+        assert_eq!(memory(None).total_bytes, None);
     }
 
     #[test]

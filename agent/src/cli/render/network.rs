@@ -1,5 +1,6 @@
 //! Text output of the network verbs.
 
+use super::field;
 use crate::model::netconfig::DnsConfig;
 use crate::model::{
     ChangeOutcome, DnsLookupResult, HostnameView, NetworkStatus, Nic, PingResult, RoutesView,
@@ -43,7 +44,7 @@ pub fn nics(nics: &[Nic]) -> String {
         if n.managed {
             facts.push("managed".into());
         }
-        let _ = writeln!(out, "{:<16}{}", n.name, facts.join(", "));
+        field(&mut out, &n.name, facts.join(", "));
         for a in &n.addresses {
             let mut state = vec![a.origin.as_str().to_string()];
             if a.enabled == Some(false) {
@@ -97,36 +98,37 @@ pub fn routes(r: &RoutesView) -> String {
 
 pub fn status(s: &NetworkStatus) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<16}{}",
+    field(
+        &mut out,
         "Kernel",
         if s.report.in_sync {
             "matches the configuration"
         } else {
             "differs from the configuration"
-        }
+        },
     );
     for d in &s.report.unresolved {
         let _ = writeln!(out, "  not done: {}: {}", d.subject, d.reason);
     }
     match &s.pending {
-        Some(p) => {
-            let _ = writeln!(
-                out,
-                "{:<16}\"{}\": {} s left to confirm (appliancectl network confirm)",
-                "Pending", p.change, p.seconds_left
-            );
-        }
-        None => {
-            let _ = writeln!(out, "{:<16}no change awaits confirmation", "Pending");
-        }
+        Some(p) => field(
+            &mut out,
+            "Pending",
+            format_args!(
+                "\"{}\": {} s left to confirm (appliancectl network confirm)",
+                p.change, p.seconds_left
+            ),
+        ),
+        None => field(&mut out, "Pending", "no change awaits confirmation"),
     }
     for c in &s.conflict_history {
-        let _ = writeln!(
-            out,
-            "{:<16}{} on {} claimed by {}",
-            "  conflict", c.address, c.nic, c.mac
+        field(
+            &mut out,
+            "  conflict",
+            format_args!(
+                "{} on {} claimed by {} ({})",
+                c.address, c.nic, c.mac, c.kind
+            ),
         );
     }
     out.trim_end().to_string()
@@ -140,13 +142,18 @@ pub fn dns(d: &DnsConfig) -> String {
             items.join(" ")
         }
     };
-    format!(
-        "{:<16}{}\n{:<16}{}",
+    let mut text = String::new();
+    field(
+        &mut text,
         "Servers",
         list(d.servers.iter().map(|s| s.to_string()).collect()),
+    );
+    field(
+        &mut text,
         "Search",
-        list(d.search.iter().map(|s| s.as_str().to_string()).collect())
-    )
+        list(d.search.iter().map(|s| s.as_str().to_string()).collect()),
+    );
+    text.trim_end().to_string()
 }
 
 pub fn hostname(h: &HostnameView) -> String {
