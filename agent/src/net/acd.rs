@@ -172,6 +172,17 @@ impl XorShift {
     pub fn new(seed: u64) -> XorShift {
         XorShift(seed | 1)
     }
+
+    /// Seeded from the host's MAC, `salt` and the clock, so that two hosts (or two probes
+    /// of one host) do not draw the same delays.
+    pub fn for_host(mac: &Mac, salt: u64) -> XorShift {
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let m = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0]);
+        XorShift::new(m ^ salt ^ clock)
+    }
 }
 
 impl Random for XorShift {

@@ -12,7 +12,7 @@ use crate::model::{FactoryAddress, FactoryConflict, FactoryState};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// How long to wait before trying again after an error (NIC missing, socket failed).
@@ -113,12 +113,7 @@ impl FactoryService {
 
         let origin = Instant::now();
         let now = || origin.elapsed();
-        let seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
-            ^ SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-        let mut rng = XorShift::new(seed);
+        let mut rng = XorShift::for_host(&mac, 0);
         let mut factory = Factory::new(mac, crate::net::acd::Timing::of(cfg.timing), held);
         let mut link_up_at = running.then(Instant::now);
         let mut usable_after: Option<Duration> = None;

@@ -11,7 +11,7 @@ use super::netlink::Netlink;
 use super::reconcile::ProbeOutcome;
 use super::NetError;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// Longer than the fast profile ever takes; a guard against a machine that never settles.
 const GIVE_UP: Duration = Duration::from_secs(5);
@@ -31,13 +31,7 @@ pub async fn probe_ipv4(
     }
     let mac = link.mac.ok_or_else(|| NetError::NoMac(link.name.clone()))?;
     let sock = ArpSocket::open(index).map_err(NetError::Arp)?;
-    let seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
-        ^ u64::from(u32::from(addr))
-        ^ SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-    let mut rng = XorShift::new(seed);
+    let mut rng = XorShift::for_host(&mac, u64::from(u32::from(addr)));
     let mut acd = Acd::new(addr, mac, Timing::FAST, DefendPolicy::GiveUp, false);
     let origin = Instant::now();
     let mut actions = acd.start(Duration::ZERO, true, &mut rng);
