@@ -46,6 +46,14 @@ pub fn path_to(config: &NetworkConfig, factory_on: bool, client: IpAddr) -> Opti
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(client),
         v4 => v4,
     };
+    // Loopback, IPv6 link-local and the appliance's own addresses never go through a
+    // route of the configuration (the default route contains them, but the kernel's local
+    // and link routes win).
+    let link_local_v6 = matches!(client, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+    let own = config.enabled_addresses().any(|(_, a)| a.ip() == client);
+    if client.is_loopback() || link_local_v6 || own {
+        return None;
+    }
     // (prefix, connected?, path): the longest prefix wins, connected before routed.
     let mut best: Option<(u8, bool, ClientPath)> = None;
     let mut consider = |prefix: u8, connected: bool, path: ClientPath| {
@@ -106,6 +114,20 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn loopback_link_local_and_own_addresses_have_no_path_even_with_a_default_route() {
+        let c = config(
+            r#"{"interfaces": [{"name": "eth0", "addresses": [{"address": "192.0.2.10/24"}]}],
+                "gateways": {"ipv4": "192.0.2.1", "ipv6": "2001:db8::1"}}"#,
+        );
+        let none = NetworkConfig::default();
+        for client in ["127.0.0.1", "::ffff:127.0.0.1", "::1", "fe80::1", "192.0.2.10"] {
+            assert_eq!(path_to(&c, true, ip(client)), None, "{client}");
+            assert_eq!(cuts_off(&c, &none, true, ip(client)), None, "{client}");
+        }
+        assert!(path_to(&c, true, ip("203.0.113.9")).is_some());
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct Fake {
     /// Addresses another host answers probes for.
     pub taken: Vec<Ipv4Addr>,
     pub defended: Mutex<Vec<Defended>>,
+    /// How long a probe takes (none: it answers at once).
+    pub probe_time: Option<std::time::Duration>,
 }
 
 impl Fake {
@@ -83,6 +85,7 @@ impl Fake {
             log: Mutex::new(vec![]),
             taken: vec![],
             defended: Mutex::new(vec![]),
+            probe_time: None,
         }
     }
 
@@ -168,6 +171,9 @@ impl Kernel for Fake {
 
     async fn probe_ipv4(&self, index: u32, a: Ipv4Addr) -> Result<ProbeOutcome, NetError> {
         self.record(format!("probe {a}"));
+        if let Some(t) = self.probe_time {
+            tokio::time::sleep(t).await;
+        }
         let s = self.state.lock().unwrap();
         if !s.links.iter().any(|l| l.index == index && l.running) {
             return Ok(ProbeOutcome::NoLink);

@@ -780,6 +780,30 @@ mod tests {
     }
 
     #[test]
+    fn a_change_whose_client_goes_away_still_ends_with_its_rollback_armed() {
+        let mut fake = Fake::new(actual());
+        fake.probe_time = Some(Duration::from_millis(200));
+        let (dir, svc) = service(fake);
+        let within = Some(Duration::from_secs(60));
+        block_on(async {
+            // The client hangs up while the address is being probed: the handler's future
+            // is dropped.
+            let gone = tokio::time::timeout(
+                Duration::from_millis(20),
+                svc.change(add("eth0", "192.0.2.10/24"), within, None),
+            )
+            .await;
+            assert!(gone.is_err(), "the change was still probing");
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        });
+        let st = block_on(svc.status());
+        assert!(st.pending.is_some(), "the rollback timer is armed");
+        assert!(rollback::load(dir.path()).unwrap().is_some(), "and its record kept");
+        let text = std::fs::read_to_string(dir.path().join(crate::config::FILE)).unwrap();
+        assert!(text.contains("192.0.2.10/24"), "{text}");
+    }
+
+    #[test]
     fn a_free_address_is_probed_once_and_then_added_without_a_second_probe() {
         let (dir, svc) = service(Fake::new(actual()));
         let out = block_on(svc.change(add("eth0", "192.0.2.10/24"), None, None)).unwrap();
