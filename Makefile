@@ -66,9 +66,11 @@ test-unit:
 	cargo test --locked --workspace --exclude appliance-tests
 
 # The OpenAPI document must be valid OpenAPI 3 (checked with a pinned validator from PyPI).
+# The same venv carries schemathesis, which tests/tests/api_fuzz.rs runs against an agent.
+PYTHON_TOOLS := openapi-spec-validator==0.7.2 schemathesis==4.32.5
 test-openapi:
 	@test -x out/venv/bin/python || python3 -m venv out/venv
-	@out/venv/bin/pip install -q --disable-pip-version-check openapi-spec-validator==0.7.2
+	@out/venv/bin/pip install -q --disable-pip-version-check $(PYTHON_TOOLS)
 	out/venv/bin/python -c 'import yaml, openapi_spec_validator as v; v.validate(yaml.safe_load(open("agent/openapi.yaml"))); print("agent/openapi.yaml: valid OpenAPI 3")'
 
 test-system:

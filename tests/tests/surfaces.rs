@@ -84,6 +84,23 @@ fn each_surface_answers_in_its_own_shape() {
         status.agent.tasks
     );
 
+    // A body over the limit is answered 413 in the JSON shape, and the client gets to read
+    // the answer although it wrote its whole body first.
+    let big = format!("{{\"hostname\": \"{}\"}}", "a".repeat(128 * 1024)).into_bytes();
+    let a = api::at_path(
+        &agent.host.ns,
+        LOCAL,
+        "PUT",
+        "/appliance/api/v1/network/config",
+        Some(big),
+        Some(token.clone()),
+        Duration::from_secs(10),
+    )
+    .expect("an answer, not a broken connection");
+    let body = String::from_utf8_lossy(&a.body);
+    assert_eq!(a.status, 413, "{body}");
+    assert!(body.contains("\"code\":\"payload_too_large\""), "{body}");
+
     // Outside every surface: a JSON 404, as before.
     let (status, body) = get(&agent, "/elsewhere", None);
     assert_eq!(

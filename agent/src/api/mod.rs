@@ -51,6 +51,12 @@ pub const LOGIN_PREFIX: &str = "/login/api/v1";
 /// Largest request body the API reads.
 const MAX_BODY: usize = 64 * 1024;
 
+/// Largest body read and thrown away to answer 413 to a client that announced more than
+/// [`MAX_BODY`] (most clients write the whole body before they read: without this they
+/// see a broken connection instead of the answer). A larger one gets the answer and the
+/// connection is closed.
+const MAX_DRAIN: u64 = 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -59,6 +65,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("the request body has {0} bytes; at most {MAX_BODY} are accepted")]
+    PayloadTooLarge(u64),
     #[error("internal error: {0}")]
     Internal(String),
     #[error(transparent)]
@@ -81,6 +89,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Power(PowerError::AlreadyScheduled(_)) => {
                 (StatusCode::CONFLICT, "already_scheduled")
@@ -173,8 +182,7 @@ pub(crate) fn parse_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    parse_object(body)
 }
 
 /// Parses a JSON body that must be there.
@@ -182,8 +190,38 @@ pub(crate) fn parse_required<T: DeserializeOwned>(body: &Bytes) -> Result<T, Api
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest("a JSON body is required".into()));
     }
+    parse_object(body)
+}
+
+/// Every request body of the API is a JSON object (serde would also fill a struct from an
+/// array, field by field).
+fn parse_object<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::BadRequest(
+            "invalid JSON body: expected an object ({...})".into(),
+        ));
+    }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// Answers 413 to a request whose announced body is over [`MAX_BODY`], after reading (up
+/// to [`MAX_DRAIN`]) and dropping it, so that the client gets to read the answer.
+async fn refuse_oversized(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let length = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match length {
+        Some(n) if n > MAX_BODY as u64 => {
+            if n <= MAX_DRAIN {
+                let _ = axum::body::to_bytes(request.into_body(), MAX_DRAIN as usize).await;
+            }
+            ApiError::PayloadTooLarge(n).into_response()
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// What the handlers share.
@@ -260,7 +298,9 @@ async fn fallback(uri: axum::http::Uri) -> ApiError {
 /// A JSON surface: its routes (with their auth and fallback), axum's own errors turned
 /// into JSON.
 fn json_surface(routes: Router<AppState>) -> Router<AppState> {
-    routes.layer(axum::middleware::map_response(json_errors))
+    routes
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(refuse_oversized))
 }
 
 pub fn router(app: AppState) -> Router {
@@ -297,6 +337,23 @@ pub fn router(app: AppState) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused() {
+        #[derive(serde::Deserialize, Default, Debug)]
+        #[serde(default, deny_unknown_fields)]
+        struct Fields {
+            #[allow(dead_code)]
+            a: Option<u32>,
+        }
+        for body in ["[]", " [1]", "null", "3", "\"a\""] {
+            let e = parse_required::<Fields>(&Bytes::from(body)).unwrap_err();
+            assert_eq!(e.status_and_code(), (StatusCode::BAD_REQUEST, "bad_request"), "{body}");
+            assert!(parse_body::<Fields>(&Bytes::from(body)).is_err(), "{body}");
+        }
+        assert!(parse_required::<Fields>(&Bytes::from(" {\"a\": 1}")).is_ok());
+        assert!(parse_body::<Fields>(&Bytes::from("  ")).is_ok());
+    }
 
     #[test]
     fn a_change_over_a_settings_file_that_does_not_parse_is_409_config_unreadable() {
