@@ -20,7 +20,6 @@ const EXCLUDED: &[(&str, &str)] = &[
     ("POST", "/system/reset"),
     ("DELETE", "/system/reset"),
     ("POST", "/logout"),
-    ("POST", "/login"),
     ("POST", "/system/admin/password"),
     ("PUT", "/system/certificate"),
     ("PUT", "/network/factory-address"),
