@@ -59,7 +59,7 @@ fn the_api_keeps_to_its_document() {
         ])
         .args(["--exclude-path-regex", "^/debug/"])
         .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--max-examples", "40", "--max-time", "150", "--seed", "1"])
+        .args(["--max-examples", "40", "--max-time", "120", "--seed", "1"])
         .args(["--workers", "2", "--request-timeout", "20"])
         .args(["--suppress-health-check", "all", "--no-color"])
         .arg("--report-junit-path")
