@@ -4,6 +4,7 @@
 //! runs with only the capabilities and file limit it is meant to have.
 
 use appliance_agent::conn::{Limits, Timeouts};
+use appliance_agent::logging::{BURST, SUMMARY_EVERY};
 use appliance_agent::privilege;
 use appliance_tests::api;
 use appliance_tests::lab::{Agent, Host, Lab};
@@ -63,7 +64,7 @@ fn closed(s: &TcpStream) -> bool {
 #[test]
 fn an_idle_flood_from_one_address_leaves_the_api_to_everyone_else() {
     raise_own_file_limit();
-    let (_dir, lab, _agent, flooder, addr) = lab("idle_flood");
+    let (_dir, lab, agent, flooder, addr) = lab("idle_flood");
     // The workstation logs in once first (the harness changes the default password).
     api::login(&lab.switch, &addr).expect("login before the flood");
 
@@ -115,6 +116,28 @@ fn an_idle_flood_from_one_address_leaves_the_api_to_everyone_else() {
             0 => Ok(()),
             n => Err(format!("{n} still open")),
         },
+    );
+
+    // Each refusal is a log line a client caused: they are rate limited and summed up.
+    let refused = opened - Limits::APPLIANCE.per_address;
+    let log = wait::until(
+        "the agent to report suppressed log lines",
+        SUMMARY_EVERY * 2,
+        Duration::from_millis(500),
+        || {
+            let log = std::fs::read_to_string(&agent.log).map_err(|e| e.to_string())?;
+            if log.contains("suppressed by the rate limit") {
+                Ok(log)
+            } else {
+                Err("no summary yet".into())
+            }
+        },
+    );
+    let logged = log.matches("connection closed: too many").count();
+    eprintln!("{refused} connections refused, {logged} of them logged");
+    assert!(
+        logged < BURST as usize + 60,
+        "{logged} refusal lines for {refused} refusals"
     );
 }
 
