@@ -157,6 +157,22 @@ impl ServerCertVerifier for Pin {
     }
 }
 
+/// A TLS client configuration that accepts any server certificate, for clients that
+/// speak raw HTTP over TLS (the tests of partial requests).
+pub fn insecure_tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let pin = Arc::new(Pin {
+        expected: None,
+        seen: Mutex::new(None),
+        provider: provider.clone(),
+    });
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(pin)
+        .with_no_client_auth())
+}
+
 fn known_hosts_lookup(path: &PathBuf, target: &str) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines()

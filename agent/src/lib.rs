@@ -12,6 +12,9 @@
 //! | [`tls`] | the HTTPS identity: made on first boot, imported, exported |
 //! | [`store`] | atomic writes; `Document`, the typed, versioned settings file |
 //! | [`runtime`] | the long-running tasks: registered, restarted, stopped |
+//! | [`conn`] | connections to the HTTPS port: caps per address and in all, timeouts |
+//! | [`logging`] | log output that never blocks, rate limits for lines clients cause |
+//! | [`privilege`] | the file limit and the capabilities the agent keeps |
 //! | [`client`] | the HTTPS client with certificate pinning (`appliancectl`, the peer link) |
 //! | [`boot`] | the boot timeline |
 //! | [`cli`] | `appliancectl` |
@@ -22,8 +25,11 @@ pub mod boot;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod conn;
+pub mod logging;
 pub mod model;
 pub mod net;
+pub mod privilege;
 pub mod runtime;
 pub mod settings;
 pub mod site;
@@ -156,7 +162,9 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         addr: settings.listen,
         source,
     })?;
-    let served = axum_server::from_tcp_rustls(listener, tls)
+    // The failover code will fill the peer set (addresses with reserved slots).
+    let (_peers, gate) = conn::Gate::new(conn::Limits::APPLIANCE);
+    let served = serve(listener, tls, gate, conn::Timeouts::APPLIANCE)
         .map_err(|source| AgentError::Serve {
             addr: settings.listen,
             source,
@@ -170,6 +178,34 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         });
     supervisor.abort();
     served
+}
+
+/// The HTTPS server on `listener`: connections admitted by `gate` before the TLS
+/// handshake, with the timeouts of `timeouts` (see [`conn`]).
+fn serve(
+    listener: std::net::TcpListener,
+    tls: axum_server::tls_rustls::RustlsConfig,
+    gate: conn::Gate,
+    timeouts: conn::Timeouts,
+) -> std::io::Result<
+    axum_server::Server<
+        std::net::SocketAddr,
+        axum_server::tls_rustls::RustlsAcceptor<conn::EdgeAcceptor>,
+    >,
+> {
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+        .handshake_timeout(timeouts.handshake)
+        .acceptor(conn::EdgeAcceptor {
+            gate,
+            no_progress: timeouts.no_progress,
+        });
+    let mut server = axum_server::from_tcp(listener)?.acceptor(acceptor);
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeouts.header);
+    Ok(server)
 }
 
 /// Binds the API socket; `[::]` also takes IPv4 (dual stack), falling back to `0.0.0.0`

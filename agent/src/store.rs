@@ -97,17 +97,58 @@ pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), StoreError
     write_atomic(path, contents, mode)
 }
 
-/// Creates a directory (and parents) with `mode` if it is missing.
+/// Creates a directory (and parents) with `mode` if it is missing, fsyncing the parent of
+/// each directory it creates so the new entry survives a power cut.
 pub fn ensure_dir(path: &Path, mode: u32) -> Result<(), StoreError> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)
-        .map_err(|source| StoreError {
-            path: path.to_path_buf(),
-            source,
-        })
+    ensure_dir_with(&mut RealDirs, path, mode)
+}
+
+/// The directory operations [`ensure_dir`] needs: a seam so a test can see the fsyncs.
+trait DirOps {
+    fn is_dir(&self, path: &Path) -> bool;
+    /// Creates one directory; an existing one is not an error.
+    fn mkdir(&mut self, path: &Path, mode: u32) -> io::Result<()>;
+    fn sync_dir(&mut self, path: &Path) -> io::Result<()>;
+}
+
+struct RealDirs;
+
+impl DirOps for RealDirs {
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+    fn mkdir(&mut self, path: &Path, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        match fs::DirBuilder::new().mode(mode).create(path) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+            other => other,
+        }
+    }
+    fn sync_dir(&mut self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+}
+
+fn ensure_dir_with(ops: &mut impl DirOps, path: &Path, mode: u32) -> Result<(), StoreError> {
+    let wrap = |p: &Path, source| StoreError {
+        path: p.to_path_buf(),
+        source,
+    };
+    // The missing directories, deepest first.
+    let missing: Vec<&Path> = path
+        .ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .take_while(|p| !ops.is_dir(p))
+        .collect();
+    for dir in missing.into_iter().rev() {
+        ops.mkdir(dir, mode).map_err(|e| wrap(dir, e))?;
+        let parent = dir
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        ops.sync_dir(parent).map_err(|e| wrap(parent, e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -142,6 +183,40 @@ mod tests {
         assert_eq!(read_if_present(&p).unwrap().as_deref(), Some("one"));
         let err = read_if_present(dir.path()).unwrap_err();
         assert!(err.to_string().contains("cannot read"), "{err}");
+    }
+
+    /// Real directories, with every fsync recorded.
+    struct Recording(Vec<PathBuf>);
+
+    impl DirOps for Recording {
+        fn is_dir(&self, path: &Path) -> bool {
+            RealDirs.is_dir(path)
+        }
+        fn mkdir(&mut self, path: &Path, mode: u32) -> io::Result<()> {
+            RealDirs.mkdir(path, mode)
+        }
+        fn sync_dir(&mut self, path: &Path) -> io::Result<()> {
+            self.0.push(path.to_path_buf());
+            RealDirs.sync_dir(path)
+        }
+    }
+
+    #[test]
+    fn a_created_directory_has_its_parent_fsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b");
+        let mut ops = Recording(Vec::new());
+        ensure_dir_with(&mut ops, &deep, 0o700).unwrap();
+        assert!(deep.is_dir());
+        assert_eq!(
+            fs::metadata(&deep).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(ops.0, vec![dir.path().to_path_buf(), dir.path().join("a")]);
+        // Nothing to create, nothing to sync.
+        let mut ops = Recording(Vec::new());
+        ensure_dir_with(&mut ops, &deep, 0o700).unwrap();
+        assert!(ops.0.is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `appliance-agent`: the management daemon init starts at boot.
 
+use appliance_agent::privilege;
 use appliance_agent::settings::Settings;
 use appliance_proto::cmdline::BootParams;
 use clap::Parser;
@@ -36,17 +37,26 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Before any thread exists: capabilities are per thread, and later threads inherit.
+    let file_limit = privilege::raise_file_limit(privilege::FILE_LIMIT);
+    let capabilities = privilege::keep_only(&privilege::KEPT);
     let cmdline = std::fs::read_to_string(&args.cmdline).unwrap_or_default();
     let boot = BootParams::parse(&cmdline);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("APPLIANCE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(boot.log.as_str())),
-        )
-        .without_time()
-        .with_ansi(false)
-        .with_target(false)
-        .init();
+    let _log = match appliance_agent::logging::init(
+        tracing_subscriber::EnvFilter::try_from_env("APPLIANCE_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(boot.log.as_str())),
+    ) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("cannot start the log writer: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    for result in [file_limit, capabilities] {
+        if let Err(e) = result {
+            tracing::warn!("{e}");
+        }
+    }
     if rustls::crypto::ring::default_provider()
         .install_default()
         .is_err()

@@ -110,6 +110,9 @@ pub struct AgentStatus {
     /// The agent's long-running tasks.
     #[serde(default)]
     pub tasks: Vec<TaskStatus>,
+    /// Log lines dropped since start because the console could not keep up.
+    #[serde(default)]
+    pub log_dropped: u64,
 }
 
 /// One of the agent's long-running tasks (`runtime::Tasks`).

@@ -85,7 +85,10 @@ pub struct Factory {
     last_attempt: Option<Time>,
     /// Every candidate has been lost at least once since the last success.
     pub exhausted: bool,
+    /// The newest [`HISTORY`] conflicts, oldest first.
     pub history: VecDeque<ConflictRecord>,
+    /// How many conflicts were ever recorded (the history keeps only the newest).
+    recorded: u64,
     preferred: Option<Ipv4Addr>,
 }
 
@@ -111,8 +114,20 @@ impl Factory {
             last_attempt: None,
             exhausted: false,
             history: VecDeque::new(),
+            recorded: 0,
             preferred: held,
         }
+    }
+
+    /// The conflicts recorded after the first `seen` ones (those still in the history),
+    /// and the count to pass next time. A caller that polls this never misses one that is
+    /// still kept, however many came before.
+    pub fn conflicts_since(&self, seen: u64) -> (impl Iterator<Item = &ConflictRecord>, u64) {
+        let new = self.recorded.saturating_sub(seen);
+        let skip = usize::try_from(new)
+            .map(|n| self.history.len().saturating_sub(n))
+            .unwrap_or(0);
+        (self.history.iter().skip(skip), self.recorded)
     }
 
     /// The address being probed or held.
@@ -181,6 +196,7 @@ impl Factory {
                     at: c.at,
                     kind: c.kind,
                 });
+                self.recorded += 1;
                 lost |= c.kind.is_loss();
             }
             if a == Action::Claim {
@@ -393,6 +409,35 @@ mod tests {
         assert_eq!(f.address(), Some(ip(2)));
         let kinds: Vec<_> = f.history.iter().map(|h| h.kind).collect();
         assert_eq!(kinds, vec![ConflictKind::Defended, ConflictKind::Lost]);
+    }
+
+    #[test]
+    fn the_history_keeps_the_newest_conflicts_and_reports_each_once() {
+        let mut f = Factory::new(OURS, Timing::FAST, None);
+        f.start(s(0.0), true, &mut Low);
+        let mut seen = 0;
+        let mut reported = Vec::new();
+        for n in 0..40u32 {
+            let addr = f.address().unwrap();
+            f.on_arp(s(f64::from(n) * 100.0 + 0.01), &reply(addr), &mut Low);
+            let (new, next) = f.conflicts_since(seen);
+            reported.extend(new.map(|h| h.address));
+            seen = next;
+            settle(&mut f, s(f64::from(n) * 100.0 + 99.0));
+        }
+        assert_eq!(reported.len(), 40, "each conflict is reported once");
+        assert_eq!(f.history.len(), HISTORY);
+        assert_eq!(
+            f.history.back().map(|h| h.address),
+            reported.last().copied(),
+            "the newest conflict is kept"
+        );
+        assert_eq!(
+            f.history.front().map(|h| h.address),
+            Some(reported[40 - HISTORY])
+        );
+        // A caller far behind gets what is still kept.
+        assert_eq!(f.conflicts_since(0).0.count(), HISTORY);
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl FactoryService {
         let mut factory = Factory::new(mac, crate::net::acd::Timing::of(cfg.timing), held);
         let mut link_up_at = running.then(Instant::now);
         let mut usable_after: Option<Duration> = None;
-        let mut conflicts_seen = 0usize;
+        let mut conflicts_seen = 0u64;
         self.publish(|s| {
             s.enabled = true;
             s.timing = cfg.timing;
@@ -155,10 +155,8 @@ impl FactoryService {
                 }
             }
             let phase = factory.phase();
-            let new_conflicts: Vec<FactoryConflict> = factory
-                .history
-                .iter()
-                .skip(conflicts_seen.min(factory.history.len()))
+            let (new_conflicts, seen) = factory.conflicts_since(conflicts_seen);
+            let new_conflicts: Vec<FactoryConflict> = new_conflicts
                 .map(|h| FactoryConflict {
                     address: h.address.to_string(),
                     mac: format_mac(&h.mac),
@@ -166,7 +164,7 @@ impl FactoryService {
                     unix_time: unix_now(),
                 })
                 .collect();
-            conflicts_seen = factory.history.len();
+            conflicts_seen = seen;
             self.publish(|s| {
                 s.state = phase.into();
                 s.exhausted = factory.exhausted;

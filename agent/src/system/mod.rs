@@ -222,6 +222,7 @@ pub fn status(
                 .then(|| rss_kib("1"))
                 .flatten(),
             tasks: Vec::new(),
+            log_dropped: crate::logging::dropped(),
         },
         basics: basics::basics(&settings.data_dir.join("config")),
         erase_report: read_small(&settings.run_dir.join("erase-report"))
