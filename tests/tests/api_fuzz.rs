@@ -45,6 +45,8 @@ fn the_api_keeps_to_its_document() {
     let token = api::token(&agent.host.ns, LOCAL).expect("login");
 
     let mut cmd = Command::new("ip");
+    // schemathesis keeps a cache in its working directory: the test's own.
+    cmd.current_dir(&dir.path);
     cmd.args(["netns", "exec", &agent.host.ns])
         .arg(schemathesis())
         .arg("run")
