@@ -36,9 +36,7 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            )),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
         },
     }
 }
@@ -84,7 +82,11 @@ pub enum Refused {
 impl Limiter {
     /// `Err(wait)` while the client of `ip` is locked out.
     pub fn check(&self, ip: IpAddr, now: Time) -> Result<(), Duration> {
-        match self.records.get(&client_key(ip)).and_then(|r| r.locked_until) {
+        match self
+            .records
+            .get(&client_key(ip))
+            .and_then(|r| r.locked_until)
+        {
             Some(until) if until > now => Err(until - now),
             _ => Ok(()),
         }
@@ -295,7 +297,10 @@ mod tests {
             l.failure(ip, s(6));
             assert!(l.records.len() <= MAX_TRACKED);
         }
-        assert!(l.check(A, s(7)).is_err(), "the locked client is still locked");
+        assert!(
+            l.check(A, s(7)).is_err(),
+            "the locked client is still locked"
+        );
         // Once every record is locked, the lock that ends soonest goes first.
         let mut full = Limiter::default();
         for i in 0..(MAX_TRACKED as u32) {

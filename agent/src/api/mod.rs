@@ -73,9 +73,19 @@ pub enum ApiError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Factory(#[from] FactoryError),
+    #[error(transparent)]
+    Certificate(#[from] crate::tls::TlsError),
 }
 
 impl ApiError {
+    /// The `Retry-After` seconds of an error that asks to come back later.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Auth(e) => auth::retry_after(e),
+            _ => None,
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -138,6 +148,7 @@ impl ApiError {
             ApiError::Factory(FactoryError::Kernel(_) | FactoryError::Config(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
+            ApiError::Certificate(e) => system::certificate_status_and_code(e),
         }
     }
 }
@@ -161,6 +172,11 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         response
             .extensions_mut()
             .insert(ErrorInfo { code, message });
@@ -210,7 +226,11 @@ pub struct AppState {
 
 async fn status(State(app): State<AppState>) -> Json<model::Status> {
     let mut s = crate::system::status(&app.settings, &network::factory_snapshot(&app), app.started);
-    s.config_error = app.config.load_error();
+    let errors: Vec<String> = [app.config.load_error(), app.admin.load_error()]
+        .into_iter()
+        .flatten()
+        .collect();
+    s.config_error = (!errors.is_empty()).then(|| errors.join("; "));
     s.agent.tasks = app.tasks.borrow().clone();
     Json(s)
 }
@@ -313,7 +333,11 @@ mod tests {
         assert_eq!(e.status_and_code(), unreadable, "{e}");
 
         let admin = crate::admin::Admin::open(dir.path());
-        let e = ApiError::Auth(admin.create_token("backup", None).unwrap_err());
+        let e = ApiError::Auth(
+            admin
+                .create_token("backup", None, model::TokenScope::Admin)
+                .unwrap_err(),
+        );
         assert_eq!(e.status_and_code(), unreadable, "{e}");
     }
 }
