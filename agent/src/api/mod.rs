@@ -226,11 +226,7 @@ pub struct AppState {
 
 async fn status(State(app): State<AppState>) -> Json<model::Status> {
     let mut s = crate::system::status(&app.settings, &network::factory_snapshot(&app), app.started);
-    let errors: Vec<String> = [app.config.load_error(), app.admin.load_error()]
-        .into_iter()
-        .flatten()
-        .collect();
-    s.config_error = (!errors.is_empty()).then(|| errors.join("; "));
+    s.config_error = app.config.load_error();
     s.agent.tasks = app.tasks.borrow().clone();
     Json(s)
 }

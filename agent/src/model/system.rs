@@ -31,9 +31,10 @@ pub struct Status {
     pub basics: Basics,
     /// The report of a secure erase done at this boot (RMA reset), until power-off.
     pub erase_report: Option<EraseReport>,
-    /// Why a settings file on /data is not in force: `appliance.toml` (the agent runs on
-    /// factory defaults until it is fixed or replaced) or `admin.toml` (every login is
-    /// refused until it is fixed or a config reset); several are joined by "; ".
+    /// Why the configuration file on /data is not in force (the agent runs on factory
+    /// defaults until it is fixed or replaced). (An unusable `admin.toml` refuses every
+    /// login, status included: its reason is in that refusal, 503
+    /// `admin_store_unreadable`, and on the console.)
     pub config_error: Option<String>,
 }
 
