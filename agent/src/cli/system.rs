@@ -279,6 +279,9 @@ pub async fn power(client: &Client, verb: &str, p: &PowerArgs) -> Outcome {
     Ok((v, accepted.message))
 }
 
+/// How many times a login is sent while the appliance answers `too_many_logins`.
+const LOGIN_TRIES: u32 = 5;
+
 async fn login_with(
     client: &Client,
     user: &str,
@@ -288,7 +291,19 @@ async fn login_with(
         username: user.into(),
         password,
     };
-    let v = check(client.request("POST", &api("/login"), body(&req)?).await?)?;
+    // While the appliance is checking too many logins at once it answers 429
+    // `too_many_logins` without checking this one: wait a second and ask again, a few
+    // times. (A lockout, `too_many_attempts`, is not retried.)
+    let mut tries = 0;
+    let v = loop {
+        tries += 1;
+        match check(client.request("POST", &api("/login"), body(&req)?).await?) {
+            Err(CliError::Api { code, .. }) if code == "too_many_logins" && tries < LOGIN_TRIES => {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            other => break other?,
+        }
+    };
     let resp: model::LoginResponse = decode(&v)?;
     session::save(&client.target(), &resp.token).map_err(CliError::Local)?;
     Ok((v, resp))
