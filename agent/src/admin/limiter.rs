@@ -96,14 +96,19 @@ impl Limiter {
     /// flight, else counted as a failure at once (a success later clears it) and marked
     /// in flight until [`end`](Self::end).
     pub fn begin(&mut self, ip: IpAddr, now: Time) -> Result<Failure, Refused> {
+        self.may_begin(ip, now)?;
+        let counted = self.failure(ip, now);
+        self.in_flight.insert(client_key(ip));
+        Ok(counted)
+    }
+
+    /// Whether [`begin`](Self::begin) would start an attempt from `ip` now.
+    pub fn may_begin(&self, ip: IpAddr, now: Time) -> Result<(), Refused> {
         self.check(ip, now).map_err(Refused::Locked)?;
-        let key = client_key(ip);
-        if self.in_flight.contains(&key) {
+        if self.in_flight.contains(&client_key(ip)) {
             return Err(Refused::Busy);
         }
-        let counted = self.failure(ip, now);
-        self.in_flight.insert(key);
-        Ok(counted)
+        Ok(())
     }
 
     /// Ends the attempt [`begin`](Self::begin) started from `ip`.

@@ -358,14 +358,19 @@ impl Admin {
         password: &str,
     ) -> Result<u64, AuthError> {
         self.usable()?;
-        let permit = self.hashing_permit()?;
-        let counted =
-            lock(&self.limiter)
-                .begin(ip, self.now())
-                .map_err(|refused| match refused {
-                    Refused::Locked(wait) => AuthError::Locked(wait),
-                    Refused::Busy => AuthError::InFlight,
-                })?;
+        let refusal = |refused| match refused {
+            Refused::Locked(wait) => AuthError::Locked(wait),
+            Refused::Busy => AuthError::InFlight,
+        };
+        // Under the limiter's lock, so that a client refused for having an attempt in
+        // flight never holds a hashing permit, even for a moment.
+        let (permit, counted) = {
+            let mut limiter = lock(&self.limiter);
+            let now = self.now();
+            limiter.may_begin(ip, now).map_err(refusal)?;
+            let permit = self.hashing_permit()?;
+            (permit, limiter.begin(ip, now).map_err(refusal)?)
+        };
         let attempt = Attempt {
             admin: self.clone(),
             ip,
