@@ -485,8 +485,10 @@ fn a_hundred_parallel_bad_logins_are_bounded_and_the_admin_still_gets_in() {
         refused > 0,
         "the hashing is bounded: some were refused at once"
     );
+    // Two hashes at once are 14 MiB; the hundred TLS connections themselves take 20 to
+    // 45 MiB here. Without the bound every login hashed at once: +700 MiB, measured.
     assert!(
-        peak.saturating_sub(before) < 64 * 1024,
+        peak.saturating_sub(before) < 128 * 1024,
         "the agent's peak memory grew by {} KiB (7 MiB per hash at once)",
         peak.saturating_sub(before)
     );
