@@ -1,5 +1,7 @@
 //! Administration with a real agent in a namespace: the default password rule, login
-//! limits, API tokens, the CLI's login and passwd, and certificate import and export.
+//! limits (lockout, bounded hashing under a flood), an admin file that cannot be used,
+//! API tokens and their scopes, the CLI's login and passwd, and certificate import and
+//! export.
 
 use appliance_tests::api::{self, TEST_PASSWORD};
 use appliance_tests::lab::{Agent, Lab};
@@ -310,7 +312,11 @@ fn a_certificate_exported_from_one_appliance_imports_into_another() {
         .unwrap();
     assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(&a.body));
     let own_key = backup
-        .call("POST", "/system/certificate/export", None)
+        .call(
+            "POST",
+            "/system/certificate/export",
+            Some(json!({"unencrypted": true}).to_string().into_bytes()),
+        )
         .unwrap();
     let own: Value = serde_json::from_slice(&own_key.body).unwrap();
     let mixed = json!({"chain_pem": e["chain_pem"], "key_pem": own["key_pem"]});
@@ -380,4 +386,319 @@ fn every_error_has_the_same_json_shape() {
         );
         assert!(!v["error"]["message"].as_str().unwrap_or("").is_empty());
     }
+}
+
+/// A JSON call as the administrator (the harness's session): status and body.
+fn admin_call(agent: &Agent, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let a = agent
+        .call(method, path, Some(body.to_string().into_bytes()))
+        .expect("call");
+    (
+        a.status,
+        serde_json::from_slice(&a.body).unwrap_or(Value::Null),
+    )
+}
+
+/// The code of an error body.
+fn code(body: &Value) -> Option<&str> {
+    body["error"]["code"].as_str()
+}
+
+/// The agent's peak and current resident memory, KiB (VmHWM, VmRSS).
+fn memory_kib(agent: &Agent) -> (u64, u64) {
+    let pid = agent.pid().expect("agent running");
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// A login from `source` (an address of the loopback, so each client is another
+/// address) by curl: (status, Retry-After, body).
+fn curl_login(agent: &Agent, source: &str, password: &str) -> std::process::Child {
+    let body = json!({"username": "admin", "password": password}).to_string();
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &agent.host.ns,
+            "curl",
+            "-sk",
+            "--max-time",
+            "60",
+        ])
+        .args(["--interface", source])
+        .args(["-H", "content-type: application/json", "--data", &body])
+        .args(["-w", "\n%{http_code} %header{retry-after}"])
+        .arg(format!(
+            "https://{LOCAL}{}/login",
+            appliance_agent::api::PREFIX
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run curl")
+}
+
+#[test]
+fn a_hundred_parallel_bad_logins_are_bounded_and_the_admin_still_gets_in() {
+    let (_dir, _lab, agent) = one_agent("login_flood");
+    api::login(&agent.host.ns, LOCAL).expect("set the test password");
+    let (before, _) = memory_kib(&agent);
+    // A hundred clients at once, each from its own address.
+    let children: Vec<_> = (0..100)
+        .map(|i| curl_login(&agent, &format!("127.0.1.{}", i + 1), "wrong-guess-1"))
+        .collect();
+    let (mut refused, mut hashed) = (0, 0);
+    for child in children {
+        let out = child.wait_with_output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let mut tail = tail.split_whitespace();
+        let (status, retry_after) = (tail.next().unwrap_or(""), tail.next());
+        let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        match status {
+            "401" => {
+                assert_eq!(code(&body), Some("bad_credentials"), "{text}");
+                hashed += 1;
+            }
+            "429" => {
+                assert_eq!(code(&body), Some("too_many_logins"), "{text}");
+                assert_eq!(retry_after, Some("1"), "Retry-After: {text}");
+                refused += 1;
+            }
+            other => panic!("a login answered {other:?}: {text}"),
+        }
+    }
+    let (peak, now) = memory_kib(&agent);
+    println!(
+        "100 parallel bad logins: {hashed} hashed, {refused} refused with 429; agent peak RSS \
+         {before} KiB before, {peak} KiB after (+{} KiB), {now} KiB now",
+        peak.saturating_sub(before)
+    );
+    assert!(
+        refused > 0,
+        "the hashing is bounded: some were refused at once"
+    );
+    // Two hashes at once are 14 MiB; the hundred TLS connections themselves take 20 to
+    // 45 MiB here. Without the bound every login hashed at once: +700 MiB, measured.
+    assert!(
+        peak.saturating_sub(before) < 128 * 1024,
+        "the agent's peak memory grew by {} KiB (7 MiB per hash at once)",
+        peak.saturating_sub(before)
+    );
+    // The agent is still there, and the admin (another address) logs in.
+    let (status, _) = login(&agent, TEST_PASSWORD);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn an_admin_file_that_cannot_be_used_refuses_logins_until_a_config_reset() {
+    let dir = TestDir::new("admin_file_unusable");
+    let mut lab = Lab::new(dir.path.clone());
+    let host = lab.host(0x83);
+    let mut agent = Agent::start(&lab, &host, "agent", None);
+    agent.wait_api();
+    api::login(&agent.host.ns, LOCAL).expect("set the test password");
+    let file = agent.data.join("config/admin.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    // Damaged (here: an unknown schema version, as a newer firmware might write).
+    std::fs::write(&file, text.replace("version = 2", "version = 9")).unwrap();
+    agent.restart();
+    agent.wait_api();
+    for password in ["password", TEST_PASSWORD] {
+        let (status, body) = login(&agent, password);
+        assert_eq!(
+            (status, code(&body)),
+            (503, Some("admin_store_unreadable")),
+            "{body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("admin.toml") && message.contains("schema version 9"),
+            "{message}"
+        );
+    }
+    let (status, body) = raw(&agent, "GET", "/status", None, None);
+    assert_eq!((status, code(&body)), (503, Some("admin_store_unreadable")));
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    assert!(
+        log.contains("every login is refused"),
+        "said on the console"
+    );
+    // A config reset makes a new file system: no file is the factory default account.
+    std::fs::remove_file(&file).unwrap();
+    agent.restart();
+    agent.wait_api();
+    let (status, body) = login(&agent, "password");
+    assert_eq!((status, &body["must_change_password"]), (200, &json!(true)));
+}
+
+fn new_token(agent: &Agent, name: &str, scope: Option<&str>) -> String {
+    let mut req = json!({ "name": name });
+    if let Some(s) = scope {
+        req["scope"] = json!(s);
+    }
+    let (status, v) = admin_call(agent, "POST", "/system/tokens", req);
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["scope"], json!(scope.unwrap_or("admin")));
+    v["token"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_read_token_reads_and_changes_nothing() {
+    let (_dir, _lab, agent) = one_agent("token_scopes");
+    let read = new_token(&agent, "monitor", Some("read"));
+    let admin = new_token(&agent, "backup", None);
+    for path in [
+        "/status",
+        "/system/certificate",
+        "/system/tokens",
+        "/network/config",
+    ] {
+        let (status, body) = raw(&agent, "GET", path, None, Some(&read));
+        assert_eq!(status, 200, "GET {path}: {body}");
+    }
+    for (method, path, body) in [
+        (
+            "POST",
+            "/system/certificate/export",
+            json!({"passphrase": "export-pass-9"}),
+        ),
+        ("POST", "/system/reset", json!({"level": "config"})),
+        ("POST", "/system/reboot", json!({})),
+        ("POST", "/system/tokens", json!({"name": "escalate"})),
+        ("DELETE", "/system/tokens/backup", json!({})),
+        ("PUT", "/network/dns", json!({"servers": []})),
+    ] {
+        let (status, answer) = raw(&agent, method, path, Some(body), Some(&read));
+        assert_eq!(
+            (status, code(&answer)),
+            (403, Some("insufficient_scope")),
+            "{method} {path}: {answer}"
+        );
+    }
+    let list = agent.call("GET", "/system/tokens", None).unwrap();
+    let list: Value = serde_json::from_slice(&list.body).unwrap();
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(2),
+        "nothing was made or deleted"
+    );
+    let (status, _) = raw(
+        &agent,
+        "POST",
+        "/system/certificate/export",
+        Some(json!({"passphrase": "export-pass-9"})),
+        Some(&admin),
+    );
+    assert_eq!(status, 200, "an admin token may");
+}
+
+#[test]
+fn a_password_change_revokes_api_tokens_unless_kept() {
+    let (dir, _lab, agent) = one_agent("password_tokens");
+    let sessions = dir.path.join("sessions");
+    let token = new_token(&agent, "backup", None);
+    let other = "other-Passw0rd-2";
+    let change = |current: &str, new: &str, keep: bool| {
+        let (status, body) = raw(
+            &agent,
+            "POST",
+            "/system/admin/password",
+            Some(json!({"current_password": current, "new_password": new, "keep_tokens": keep})),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+    };
+    change(TEST_PASSWORD, other, true);
+    assert_eq!(
+        raw(&agent, "GET", "/status", None, Some(&token)).0,
+        200,
+        "kept"
+    );
+    change(other, TEST_PASSWORD, false);
+    assert_eq!(
+        raw(&agent, "GET", "/status", None, Some(&token)).0,
+        401,
+        "revoked"
+    );
+
+    // The CLI: passwd --keep-tokens, token create --scope.
+    let (ok, text) = ctl(&agent, &sessions, &["login"], &format!("{TEST_PASSWORD}\n"));
+    assert!(ok, "{text}");
+    let (ok, text) = ctl(
+        &agent,
+        &sessions,
+        &["token", "create", "monitor", "--scope", "read"],
+        "",
+    );
+    assert!(ok && text.contains("scope read"), "{text}");
+    let monitor = text.lines().next().unwrap_or("").trim().to_string();
+    let (ok, text) = ctl(
+        &agent,
+        &sessions,
+        &["passwd", "--keep-tokens"],
+        &format!("{TEST_PASSWORD}\n{other}\n{other}\n"),
+    );
+    assert!(ok && text.contains("kept"), "{text}");
+    assert_eq!(raw(&agent, "GET", "/status", None, Some(&monitor)).0, 200);
+    let (ok, text) = ctl(
+        &agent,
+        &sessions,
+        &["passwd"],
+        &format!("{other}\n{TEST_PASSWORD}\n{TEST_PASSWORD}\n"),
+    );
+    assert!(ok && text.contains("revoked"), "{text}");
+    assert_eq!(raw(&agent, "GET", "/status", None, Some(&monitor)).0, 401);
+}
+
+#[test]
+fn a_plain_key_export_must_be_asked_for_and_bad_pem_is_refused() {
+    let (_dir, _lab, agent) = one_agent("certificate_rules");
+    let export = |body: Value| admin_call(&agent, "POST", "/system/certificate/export", body);
+    let (status, body) = export(json!({}));
+    assert_eq!(
+        (status, code(&body)),
+        (400, Some("passphrase_required")),
+        "{body}"
+    );
+    let (status, body) = export(json!({"passphrase": "export-pass-9", "unencrypted": true}));
+    assert_eq!((status, code(&body)), (400, Some("bad_request")), "{body}");
+    let (status, plain) = export(json!({"unencrypted": true}));
+    assert_eq!(status, 200);
+    assert_eq!(plain["key_encrypted"], json!(false));
+    let before = fingerprint(&agent);
+
+    let import = |chain: String, key: String| {
+        let body = json!({"chain_pem": chain, "key_pem": key});
+        admin_call(&agent, "PUT", "/system/certificate", body)
+    };
+    let chain = plain["chain_pem"].as_str().unwrap().to_string();
+    let key = plain["key_pem"].as_str().unwrap().to_string();
+    let unknown = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n";
+    for (what, c, k) in [
+        ("trailing garbage", format!("{chain}garbage\n"), key.clone()),
+        ("an unknown block", chain.clone(), format!("{unknown}{key}")),
+        (
+            "a block that does not decode",
+            chain.replacen("MII", "M!I", 1),
+            key.clone(),
+        ),
+    ] {
+        let (status, body) = import(c, k);
+        assert_eq!(
+            (status, code(&body)),
+            (400, Some("malformed_pem")),
+            "{what}: {body}"
+        );
+    }
+    assert_eq!(fingerprint(&agent), before, "nothing changed");
+    let (status, body) = import(chain, key);
+    assert_eq!(status, 200, "{body}");
 }

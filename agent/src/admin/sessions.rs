@@ -1,5 +1,7 @@
 //! Login sessions: a random bearer token per login, kept in memory (an agent restart logs
-//! everyone out), expiring after [`IDLE`] without use or [`ABSOLUTE`] after login.
+//! everyone out), expiring after [`IDLE`] without use or [`ABSOLUTE`] after login. Each
+//! session remembers the credential epoch it was opened under, so that the caller can
+//! refuse one opened before a password change.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,6 +17,8 @@ pub type Time = Duration;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
     pub username: String,
+    /// The credential epoch the login proved.
+    pub epoch: u64,
     pub created: Time,
     pub last_used: Time,
 }
@@ -26,7 +30,7 @@ pub struct Sessions {
 
 impl Sessions {
     /// Opens a session and returns its token; the oldest session goes when there are too many.
-    pub fn open(&mut self, username: &str, now: Time) -> String {
+    pub fn open(&mut self, username: &str, epoch: u64, now: Time) -> String {
         self.expire(now);
         if self.by_token.len() >= MAX_SESSIONS {
             if let Some(oldest) = self
@@ -43,6 +47,7 @@ impl Sessions {
             token.clone(),
             Session {
                 username: username.into(),
+                epoch,
                 created: now,
                 last_used: now,
             },
@@ -93,8 +98,8 @@ mod tests {
     #[test]
     fn tokens_are_random_and_prefixed() {
         let mut s = Sessions::default();
-        let a = s.open("admin", m(0));
-        let b = s.open("admin", m(0));
+        let a = s.open("admin", 0, m(0));
+        let b = s.open("admin", 0, m(0));
         assert_ne!(a, b);
         assert!(a.starts_with(PREFIX) && a.len() == PREFIX.len() + 64);
     }
@@ -102,7 +107,7 @@ mod tests {
     #[test]
     fn idle_sessions_expire_and_use_keeps_them_alive() {
         let mut s = Sessions::default();
-        let t = s.open("admin", m(0));
+        let t = s.open("admin", 0, m(0));
         assert!(s.touch(&t, m(29)).is_some());
         assert!(s.touch(&t, m(58)).is_some(), "used at 29 min: alive at 58");
         assert!(s.touch(&t, m(89)).is_none(), "31 min idle: gone");
@@ -111,7 +116,7 @@ mod tests {
     #[test]
     fn sessions_end_after_twelve_hours_whatever_the_use() {
         let mut s = Sessions::default();
-        let t = s.open("admin", m(0));
+        let t = s.open("admin", 0, m(0));
         for i in 1..(12 * 60 / 20) {
             assert!(s.touch(&t, m(i * 20)).is_some(), "at {} min", i * 20);
         }
@@ -121,13 +126,13 @@ mod tests {
     #[test]
     fn close_and_limit() {
         let mut s = Sessions::default();
-        let first = s.open("admin", m(0));
+        let first = s.open("admin", 0, m(0));
         for i in 0..MAX_SESSIONS {
-            s.open("admin", m(1) + Duration::from_secs(i as u64));
+            s.open("admin", 0, m(1) + Duration::from_secs(i as u64));
         }
         assert_eq!(s.len(), MAX_SESSIONS);
         assert!(s.touch(&first, m(2)).is_none(), "the oldest was dropped");
-        let t = s.open("admin", m(3));
+        let t = s.open("admin", 0, m(3));
         assert!(s.close(&t));
         assert!(s.touch(&t, m(3)).is_none());
         s.close_all();

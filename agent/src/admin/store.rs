@@ -1,17 +1,31 @@
 //! The admin account and API tokens, kept in `<data>/config/admin.toml` (a
-//! `store::Document`: schema `version = 1`, a `revision` counter, written atomically, mode
+//! `store::Document`: schema `version = 2`, a `revision` counter, written atomically, mode
 //! 0600), plus the in-memory sessions and login limiter. No file means the factory default
 //! account, `admin` / `password`, which must be changed before anything else is allowed.
 //! The account is local: it administers this box and never travels to a failover peer.
 //!
-//! Limits: a file that cannot be used is reported and the factory default account applies
-//! (known to be unsafe; another issue fixes it). Changes are refused while it is so, like
-//! every document's: the password cannot be changed over a file that does not parse.
+//! - Fail closed: a file that is there but cannot be used (unreadable, does not parse, an
+//!   unknown schema version, no account) refuses every login and every token
+//!   ([`AuthError::StoreUnreadable`]) and is reported in status and on the console, until
+//!   it is fixed and the agent restarted, or a config reset removes it (no file: the
+//!   factory default account again).
+//! - Logins are costly (argon2id, 7 MiB each): at most [`HASHING_PERMITS`] hashes run at
+//!   once, and further attempts are refused at once ([`AuthError::Busy`]) rather than
+//!   queued; an attempt is counted by the limiter before it is hashed, and one attempt per
+//!   client is in flight at a time.
+//! - The credential epoch (in the account, bumped by each password change) is read before
+//!   the hash and checked again when the session opens, and every session carries it: a
+//!   login proved with a password that has since changed opens nothing. A password change
+//!   also revokes every API token unless asked to keep them.
+//! - API tokens have a scope, `read` or `admin` (see `api::auth::required_scope`).
+//!
+//! Schema history: version 1 had no credential epoch and no token scope; it is read as
+//! epoch 0 with `admin` tokens and written as version 2 at the next change.
 
-use super::limiter::{Failure, Limiter};
+use super::limiter::{Failure, Limiter, Refused};
 use super::password::{self, PasswordError, DEFAULT_PASSWORD, DEFAULT_USERNAME};
 use super::sessions::Sessions;
-use crate::model::unix_now;
+use crate::model::{unix_now, TokenScope};
 use crate::store::{Document, DocumentError, Schema};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -19,10 +33,16 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub const FILE: &str = "admin.toml";
 pub const TOKEN_PREFIX: &str = "apt_";
 const MAX_TOKENS: usize = 32;
+/// Password hashes (7 MiB each) that may run at once. Two, so that a client holding one
+/// (one attempt per client) cannot keep another client out.
+pub const HASHING_PERMITS: usize = 2;
+/// What a refused attempt is told to wait before trying again while the hashing is busy.
+pub const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +50,8 @@ struct Account {
     username: String,
     password_hash: String,
     changed_unix: u64,
+    /// Bumped by each password change; 0 for the factory default account.
+    credential_epoch: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -40,6 +62,7 @@ struct StoredToken {
     sha256: String,
     created_unix: u64,
     expires_unix: Option<u64>,
+    scope: TokenScope,
 }
 
 /// What `admin.toml` holds. The default (no file) has no account: the factory default
@@ -53,6 +76,62 @@ struct AdminFile {
     tokens: Vec<StoredToken>,
 }
 
+/// Schema version 1: no credential epoch, no token scope.
+mod v1 {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Account {
+        pub username: String,
+        pub password_hash: String,
+        pub changed_unix: u64,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct StoredToken {
+        pub name: String,
+        pub sha256: String,
+        pub created_unix: u64,
+        pub expires_unix: Option<u64>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct AdminFile {
+        #[serde(default)]
+        pub account: Option<Account>,
+        #[serde(default)]
+        pub tokens: Vec<StoredToken>,
+    }
+}
+
+impl From<v1::AdminFile> for AdminFile {
+    fn from(old: v1::AdminFile) -> AdminFile {
+        AdminFile {
+            account: old.account.map(|a| Account {
+                username: a.username,
+                password_hash: a.password_hash,
+                changed_unix: a.changed_unix,
+                credential_epoch: 0,
+            }),
+            // Tokens made before scopes existed could do everything: they stay so.
+            tokens: old
+                .tokens
+                .into_iter()
+                .map(|t| StoredToken {
+                    name: t.name,
+                    sha256: t.sha256,
+                    created_unix: t.created_unix,
+                    expires_unix: t.expires_unix,
+                    scope: TokenScope::Admin,
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum InvalidAdminFile {
     #[error("no [account] section")]
@@ -60,7 +139,7 @@ pub enum InvalidAdminFile {
 }
 
 impl Schema for AdminFile {
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     type Invalid = InvalidAdminFile;
 
     /// A file always has the account: only the absence of a file means the default one.
@@ -68,6 +147,13 @@ impl Schema for AdminFile {
         match self.account {
             Some(_) => Ok(()),
             None => Err(InvalidAdminFile::NoAccount),
+        }
+    }
+
+    fn migrate(version: u32, sections: toml::Table) -> Option<Result<Self, toml::de::Error>> {
+        match version {
+            1 => Some(sections.try_into::<v1::AdminFile>().map(AdminFile::from)),
+            _ => None,
         }
     }
 }
@@ -78,7 +164,17 @@ pub type AdminFileError = DocumentError<InvalidAdminFile>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
     Session { username: String },
-    Token { name: String },
+    Token { name: String, scope: TokenScope },
+}
+
+impl Principal {
+    /// What the caller may do: a session is the administrator.
+    pub fn scope(&self) -> TokenScope {
+        match self {
+            Principal::Session { .. } => TokenScope::Admin,
+            Principal::Token { scope, .. } => *scope,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,8 +190,21 @@ pub enum AuthError {
     DefaultPassword,
     #[error("too many failed logins from this address: try again in {} s", .0.as_secs().max(1))]
     Locked(Duration),
+    #[error("too many logins are being checked right now: try again in {} s", BUSY_RETRY.as_secs())]
+    Busy,
+    #[error("a login from this address is already being checked: wait for its answer")]
+    InFlight,
     #[error("wrong user name or password")]
     BadCredentials,
+    #[error("the password changed while this login was checked: log in with the new password")]
+    CredentialsChanged,
+    #[error(
+        "the admin account file cannot be used, so every login is refused: {0}; fix it and \
+         restart the agent, or do a config reset (factory default account)"
+    )]
+    StoreUnreadable(String),
+    #[error("this API token has the {have} scope; this call needs {need}")]
+    InsufficientScope { have: TokenScope, need: TokenScope },
     #[error(transparent)]
     Password(#[from] PasswordError),
     #[error(transparent)]
@@ -125,13 +234,37 @@ pub struct TokenInfo {
     pub name: String,
     pub created_unix: u64,
     pub expires_unix: Option<u64>,
+    pub scope: TokenScope,
+}
+
+/// What a password change does besides the password.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChangeOptions {
+    /// Keep the API tokens (else they are all revoked).
+    pub keep_tokens: bool,
 }
 
 pub struct Admin {
     file: Document<AdminFile>,
     sessions: Mutex<Sessions>,
     limiter: Mutex<Limiter>,
+    hashing: Arc<Semaphore>,
     origin: Instant,
+}
+
+/// A login attempt under way: it holds a hashing permit and the client's in-flight mark,
+/// and gives both back when dropped, wherever that is (the hash runs to its end on a
+/// blocking thread even when the client goes away, and keeps both until then).
+struct Attempt {
+    admin: Arc<Admin>,
+    ip: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        lock(&self.admin.limiter).end(self.ip);
+    }
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -146,13 +279,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Admin {
-    /// Loads `<config_dir>/admin.toml`. A file that cannot be read is reported and the
-    /// factory default account applies (so the appliance can still be administered).
+    /// Loads `<config_dir>/admin.toml`. A file that is there but cannot be used is
+    /// reported, and every login is refused while it is so.
     pub fn open(config_dir: &Path) -> Admin {
+        let file = Document::load(config_dir.join(FILE));
+        if let Some(e) = file.load_error() {
+            tracing::error!(
+                "admin account file cannot be used: every login is refused until it is fixed \
+                 (then restart the agent) or a config reset: {e}"
+            );
+        }
         Admin {
-            file: Document::load(config_dir.join(FILE)),
+            file,
             sessions: Mutex::new(Sessions::default()),
             limiter: Mutex::new(Limiter::default()),
+            hashing: Arc::new(Semaphore::new(HASHING_PERMITS)),
             origin: Instant::now(),
         }
     }
@@ -163,6 +304,14 @@ impl Admin {
 
     pub fn load_error(&self) -> Option<String> {
         self.file.load_error()
+    }
+
+    /// Refuses everything while the file on disk is not in force.
+    fn usable(&self) -> Result<(), AuthError> {
+        match self.file.load_error() {
+            Some(e) => Err(AuthError::StoreUnreadable(e)),
+            None => Ok(()),
+        }
     }
 
     /// The factory default password is still in force.
@@ -185,39 +334,77 @@ impl Admin {
             .with(|f| f.account.as_ref().map(|a| a.changed_unix))
     }
 
-    /// Checks a user name and password (the slow hash runs off the async threads).
+    /// The credential epoch in force (0 for the factory default account).
+    fn epoch(&self) -> u64 {
+        self.file
+            .with(|f| f.account.as_ref().map_or(0, |a| a.credential_epoch))
+    }
+
+    /// A hashing permit, or [`AuthError::Busy`] at once when they are all taken.
+    fn hashing_permit(&self) -> Result<OwnedSemaphorePermit, AuthError> {
+        self.hashing
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AuthError::Busy)
+    }
+
+    /// Checks a user name and password and returns the credential epoch they proved. The
+    /// attempt is counted before the slow hash, which runs on a blocking thread under a
+    /// hashing permit.
     async fn check_password(
         self: &Arc<Self>,
         ip: IpAddr,
         username: &str,
         password: &str,
-    ) -> Result<(), AuthError> {
-        if let Err(wait) = lock(&self.limiter).check(ip, self.now()) {
-            return Err(AuthError::Locked(wait));
-        }
-        let stored = self.file.with(|f| f.account.clone());
-        let (user_ok, pass_ok) = match stored {
-            None => (
-                super::same(username.as_bytes(), DEFAULT_USERNAME.as_bytes()),
-                super::same(password.as_bytes(), DEFAULT_PASSWORD.as_bytes()),
-            ),
-            Some(account) => {
-                let user_ok = super::same(username.as_bytes(), account.username.as_bytes());
-                let password = password.to_string();
-                let hash = account.password_hash.clone();
-                // The hash is checked even for a wrong user name, so timing does not tell.
-                let pass_ok =
-                    tokio::task::spawn_blocking(move || password::verify(&password, &hash))
-                        .await
-                        .unwrap_or(false);
-                (user_ok, pass_ok)
-            }
+    ) -> Result<u64, AuthError> {
+        self.usable()?;
+        let refusal = |refused| match refused {
+            Refused::Locked(wait) => AuthError::Locked(wait),
+            Refused::Busy => AuthError::InFlight,
         };
-        if user_ok && pass_ok {
+        // Under the limiter's lock, so that a client refused for having an attempt in
+        // flight never holds a hashing permit, even for a moment.
+        let (permit, counted) = {
+            let mut limiter = lock(&self.limiter);
+            let now = self.now();
+            limiter.may_begin(ip, now).map_err(refusal)?;
+            let permit = self.hashing_permit()?;
+            (permit, limiter.begin(ip, now).map_err(refusal)?)
+        };
+        let attempt = Attempt {
+            admin: self.clone(),
+            ip,
+            _permit: permit,
+        };
+        // Read before the hash: a change while it runs shows as a different epoch.
+        let (stored, epoch) = self.file.with(|f| {
+            (
+                f.account.clone(),
+                f.account.as_ref().map_or(0, |a| a.credential_epoch),
+            )
+        });
+        let (username, password) = (username.to_string(), password.to_string());
+        let verdict = tokio::task::spawn_blocking(move || {
+            let _attempt = attempt;
+            match stored {
+                None => {
+                    super::same(username.as_bytes(), DEFAULT_USERNAME.as_bytes())
+                        & super::same(password.as_bytes(), DEFAULT_PASSWORD.as_bytes())
+                }
+                Some(account) => {
+                    // The hash is checked even for a wrong user name, so timing does not tell.
+                    let user_ok = super::same(username.as_bytes(), account.username.as_bytes());
+                    password::verify(&password, &account.password_hash) & user_ok
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if verdict {
             lock(&self.limiter).success(ip);
-            return Ok(());
+            return Ok(epoch);
         }
-        match lock(&self.limiter).failure(ip, self.now()) {
+        match counted {
             Failure::LockedOut(d) => {
                 tracing::warn!(client = %ip, lock_s = d.as_secs(), "too many failed logins: address locked out");
                 Err(AuthError::Locked(d))
@@ -229,14 +416,24 @@ impl Admin {
         }
     }
 
+    /// Opens a session for a login that proved `epoch`, unless the password has changed
+    /// since.
+    fn open_session(&self, username: &str, epoch: u64) -> Result<String, AuthError> {
+        let mut sessions = lock(&self.sessions);
+        if self.epoch() != epoch {
+            return Err(AuthError::CredentialsChanged);
+        }
+        Ok(sessions.open(username, epoch, self.now()))
+    }
+
     pub async fn login(
         self: &Arc<Self>,
         ip: IpAddr,
         username: &str,
         password: &str,
     ) -> Result<Login, AuthError> {
-        self.check_password(ip, username, password).await?;
-        let token = lock(&self.sessions).open(username, self.now());
+        let epoch = self.check_password(ip, username, password).await?;
+        let token = self.open_session(username, epoch)?;
         let must_change_password = self.is_default();
         tracing::info!(client = %ip, user = username, must_change_password, "login");
         Ok(Login {
@@ -249,54 +446,81 @@ impl Admin {
         lock(&self.sessions).close(token)
     }
 
-    /// Changes the password (proved by the current one); every session ends.
+    /// Changes the password (proved by the current one): the credential epoch moves on,
+    /// every session ends and, unless `options` keep them, every API token is revoked.
     pub async fn change_password(
         self: &Arc<Self>,
         ip: IpAddr,
         username: &str,
         current: &str,
         new: &str,
+        options: ChangeOptions,
     ) -> Result<(), AuthError> {
-        self.check_password(ip, username, current).await?;
+        let epoch = self.check_password(ip, username, current).await?;
         password::check_rules(new, current, username)?;
+        let permit = self.hashing_permit()?;
         let new_owned = new.to_string();
-        let hash = tokio::task::spawn_blocking(move || password::hash(&new_owned))
-            .await
-            .map_err(|e| AuthError::Encode(e.to_string()))?
-            .map_err(AuthError::Encode)?;
+        let hash = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            password::hash(&new_owned)
+        })
+        .await
+        .map_err(|e| AuthError::Encode(e.to_string()))?
+        .map_err(AuthError::Encode)?;
         let (me, user) = (self.clone(), username.to_string());
-        crate::store::blocking(move || {
+        let revoked = crate::store::blocking(move || {
             me.file.try_update(|f| {
                 let account = f.account.get_or_insert_with(|| Account {
                     username: user,
                     password_hash: String::new(),
                     changed_unix: 0,
+                    credential_epoch: 0,
                 });
+                // Two changes proved by the same password: only the first goes ahead.
+                if account.credential_epoch != epoch {
+                    return Err(AuthError::CredentialsChanged);
+                }
                 account.password_hash = hash;
                 account.changed_unix = unix_now();
-                Ok::<_, AuthError>(())
+                account.credential_epoch = epoch + 1;
+                let revoked = if options.keep_tokens {
+                    0
+                } else {
+                    std::mem::take(&mut f.tokens).len()
+                };
+                Ok::<_, AuthError>(revoked)
             })
         })
         .await?;
         lock(&self.sessions).close_all();
-        tracing::warn!(client = %ip, user = username, "admin password changed; every session ended");
+        tracing::warn!(
+            client = %ip,
+            user = username,
+            tokens_revoked = revoked,
+            "admin password changed; every session ended"
+        );
         Ok(())
     }
 
     /// Who a bearer token belongs to. While the default password is in force nothing but
-    /// login and the password change is allowed, whatever the token.
+    /// login and the password change is allowed, whatever the token; while the account
+    /// file cannot be used, nothing is.
     pub fn authenticate(&self, bearer: Option<&str>) -> Result<Principal, AuthError> {
+        self.usable()?;
         if self.is_default() {
             return Err(AuthError::DefaultPassword);
         }
         let token = bearer.ok_or(AuthError::Missing)?;
         if token.starts_with(super::sessions::PREFIX) {
-            return lock(&self.sessions)
+            let session = lock(&self.sessions)
                 .touch(token, self.now())
-                .map(|s| Principal::Session {
-                    username: s.username,
-                })
-                .ok_or(AuthError::Invalid);
+                .ok_or(AuthError::Invalid)?;
+            if session.epoch != self.epoch() {
+                return Err(AuthError::Invalid);
+            }
+            return Ok(Principal::Session {
+                username: session.username,
+            });
         }
         if token.starts_with(TOKEN_PREFIX) {
             let digest = sha256_hex(token);
@@ -308,17 +532,22 @@ impl Admin {
                         super::same(t.sha256.as_bytes(), digest.as_bytes())
                             && t.expires_unix.is_none_or(|e| e > now)
                     })
-                    .map(|t| t.name.clone())
+                    .map(|t| (t.name.clone(), t.scope))
             });
             return found
-                .map(|name| Principal::Token { name })
+                .map(|(name, scope)| Principal::Token { name, scope })
                 .ok_or(AuthError::Invalid);
         }
         Err(AuthError::Invalid)
     }
 
     /// Creates an API token; the returned string is the only copy.
-    pub fn create_token(&self, name: &str, expires_days: Option<u32>) -> Result<String, AuthError> {
+    pub fn create_token(
+        &self,
+        name: &str,
+        expires_days: Option<u32>,
+        scope: TokenScope,
+    ) -> Result<String, AuthError> {
         let valid = !name.is_empty()
             && name.len() <= 64
             && name
@@ -344,10 +573,11 @@ impl Admin {
                 sha256: sha256_hex(&token),
                 created_unix: now,
                 expires_unix: expires_days.map(|d| now + u64::from(d) * 86_400),
+                scope,
             });
             Ok(token)
         })?;
-        tracing::info!(token = name, "API token created");
+        tracing::info!(token = name, %scope, "API token created");
         Ok(token)
     }
 
@@ -359,6 +589,7 @@ impl Admin {
                     name: t.name.clone(),
                     created_unix: t.created_unix,
                     expires_unix: t.expires_unix,
+                    scope: t.scope,
                 })
                 .collect()
         })
@@ -383,6 +614,7 @@ mod tests {
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 1, 4));
     const NEW: &str = "correct-horse-7";
+    const KEEP: ChangeOptions = ChangeOptions { keep_tokens: true };
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -408,13 +640,13 @@ mod tests {
             ));
             assert!(matches!(
                 admin
-                    .change_password(IP, "admin", "password", "short")
+                    .change_password(IP, "admin", "password", "short", KEEP)
                     .await,
                 Err(AuthError::Password(PasswordError::TooShort))
             ));
             assert!(admin.is_default(), "a refused change changes nothing");
             admin
-                .change_password(IP, "admin", "password", NEW)
+                .change_password(IP, "admin", "password", NEW, KEEP)
                 .await
                 .unwrap();
             assert!(
@@ -459,25 +691,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let admin = Arc::new(Admin::open(dir.path()));
         assert!(matches!(
-            admin.create_token("backup", None),
+            admin.create_token("backup", None, TokenScope::Admin),
             Err(AuthError::DefaultPassword)
         ));
-        rt().block_on(admin.change_password(IP, "admin", "password", NEW))
+        rt().block_on(admin.change_password(IP, "admin", "password", NEW, KEEP))
             .unwrap();
-        let token = admin.create_token("backup", Some(30)).unwrap();
+        let token = admin
+            .create_token("backup", Some(30), TokenScope::Admin)
+            .unwrap();
         assert!(token.starts_with(TOKEN_PREFIX));
         assert!(matches!(
-            admin.create_token("backup", None),
+            admin.create_token("backup", None, TokenScope::Admin),
             Err(AuthError::TokenExists(_))
         ));
         assert!(matches!(
-            admin.create_token("no spaces", None),
+            admin.create_token("no spaces", None, TokenScope::Admin),
             Err(AuthError::BadTokenName)
         ));
         assert_eq!(
             admin.authenticate(Some(&token)).unwrap(),
             Principal::Token {
-                name: "backup".into()
+                name: "backup".into(),
+                scope: TokenScope::Admin
             }
         );
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
@@ -518,12 +753,49 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_file_falls_back_to_the_default_account_and_is_reported() {
+    fn a_file_that_cannot_be_used_refuses_every_login_and_is_reported() {
+        for (what, text) in [
+            ("no account", "version = 2\n"),
+            ("does not parse", "version = "),
+            (
+                "unknown version",
+                "version = 9\n[account]\nusername = \"admin\"\n",
+            ),
+            (
+                "a field missing",
+                "version = 2\n[account]\nusername = \"admin\"\n",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(FILE), text).unwrap();
+            let admin = Arc::new(Admin::open(dir.path()));
+            assert!(admin.load_error().unwrap().contains(FILE), "{what}");
+            let refused = rt().block_on(admin.login(IP, "admin", "password"));
+            assert!(
+                matches!(refused, Err(AuthError::StoreUnreadable(_))),
+                "{what}: the factory default must not open: {refused:?}"
+            );
+            assert!(
+                matches!(
+                    admin.authenticate(Some("apt_x")),
+                    Err(AuthError::StoreUnreadable(_))
+                ),
+                "{what}"
+            );
+        }
+        // Unreadable, as opposed to absent: a directory where the file should be.
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FILE), "version = 1\n[account]\n").unwrap();
-        let admin = Admin::open(dir.path());
-        assert!(admin.is_default());
-        assert!(admin.load_error().unwrap().contains(FILE));
+        std::fs::create_dir(dir.path().join(FILE)).unwrap();
+        let admin = Arc::new(Admin::open(dir.path()));
+        assert!(matches!(
+            rt().block_on(admin.login(IP, "admin", "password")),
+            Err(AuthError::StoreUnreadable(_))
+        ));
+        // No file at all (a config reset makes a new file system): the factory default.
+        let fresh = tempfile::tempdir().unwrap();
+        let admin = Arc::new(Admin::open(fresh.path()));
+        assert_eq!(admin.load_error(), None);
+        assert!(rt().block_on(admin.login(IP, "admin", "password")).is_ok());
     }
 
     #[test]
@@ -541,20 +813,26 @@ mod tests {
         assert!(!admin.is_default());
         assert_eq!(admin.password_changed_unix(), Some(1767225600));
         rt().block_on(admin.login(IP, "admin", NEW)).unwrap();
-        admin.create_token("backup", None).unwrap();
+        admin
+            .create_token("backup", None, TokenScope::Admin)
+            .unwrap();
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
-        assert!(text.starts_with("version = 1\nrevision = 1\n"), "{text}");
+        assert!(text.starts_with("version = 2\nrevision = 1\n"), "{text}");
         assert!(text.contains(&hash), "{text}");
     }
 
     #[test]
     fn a_corrupt_file_is_not_overwritten_by_a_password_change() {
         let dir = tempfile::tempdir().unwrap();
-        let corrupt = "version = 1\n[account]\n";
+        let corrupt = "version = 2\n[account]\n";
         std::fs::write(dir.path().join(FILE), corrupt).unwrap();
         let admin = Arc::new(Admin::open(dir.path()));
         let err = rt()
-            .block_on(admin.change_password(IP, "admin", "password", NEW))
+            .block_on(admin.change_password(IP, "admin", "password", NEW, KEEP))
+            .unwrap_err();
+        assert!(matches!(err, AuthError::StoreUnreadable(_)), "{err}");
+        let err = admin
+            .create_token("backup", None, TokenScope::Admin)
             .unwrap_err();
         assert!(
             matches!(err, AuthError::File(DocumentError::Unreadable { .. })),
@@ -566,5 +844,188 @@ mod tests {
             corrupt
         );
         assert!(admin.is_default());
+    }
+
+    /// An account with NEW as its password, changed from the default.
+    fn changed(dir: &Path) -> Arc<Admin> {
+        let admin = Arc::new(Admin::open(dir));
+        rt().block_on(admin.change_password(IP, "admin", "password", NEW, KEEP))
+            .unwrap();
+        admin
+    }
+
+    #[test]
+    fn a_version_1_file_with_tokens_migrates_to_admin_scope_and_epoch_0() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = password::hash(NEW).unwrap();
+        let token = "apt_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        // What the firmware before token scopes wrote (schema version 1).
+        let old = format!(
+            "version = 1\nrevision = 4\n\n[account]\nusername = \"admin\"\n\
+             password_hash = \"{hash}\"\nchanged_unix = 1767225600\n\n\
+             [[tokens]]\nname = \"backup\"\nsha256 = \"{}\"\ncreated_unix = 1767225700\n",
+            sha256_hex(token)
+        );
+        std::fs::write(dir.path().join(FILE), &old).unwrap();
+        let admin = Arc::new(Admin::open(dir.path()));
+        assert_eq!(admin.load_error(), None);
+        assert_eq!(
+            admin.authenticate(Some(token)).unwrap(),
+            Principal::Token {
+                name: "backup".into(),
+                scope: TokenScope::Admin
+            }
+        );
+        assert_eq!(admin.tokens()[0].scope, TokenScope::Admin);
+        assert_eq!(admin.epoch(), 0);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FILE)).unwrap(),
+            old,
+            "reading does not write"
+        );
+        admin
+            .create_token("monitor", None, TokenScope::Read)
+            .unwrap();
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(text.starts_with("version = 2\nrevision = 5\n"), "{text}");
+        assert!(text.contains("credential_epoch = 0"), "{text}");
+        assert_eq!(text.matches("scope = \"admin\"").count(), 1, "{text}");
+        assert_eq!(text.matches("scope = \"read\"").count(), 1, "{text}");
+        let again = Admin::open(dir.path());
+        assert_eq!(again.load_error(), None);
+        assert_eq!(again.tokens().len(), 2);
+    }
+
+    #[test]
+    fn a_read_token_has_the_read_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = changed(dir.path());
+        let token = admin
+            .create_token("monitor", None, TokenScope::Read)
+            .unwrap();
+        let who = admin.authenticate(Some(&token)).unwrap();
+        assert_eq!(who.scope(), TokenScope::Read);
+        let login = rt().block_on(admin.login(IP, "admin", NEW)).unwrap();
+        assert_eq!(
+            admin.authenticate(Some(&login.token)).unwrap().scope(),
+            TokenScope::Admin
+        );
+    }
+
+    #[test]
+    fn a_password_change_revokes_tokens_unless_asked_to_keep_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = changed(dir.path());
+        let token = admin
+            .create_token("backup", None, TokenScope::Admin)
+            .unwrap();
+        let other = "other-Horse-8";
+        rt().block_on(admin.change_password(IP, "admin", NEW, other, KEEP))
+            .unwrap();
+        assert!(admin.authenticate(Some(&token)).is_ok(), "kept");
+        rt().block_on(admin.change_password(IP, "admin", other, NEW, ChangeOptions::default()))
+            .unwrap();
+        assert!(matches!(
+            admin.authenticate(Some(&token)),
+            Err(AuthError::Invalid)
+        ));
+        assert!(admin.tokens().is_empty());
+        assert_eq!(admin.epoch(), 3, "default 0, then three changes");
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(text.contains("credential_epoch = 3"), "persisted: {text}");
+    }
+
+    #[test]
+    fn a_login_proved_before_a_password_change_opens_no_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = changed(dir.path());
+        let rt = rt();
+        // The old password is proved (the hash ran) ...
+        let epoch = rt.block_on(admin.check_password(IP, "admin", NEW)).unwrap();
+        // ... the password changes while the session is not open yet ...
+        rt.block_on(admin.change_password(IP, "admin", NEW, "other-Horse-8", KEEP))
+            .unwrap();
+        // ... and the login is refused.
+        assert!(matches!(
+            admin.open_session("admin", epoch),
+            Err(AuthError::CredentialsChanged)
+        ));
+        // A session opened under an old epoch is refused too, wherever it came from.
+        let stale = lock(&admin.sessions).open("admin", epoch, admin.now());
+        assert!(matches!(
+            admin.authenticate(Some(&stale)),
+            Err(AuthError::Invalid)
+        ));
+        let fresh = rt
+            .block_on(admin.login(IP, "admin", "other-Horse-8"))
+            .unwrap();
+        assert!(admin.authenticate(Some(&fresh.token)).is_ok());
+    }
+
+    #[test]
+    fn hashing_is_bounded_and_one_login_per_client_is_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = changed(dir.path());
+        let rt = rt();
+        let held: Vec<_> = (0..HASHING_PERMITS)
+            .map(|_| admin.hashing_permit().unwrap())
+            .collect();
+        assert!(matches!(
+            rt.block_on(admin.login(IP, "admin", NEW)),
+            Err(AuthError::Busy)
+        ));
+        assert_eq!(
+            lock(&admin.limiter).begin(IP, admin.now()),
+            Ok(Failure::Counted { remaining: 4 }),
+            "a refused attempt was not hashed, so not counted"
+        );
+        drop(held);
+        // That client has an attempt in flight (begun just above): a second one waits.
+        assert!(matches!(
+            rt.block_on(admin.login(IP, "admin", NEW)),
+            Err(AuthError::InFlight)
+        ));
+        let other: IpAddr = "169.254.1.9".parse().unwrap();
+        assert!(rt.block_on(admin.login(other, "admin", NEW)).is_ok());
+        lock(&admin.limiter).end(IP);
+        assert!(rt.block_on(admin.login(IP, "admin", NEW)).is_ok());
+        assert_eq!(admin.hashing.available_permits(), HASHING_PERMITS);
+    }
+
+    #[test]
+    fn parallel_bad_logins_hash_at_most_two_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = changed(dir.path());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        let results = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for i in 0..100u32 {
+                let admin = admin.clone();
+                let ip = IpAddr::V4((0xa9fe_0100 + i).into());
+                tasks.push(tokio::spawn(async move {
+                    admin.login(ip, "admin", "wrong-guess-1").await
+                }));
+            }
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        });
+        let busy = results
+            .iter()
+            .filter(|r| matches!(r, Err(AuthError::Busy)))
+            .count();
+        let hashed = results
+            .iter()
+            .filter(|r| matches!(r, Err(AuthError::BadCredentials)))
+            .count();
+        assert_eq!(busy + hashed, 100, "{results:?}");
+        assert!(busy > 0, "the hashing permits ran out");
+        assert_eq!(admin.hashing.available_permits(), HASHING_PERMITS);
     }
 }

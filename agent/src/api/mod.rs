@@ -81,9 +81,19 @@ pub enum ApiError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Factory(#[from] FactoryError),
+    #[error(transparent)]
+    Certificate(#[from] crate::tls::TlsError),
 }
 
 impl ApiError {
+    /// The `Retry-After` seconds of an error that asks to come back later.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Auth(e) => auth::retry_after(e),
+            _ => None,
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -147,6 +157,7 @@ impl ApiError {
             ApiError::Factory(FactoryError::Kernel(_) | FactoryError::Config(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
+            ApiError::Certificate(e) => system::certificate_status_and_code(e),
         }
     }
 }
@@ -170,6 +181,11 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         response
             .extensions_mut()
             .insert(ErrorInfo { code, message });
@@ -370,7 +386,11 @@ mod tests {
         assert_eq!(e.status_and_code(), unreadable, "{e}");
 
         let admin = crate::admin::Admin::open(dir.path());
-        let e = ApiError::Auth(admin.create_token("backup", None).unwrap_err());
+        let e = ApiError::Auth(
+            admin
+                .create_token("backup", None, model::TokenScope::Admin)
+                .unwrap_err(),
+        );
         assert_eq!(e.status_and_code(), unreadable, "{e}");
     }
 }

@@ -2,6 +2,7 @@
 //! shutdown and reboot.
 
 use super::{parse_body, ApiError, AppState};
+use crate::admin::store::ChangeOptions;
 use crate::model;
 use crate::system::PowerCommand;
 use appliance_proto::control::PowerAction;
@@ -50,10 +51,18 @@ async fn change_password(
             &username,
             &req.current_password,
             &req.new_password,
+            ChangeOptions {
+                keep_tokens: req.keep_tokens,
+            },
         )
         .await?;
+    let tokens = if req.keep_tokens {
+        "API tokens kept"
+    } else {
+        "every API token is revoked"
+    };
     Ok(Json(model::Message {
-        message: "password changed; every session has ended, log in again".into(),
+        message: format!("password changed; every session has ended ({tokens}), log in again"),
     }))
 }
 
@@ -66,6 +75,7 @@ async fn list_tokens(State(app): State<AppState>) -> Json<Vec<model::ApiToken>> 
                 name: t.name,
                 created_unix: t.created_unix,
                 expires_unix: t.expires_unix,
+                scope: t.scope,
             })
             .collect(),
     )
@@ -83,12 +93,13 @@ async fn create_token(
     }
     let admin = app.admin.clone();
     let name = req.name.clone();
-    let token =
-        crate::store::blocking(move || admin.create_token(&name, req.expires_in_days)).await?;
+    let (days, scope) = (req.expires_in_days, req.scope);
+    let token = crate::store::blocking(move || admin.create_token(&name, days, scope)).await?;
     Ok((
         StatusCode::CREATED,
         Json(model::NewApiToken {
             name: req.name,
+            scope,
             token,
         }),
     ))
@@ -158,6 +169,33 @@ async fn certificate(
     ))
 }
 
+/// The status and stable code for each certificate error.
+pub(super) fn certificate_status_and_code(e: &crate::tls::TlsError) -> (StatusCode, &'static str) {
+    use crate::tls::TlsError as E;
+    match e {
+        E::PassphraseRequired => (StatusCode::BAD_REQUEST, "passphrase_required"),
+        E::MalformedPem { .. } | E::UnknownPemBlock(_) => {
+            (StatusCode::BAD_REQUEST, "malformed_pem")
+        }
+        E::KdfTooCostly { .. } => (StatusCode::BAD_REQUEST, "kdf_too_costly"),
+        E::UnsupportedEncryption(_) => (StatusCode::BAD_REQUEST, "unsupported_encryption"),
+        E::PassphraseAndUnencrypted
+        | E::PassphraseTooShort
+        | E::NoCertificate
+        | E::NoKey
+        | E::SeveralKeys
+        | E::PassphraseNeeded
+        | E::BadPassphrase
+        | E::KeyMismatch
+        | E::Unusable(_)
+        | E::Parse(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        E::NotPkcs8 => (StatusCode::CONFLICT, "conflict"),
+        E::Generate(_) | E::Store(_) | E::Read { .. } | E::Encrypt(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        }
+    }
+}
+
 /// Replaces the HTTPS identity; new connections use it at once.
 async fn import_certificate(
     State(app): State<AppState>,
@@ -166,10 +204,12 @@ async fn import_certificate(
     let req: model::CertificateImport = super::parse_required(&body)?;
     let dir = app.settings.tls_dir();
     let (id, info) = crate::store::blocking(move || {
-        let id =
-            crate::tls::Identity::from_pem(&req.chain_pem, &req.key_pem, req.passphrase.as_deref())
-                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let info = id.info().map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let id = crate::tls::Identity::from_pem(
+            &req.chain_pem,
+            &req.key_pem,
+            req.passphrase.as_deref(),
+        )?;
+        let info = id.info()?;
         crate::tls::save(&dir, &id).map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok::<_, ApiError>((id, info))
     })
@@ -184,31 +224,19 @@ async fn export_certificate(
     body: Bytes,
 ) -> Result<Json<model::CertificateExport>, ApiError> {
     let req: model::CertificateExportRequest = parse_body(&body)?;
-    if req
-        .passphrase
-        .as_deref()
-        .is_some_and(|p| p.chars().count() < 8)
-    {
-        return Err(ApiError::BadRequest(
-            "the passphrase must have at least 8 characters".into(),
-        ));
-    }
+    let passphrase = crate::tls::export_protection(req.passphrase.as_deref(), req.unencrypted)?
+        .map(str::to_string);
+    let encrypted = passphrase.is_some();
     let id = read_identity(&app)?;
-    let passphrase = req.passphrase.clone();
-    let key_pem =
+    let (key_pem, id) =
         tokio::task::spawn_blocking(move || id.export_key(passphrase.as_deref()).map(|k| (k, id)))
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Conflict(e.to_string()))?;
-    let (key_pem, id) = key_pem;
-    tracing::warn!(
-        encrypted = req.passphrase.is_some(),
-        "HTTPS certificate and key exported"
-    );
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+    tracing::warn!(encrypted, "HTTPS certificate and key exported");
     Ok(Json(model::CertificateExport {
         chain_pem: id.chain_pem(),
         key_pem,
-        key_encrypted: req.passphrase.is_some(),
+        key_encrypted: encrypted,
     }))
 }
 

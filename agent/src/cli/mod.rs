@@ -60,7 +60,7 @@ pub enum Command {
     /// End the session.
     Logout,
     /// Change the admin password (the factory default must be changed first).
-    Passwd(system::LoginArgs),
+    Passwd(system::PasswdArgs),
     /// API tokens for scripts.
     Token {
         #[command(subcommand)]

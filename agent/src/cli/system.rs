@@ -23,6 +23,33 @@ pub struct LoginArgs {
     pub user: String,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct PasswdArgs {
+    #[command(flatten)]
+    pub login: LoginArgs,
+    /// Keep the API tokens (by default the change revokes them all).
+    #[arg(long)]
+    pub keep_tokens: bool,
+}
+
+/// What a token may do, as `token create --scope` takes it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ScopeArg {
+    /// GET calls only: status, settings, lists (never export, reset or any change).
+    Read,
+    /// Every call.
+    Admin,
+}
+
+impl From<ScopeArg> for model::TokenScope {
+    fn from(s: ScopeArg) -> model::TokenScope {
+        match s {
+            ScopeArg::Read => model::TokenScope::Read,
+            ScopeArg::Admin => model::TokenScope::Admin,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum TokenAction {
     /// List API tokens (names and dates; tokens are shown only when made).
@@ -33,6 +60,9 @@ pub enum TokenAction {
         /// Expire after this many days (default: never).
         #[arg(long)]
         days: Option<u32>,
+        /// What the token may do: `read` (GET calls only) or `admin` (everything).
+        #[arg(long, value_enum, default_value = "admin")]
+        scope: ScopeArg,
     },
     /// Revoke an API token.
     Delete { name: String },
@@ -58,9 +88,13 @@ pub enum CertAction {
         chain_out: std::path::PathBuf,
         #[arg(long)]
         key_out: std::path::PathBuf,
-        /// Protect the key with the passphrase in this file (first line); recommended.
-        #[arg(long)]
+        /// Protect the key with the passphrase in this file (first line, 8 characters or
+        /// more). Needed unless --unencrypted.
+        #[arg(long, required_unless_present = "unencrypted")]
         passphrase_file: Option<std::path::PathBuf>,
+        /// Write the key in plain text, without a passphrase.
+        #[arg(long, conflicts_with = "passphrase_file")]
+        unencrypted: bool,
     },
 }
 
@@ -126,9 +160,11 @@ pub async fn cert(client: &Client, action: &CertAction) -> Outcome {
             chain_out,
             key_out,
             passphrase_file,
+            unencrypted,
         } => {
             let req = model::CertificateExportRequest {
                 passphrase: passphrase(passphrase_file)?,
+                unencrypted: *unencrypted,
             };
             let v = check(
                 client
@@ -243,6 +279,9 @@ pub async fn power(client: &Client, verb: &str, p: &PowerArgs) -> Outcome {
     Ok((v, accepted.message))
 }
 
+/// How many times a login is sent while the appliance answers `too_many_logins`.
+const LOGIN_TRIES: u32 = 5;
+
 async fn login_with(
     client: &Client,
     user: &str,
@@ -252,7 +291,19 @@ async fn login_with(
         username: user.into(),
         password,
     };
-    let v = check(client.request("POST", &api("/login"), body(&req)?).await?)?;
+    // While the appliance is checking too many logins at once it answers 429
+    // `too_many_logins` without checking this one: wait a second and ask again, a few
+    // times. (A lockout, `too_many_attempts`, is not retried.)
+    let mut tries = 0;
+    let v = loop {
+        tries += 1;
+        match check(client.request("POST", &api("/login"), body(&req)?).await?) {
+            Err(CliError::Api { code, .. }) if code == "too_many_logins" && tries < LOGIN_TRIES => {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            other => break other?,
+        }
+    };
     let resp: model::LoginResponse = decode(&v)?;
     session::save(&client.target(), &resp.token).map_err(CliError::Local)?;
     Ok((v, resp))
@@ -279,7 +330,8 @@ pub async fn logout(client: &Client) -> Outcome {
 
 /// Asks for the current password and the new one twice (or reads three lines of standard
 /// input), changes it, and logs in with the new one.
-pub async fn passwd(client: &Client, a: &LoginArgs) -> Outcome {
+pub async fn passwd(client: &Client, p: &PasswdArgs) -> Outcome {
+    let a = &p.login;
     let current = session::read_secret(&format!("Current password for {}: ", a.user))
         .map_err(CliError::Local)?;
     let new = session::read_secret("New password: ").map_err(CliError::Local)?;
@@ -293,6 +345,7 @@ pub async fn passwd(client: &Client, a: &LoginArgs) -> Outcome {
         username: Some(a.user.clone()),
         current_password: current,
         new_password: new.clone(),
+        keep_tokens: p.keep_tokens,
     };
     check(
         client
@@ -300,9 +353,14 @@ pub async fn passwd(client: &Client, a: &LoginArgs) -> Outcome {
             .await?,
     )?;
     let (v, _) = login_with(client, &a.user, new).await?;
+    let tokens = if p.keep_tokens {
+        "API tokens kept"
+    } else {
+        "every API token revoked"
+    };
     Ok((
         v,
-        "password changed; logged in with the new password".into(),
+        format!("password changed ({tokens}); logged in with the new password"),
     ))
 }
 
@@ -317,18 +375,21 @@ pub async fn token(client: &Client, action: &TokenAction) -> Outcome {
                 tokens
                     .iter()
                     .map(|t| match t.expires_unix {
-                        Some(e) => format!("{:<24} expires at unix time {e}", t.name),
-                        None => format!("{:<24} does not expire", t.name),
+                        Some(e) => {
+                            format!("{:<24} {:<6} expires at unix time {e}", t.name, t.scope)
+                        }
+                        None => format!("{:<24} {:<6} does not expire", t.name, t.scope),
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
             };
             Ok((v, text))
         }
-        TokenAction::Create { name, days } => {
+        TokenAction::Create { name, days, scope } => {
             let req = model::TokenRequest {
                 name: name.clone(),
                 expires_in_days: *days,
+                scope: (*scope).into(),
             };
             let v = check(
                 client
@@ -339,8 +400,8 @@ pub async fn token(client: &Client, action: &TokenAction) -> Outcome {
             Ok((
                 v,
                 format!(
-                    "{}\n(shown once: keep it; use it as APPLIANCE_TOKEN)",
-                    t.token
+                    "{}\n(scope {}; shown once: keep it; use it as APPLIANCE_TOKEN)",
+                    t.token, t.scope
                 ),
             ))
         }

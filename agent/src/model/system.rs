@@ -32,7 +32,9 @@ pub struct Status {
     /// The report of a secure erase done at this boot (RMA reset), until power-off.
     pub erase_report: Option<EraseReport>,
     /// Why the configuration file on /data is not in force (the agent runs on factory
-    /// defaults until it is fixed or replaced).
+    /// defaults until it is fixed or replaced). (An unusable `admin.toml` refuses every
+    /// login, status included: its reason is in that refusal, 503
+    /// `admin_store_unreadable`, and on the console.)
     pub config_error: Option<String>,
 }
 
@@ -173,11 +175,32 @@ pub struct PasswordChange {
     pub username: Option<String>,
     pub current_password: String,
     pub new_password: String,
+    /// Keep the API tokens (by default a password change revokes them all).
+    #[serde(default)]
+    pub keep_tokens: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Message {
     pub message: String,
+}
+
+/// What an API token may do: `read` calls GET routes only; `admin` calls every route.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    Read,
+    #[default]
+    Admin,
+}
+
+impl std::fmt::Display for TokenScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenScope::Read => "read",
+            TokenScope::Admin => "admin",
+        })
+    }
 }
 
 /// `POST /appliance/api/v1/system/tokens`.
@@ -187,11 +210,15 @@ pub struct TokenRequest {
     pub name: String,
     #[serde(default)]
     pub expires_in_days: Option<u32>,
+    /// `admin` when left out.
+    #[serde(default)]
+    pub scope: TokenScope,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NewApiToken {
     pub name: String,
+    pub scope: TokenScope,
     /// Shown once; only its hash is kept.
     pub token: String,
 }
@@ -201,6 +228,7 @@ pub struct ApiToken {
     pub name: String,
     pub created_unix: u64,
     pub expires_unix: Option<u64>,
+    pub scope: TokenScope,
 }
 
 /// Status > Basics.
@@ -283,9 +311,13 @@ pub struct CertificateImport {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateExportRequest {
-    /// Protect the exported key with this passphrase (strongly recommended).
+    /// Protect the exported key with this passphrase (8 characters or more). Required
+    /// unless `unencrypted` is true.
     #[serde(default)]
     pub passphrase: Option<String>,
+    /// Export the key in plain text (no passphrase): must be asked for explicitly.
+    #[serde(default)]
+    pub unencrypted: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
