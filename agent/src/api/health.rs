@@ -10,7 +10,11 @@ use axum::response::IntoResponse;
 pub const PATH: &str = "/check_health";
 
 pub async fn check_health(State(app): State<AppState>) -> impl IntoResponse {
-    let health = crate::system::health(&app.settings, app.config.load_error().is_some());
+    let health = crate::system::health(
+        &app.settings,
+        app.config.load_error().is_some(),
+        app.admin.load_error().is_some(),
+    );
     let (status, text) = if health.healthy() {
         (StatusCode::OK, "healthy\n")
     } else {
