@@ -292,6 +292,14 @@ pub enum Action {
     Record(Entry),
 }
 
+impl Action {
+    /// Whether carrying it out reaches the network (everything but persisting and
+    /// recording): a batch's [`Action::Persist`] comes before all of these.
+    pub fn touches_network(&self) -> bool {
+        !matches!(self, Action::Persist { .. } | Action::Record(_))
+    }
+}
+
 /// Why a command was refused; nothing changed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -386,6 +394,8 @@ pub struct Machine {
     /// A heartbeat failed since the last answer and the last stall.
     missed: bool,
     round: Round,
+    /// The last test-IP result recorded in the history (only changes are recorded).
+    last_test: Option<bool>,
     alerts: Series,
     cut_off: bool,
     isolated: bool,
@@ -417,6 +427,7 @@ impl Machine {
             net_silence: Duration::ZERO,
             missed: false,
             round: Round::None,
+            last_test: None,
             alerts: Series::default(),
             cut_off: false,
             isolated: false,
@@ -553,6 +564,7 @@ impl Machine {
         self.net_silence = Duration::ZERO;
         self.missed = false;
         self.round = Round::None;
+        self.last_test = None;
         self.alerts.half = false;
         self.cut_off = false;
         self.last_answer = Some(now);
@@ -608,7 +620,7 @@ impl Machine {
             self.both_backup_since = None;
             out.push(Action::Record(Entry::PeerLost));
             if self.role == Role::Backup {
-                self.alert(now, AlertKind::FirstMissed, &mut out);
+                self.alert(now, AlertKind::FirstMissed, self.silence, &mut out);
             }
         }
         self.evaluate(now, &mut out);
@@ -622,8 +634,13 @@ impl Machine {
         if self.role == Role::None {
             return out;
         }
-        let changed = !matches!(self.round, Round::Done { answered: a, .. } if a == answered);
-        if changed {
+        if !matches!(self.round, Round::Running { .. }) {
+            // A late result of a round the machine no longer waits for (the peer
+            // answered since, or the role changed): stale evidence, ignored.
+            return out;
+        }
+        if self.last_test != Some(answered) {
+            self.last_test = Some(answered);
             out.push(Action::Record(Entry::TestIps { answered }));
         }
         self.round = Round::Done { answered, at: now };
@@ -801,7 +818,9 @@ impl Machine {
         Ok(out)
     }
 
-    /// The peer answered a [`PeerCommand`] this machine asked for.
+    /// The peer answered a [`PeerCommand`] this machine asked for. The driver reports
+    /// every [`Action::AskPeer`] (with [`PeerReply::NoAnswer`] when it times out): until
+    /// then, manual role changes answer [`Refusal::Busy`].
     pub fn peer_replied(
         &mut self,
         now: Time,
@@ -944,11 +963,19 @@ impl Machine {
         self.net_silence = Duration::ZERO;
         self.round = Round::None;
         self.alerts.half = false;
-        out.push(Action::Persist {
-            role: to,
-            epoch,
-            cause,
-        });
+        // First of the batch, before any network action already in it.
+        let at = out
+            .iter()
+            .position(Action::touches_network)
+            .unwrap_or(out.len());
+        out.insert(
+            at,
+            Action::Persist {
+                role: to,
+                epoch,
+                cause,
+            },
+        );
         out.push(Action::Record(Entry::RoleChanged {
             from,
             to,
@@ -1005,7 +1032,7 @@ impl Machine {
 
     /// Sends an alert (a backup with backup operations on); all but the last of a series
     /// are at least [`ALERT_SPACING`] apart.
-    fn alert(&mut self, now: Time, kind: AlertKind, out: &mut Vec<Action>) {
+    fn alert(&mut self, now: Time, kind: AlertKind, silent_for: Duration, out: &mut Vec<Action>) {
         if !self.params.backup_operations {
             return;
         }
@@ -1019,10 +1046,10 @@ impl Machine {
         }
         self.alerts.last_at = Some(now);
         let remaining = (self.params.automatic() && kind != AlertKind::Takeover)
-            .then(|| self.params.timeout.saturating_sub(self.silence));
+            .then(|| self.params.timeout.saturating_sub(silent_for));
         out.push(Action::Alert(Alert {
             kind,
-            silent_for: self.silence,
+            silent_for,
             remaining,
         }));
     }
@@ -1034,6 +1061,15 @@ impl Machine {
     }
 
     fn evaluate(&mut self, now: Time, out: &mut Vec<Action>) {
+        // A round whose result never came (the driver lost it) counts as unanswered.
+        if let Round::Running { until } = self.round {
+            if now > until + self.params.heartbeat {
+                self.round = Round::Done {
+                    answered: false,
+                    at: now,
+                };
+            }
+        }
         if let Some(at) = self.announce_at {
             if now >= at {
                 self.announce_at = None;
@@ -1071,7 +1107,7 @@ impl Machine {
         let t = p.timeout;
         if self.silence >= t / 2 && !self.alerts.half {
             self.alerts.half = true;
-            self.alert(now, AlertKind::HalfTimeout, out);
+            self.alert(now, AlertKind::HalfTimeout, self.silence, out);
         }
         if !p.automatic() {
             return;
@@ -1085,24 +1121,18 @@ impl Machine {
             return;
         }
         if !p.has_test_ips {
-            self.promote(now, Cause::AutomaticFailover, out);
-            self.untested = true;
-            out.push(Action::Record(Entry::Untested));
-            self.alert(now, AlertKind::Takeover, out);
+            self.take_over(now, true, out);
             return;
         }
         match self.round {
-            Round::Done { answered: true, .. } => {
-                self.promote(now, Cause::AutomaticFailover, out);
-                self.alert(now, AlertKind::Takeover, out);
-            }
+            Round::Done { answered: true, .. } => self.take_over(now, false, out),
             Round::Done {
                 answered: false, ..
             } => {
                 if !self.cut_off {
                     self.cut_off = true;
                     out.push(Action::Record(Entry::CutOff));
-                    self.alert(now, AlertKind::CutOff, out);
+                    self.alert(now, AlertKind::CutOff, self.silence, out);
                 }
                 // A whole new timeout of silence before the next try.
                 self.silence = Duration::ZERO;
@@ -1111,6 +1141,17 @@ impl Machine {
             }
             Round::Running { .. } | Round::None => {}
         }
+    }
+
+    /// The automatic failover of a backup.
+    fn take_over(&mut self, now: Time, untested: bool, out: &mut Vec<Action>) {
+        let silent_for = self.silence;
+        self.promote(now, Cause::AutomaticFailover, out);
+        if untested {
+            self.untested = true;
+            out.push(Action::Record(Entry::Untested));
+        }
+        self.alert(now, AlertKind::Takeover, silent_for, out);
     }
 
     fn watch_as_primary(&mut self, now: Time, out: &mut Vec<Action>) {
@@ -1175,5 +1216,1023 @@ impl Machine {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: &str = "4c4c4544-0000-4000-8000-00000000000a";
+    const PEER: &str = "4c4c4544-0000-4000-8000-00000000000b";
+
+    fn ms(n: u64) -> Time {
+        Duration::from_millis(n)
+    }
+
+    fn secs(n: u64) -> Time {
+        Duration::from_secs(n)
+    }
+
+    fn params(timeout: Time, automatic: bool, test_ips: bool) -> Params {
+        Params {
+            automatic_failover: automatic,
+            backup_operations: true,
+            timeout,
+            heartbeat: (timeout / 4).min(secs(1)),
+            has_test_ips: test_ips,
+            has_shared_ip: true,
+        }
+    }
+
+    fn view(role: Role, epoch: u64, holds: bool) -> PeerView {
+        PeerView {
+            role,
+            epoch,
+            pending: false,
+            holds_shared_ip: holds,
+            id: PEER.to_string(),
+        }
+    }
+
+    fn is_network(a: &Action) -> bool {
+        a.touches_network()
+    }
+
+    /// Every batch: at most one Persist, and it comes before any network action.
+    fn checked(actions: Vec<Action>) -> Vec<Action> {
+        let persists: Vec<usize> = (0..actions.len())
+            .filter(|&i| matches!(actions[i], Action::Persist { .. }))
+            .collect();
+        assert!(persists.len() <= 1, "one Persist per batch: {actions:?}");
+        if let (Some(&p), Some(n)) = (persists.first(), actions.iter().position(is_network)) {
+            assert!(p < n, "Persist before any network action: {actions:?}");
+        }
+        actions
+    }
+
+    fn ok(r: Result<Vec<Action>, Refusal>) -> Vec<Action> {
+        checked(r.expect("accepted"))
+    }
+
+    fn persisted(actions: &[Action]) -> Option<(Role, u64, Cause)> {
+        actions.iter().find_map(|a| match a {
+            Action::Persist { role, epoch, cause } => Some((*role, *epoch, *cause)),
+            _ => None,
+        })
+    }
+
+    fn count(log: &[(Time, Action)], pred: impl Fn(&Action) -> bool) -> usize {
+        log.iter().filter(|(_, a)| pred(a)).count()
+    }
+
+    fn first(log: &[(Time, Action)], pred: impl Fn(&Action) -> bool) -> Option<Time> {
+        log.iter().find(|(_, a)| pred(a)).map(|(t, _)| *t)
+    }
+
+    fn alerts(log: &[(Time, Action)]) -> Vec<(Time, AlertKind)> {
+        log.iter()
+            .filter_map(|(t, a)| match a {
+                Action::Alert(al) => Some((*t, al.kind)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// What the world looks like at a time: the peer's answer (None: silent) and whether
+    /// any test IP answers.
+    struct World {
+        peer: Option<PeerView>,
+        test_ips: bool,
+    }
+
+    /// Drives `m` like its driver would, from `from` to `until`: a heartbeat every
+    /// interval, ticks at each deadline, test-IP rounds answered after 5 ms (or not at
+    /// all, then reported at their end).
+    fn simulate(
+        m: &mut Machine,
+        from: Time,
+        until: Time,
+        world: impl Fn(Time) -> World,
+    ) -> Vec<(Time, Action)> {
+        let hb = m.params.heartbeat;
+        let mut next_hb = from + hb;
+        let mut ping: Option<(Time, bool)> = None;
+        let mut log = Vec::new();
+        for _ in 0..1_000_000 {
+            let tick = m.deadline().unwrap_or(until + secs(1));
+            let t = tick.min(next_hb).min(ping.map_or(tick, |p| p.0));
+            if t > until {
+                return log;
+            }
+            let actions = if ping.is_some_and(|p| p.0 == t) {
+                let (_, answered) = ping.take().unwrap();
+                m.test_ips_result(t, answered)
+            } else if t == next_hb {
+                next_hb += hb;
+                match world(t).peer {
+                    Some(v) => m.peer_answered(t, v),
+                    None => m.peer_missed(t),
+                }
+            } else {
+                m.tick(t)
+            };
+            for a in checked(actions) {
+                if let Action::PingTestIps { until } = a {
+                    ping = Some(if world(t).test_ips {
+                        (t + ms(5), true)
+                    } else {
+                        (until, false)
+                    });
+                }
+                log.push((t, a));
+            }
+        }
+        panic!("the simulation does not end");
+    }
+
+    fn backup(p: Params) -> Machine {
+        let mut m = Machine::new(ME, p, Time::ZERO);
+        ok(m.establish(Time::ZERO, Role::Backup, 5));
+        m
+    }
+
+    fn primary(p: Params) -> Machine {
+        let mut m = Machine::new(ME, p, Time::ZERO);
+        ok(m.establish(Time::ZERO, Role::Primary, 0));
+        m
+    }
+
+    /// The peer is primary (epoch 5) until `gone`, then silent; test IPs as given.
+    fn primary_gone(gone: Time, test_ips: bool) -> impl Fn(Time) -> World {
+        move |t| World {
+            peer: (t < gone).then(|| view(Role::Primary, 5, true)),
+            test_ips,
+        }
+    }
+
+    fn last_answer(m: &Machine) -> Time {
+        m.status().last_answer.expect("an answer")
+    }
+
+    #[test]
+    fn establishing_as_primary_persists_then_takes_and_announces_twice() {
+        let mut m = Machine::new(ME, params(secs(3), true, true), Time::ZERO);
+        let a = ok(m.establish(Time::ZERO, Role::Primary, 4));
+        assert_eq!(persisted(&a), Some((Role::Primary, 5, Cause::Established)));
+        assert_eq!(
+            a[0],
+            Action::Persist {
+                role: Role::Primary,
+                epoch: 5,
+                cause: Cause::Established
+            }
+        );
+        assert!(a.contains(&Action::HoldSharedIps { probe: true }));
+        let log = simulate(&mut m, Time::ZERO, secs(5), |_| World {
+            peer: Some(view(Role::Backup, 6, false)),
+            test_ips: true,
+        });
+        assert_eq!(
+            count(&log, |a| *a == Action::Announce),
+            1,
+            "the second burst"
+        );
+        let again = first(&log, |a| *a == Action::Announce).unwrap();
+        assert!(
+            again >= secs(1),
+            "at least a second after the first: {again:?}"
+        );
+        assert_eq!(
+            m.establish(secs(5), Role::Primary, 0),
+            Err(Refusal::RelationshipExists)
+        );
+        assert!(persisted(&log.into_iter().map(|(_, a)| a).collect::<Vec<_>>()).is_none());
+    }
+
+    #[test]
+    fn establishing_as_backup_withholds() {
+        let mut m = Machine::new(ME, params(secs(3), true, true), Time::ZERO);
+        let a = ok(m.establish(Time::ZERO, Role::Backup, 5));
+        assert_eq!(persisted(&a), Some((Role::Backup, 6, Cause::Established)));
+        assert!(a.contains(&Action::WithholdSharedIps));
+        assert!(!a.iter().any(|a| matches!(a, Action::HoldSharedIps { .. })));
+    }
+
+    #[test]
+    fn the_backup_takes_over_at_the_timeout_when_a_test_ip_answers() {
+        let p = params(secs(3), true, true);
+        let mut m = backup(p);
+        let log = simulate(&mut m, Time::ZERO, secs(20), primary_gone(secs(10), true));
+        let last = last_answer(&m);
+        let window = p.ping_window();
+        let pinged = first(&log, |a| matches!(a, Action::PingTestIps { .. })).unwrap();
+        assert_eq!(
+            pinged,
+            last + p.timeout - window,
+            "in the last part of the timeout"
+        );
+        assert!(log.iter().any(|(_, a)| *a
+            == Action::PingTestIps {
+                until: last + p.timeout
+            }));
+        let took = first(&log, |a| matches!(a, Action::Persist { .. })).unwrap();
+        assert_eq!(
+            took,
+            last + p.timeout,
+            "at the timeout, not before or much after"
+        );
+        let batch: Vec<Action> = log
+            .iter()
+            .filter(|(t, _)| *t == took)
+            .map(|(_, a)| a.clone())
+            .collect();
+        assert_eq!(
+            persisted(&batch),
+            Some((Role::Primary, 7, Cause::AutomaticFailover))
+        );
+        let hold = batch
+            .iter()
+            .position(|a| matches!(a, Action::HoldSharedIps { probe: true }));
+        let announce = batch.iter().position(|a| *a == Action::Announce);
+        assert!(hold.unwrap() < announce.unwrap());
+        // A short timeout: the first alert and the last, nothing between.
+        let kinds: Vec<AlertKind> = alerts(&log).into_iter().map(|(_, k)| k).collect();
+        assert_eq!(kinds, vec![AlertKind::FirstMissed, AlertKind::Takeover]);
+        assert_eq!(m.role(), Role::Primary);
+        assert!(!m.status().untested);
+        assert_eq!(
+            count(&log, |a| *a == Action::Announce),
+            2,
+            "now and again later"
+        );
+    }
+
+    #[test]
+    fn a_backup_that_reaches_no_test_ip_is_cut_off_and_does_not_take_over() {
+        let p = params(secs(3), true, true);
+        let mut m = backup(p);
+        let log = simulate(&mut m, Time::ZERO, secs(40), primary_gone(secs(10), false));
+        assert_eq!(count(&log, |a| matches!(a, Action::Persist { .. })), 0);
+        assert_eq!(
+            count(&log, |a| matches!(a, Action::HoldSharedIps { .. })),
+            0
+        );
+        assert_eq!(count(&log, |a| *a == Action::Record(Entry::CutOff)), 1);
+        let kinds: Vec<AlertKind> = alerts(&log).into_iter().map(|(_, k)| k).collect();
+        assert_eq!(kinds, vec![AlertKind::FirstMissed, AlertKind::CutOff]);
+        assert!(m.status().cut_off);
+        assert_eq!(m.status().countdown, None);
+        // It keeps trying, one round per timeout.
+        let rounds = count(&log, |a| matches!(a, Action::PingTestIps { .. }));
+        assert!(
+            (9..=11).contains(&rounds),
+            "{rounds} rounds in 30 s of silence"
+        );
+        // Its network comes back; the primary is still gone: it takes over.
+        let log = simulate(&mut m, secs(40), secs(50), primary_gone(secs(10), true));
+        let took = first(&log, |a| matches!(a, Action::Persist { .. })).unwrap();
+        assert!(
+            took <= secs(44),
+            "within a timeout of the network's return: {took:?}"
+        );
+        assert_eq!(m.role(), Role::Primary);
+        assert!(!m.status().cut_off);
+    }
+
+    #[test]
+    fn with_no_test_ips_the_backup_takes_over_and_warns() {
+        let p = params(secs(2), true, false);
+        let mut m = backup(p);
+        let log = simulate(&mut m, Time::ZERO, secs(20), primary_gone(secs(10), false));
+        assert_eq!(count(&log, |a| matches!(a, Action::PingTestIps { .. })), 0);
+        let took = first(&log, |a| matches!(a, Action::Persist { .. })).unwrap();
+        assert_eq!(took, last_answer(&m) + p.timeout);
+        assert!(m.status().untested, "status warns");
+        assert_eq!(count(&log, |a| *a == Action::Record(Entry::Untested)), 1);
+    }
+
+    #[test]
+    fn a_stalled_backup_does_not_fail_over_on_its_own_stall() {
+        let p = params(secs(1), true, false);
+        for answer_first in [false, true] {
+            let mut m = backup(p);
+            simulate(&mut m, Time::ZERO, secs(5), primary_gone(secs(1000), true));
+            // Paused for a minute; on resuming, the timer of the heartbeat in flight
+            // fires before its answer is read, or after.
+            let resumed = secs(65);
+            let mut all = Vec::new();
+            let alive = view(Role::Primary, 5, true);
+            if answer_first {
+                all.extend(checked(m.peer_answered(resumed, alive.clone())));
+                all.extend(checked(m.tick(resumed + ms(1))));
+            } else {
+                all.extend(checked(m.tick(resumed)));
+                all.extend(checked(m.peer_missed(resumed + ms(1))));
+                all.extend(checked(m.tick(resumed + ms(2))));
+                all.extend(checked(m.peer_answered(resumed + ms(3), alive.clone())));
+            }
+            assert!(persisted(&all).is_none(), "no takeover: {all:?}");
+            assert!(all
+                .iter()
+                .any(|a| matches!(a, Action::Record(Entry::Stalled { .. }))));
+            assert!(m.status().silent_for < p.timeout);
+            let log = simulate(
+                &mut m,
+                resumed + ms(3),
+                secs(80),
+                primary_gone(secs(1000), true),
+            );
+            assert_eq!(count(&log, |a| matches!(a, Action::Persist { .. })), 0);
+        }
+    }
+
+    #[test]
+    fn a_stall_during_real_silence_needs_a_fresh_failed_heartbeat() {
+        let p = params(secs(1), true, false);
+        let mut m = backup(p);
+        simulate(&mut m, Time::ZERO, secs(5), primary_gone(ms(4300), true));
+        // Silent for 0.75 s, then paused for a minute: nothing on resuming.
+        let a = checked(m.tick(secs(65)));
+        assert!(persisted(&a).is_none());
+        let a = checked(m.tick(secs(65) + ms(240)));
+        assert!(
+            persisted(&a).is_none(),
+            "no heartbeat has failed since the stall"
+        );
+        // The next heartbeat fails: the silence before the stall still counts.
+        let a = checked(m.peer_missed(secs(65) + ms(250)));
+        assert!(
+            persisted(&a).is_some(),
+            "0.75 s before + 0.25 s after: {a:?}"
+        );
+    }
+
+    #[test]
+    fn silence_is_counted_by_time_not_by_polls() {
+        let p = params(secs(2), true, false);
+        // One failed poll, then nothing but ticks: it still takes over on time.
+        let mut m = backup(p);
+        checked(m.peer_answered(ms(100), view(Role::Primary, 5, true)));
+        checked(m.peer_missed(ms(600)));
+        let mut took = None;
+        for i in 1..100u64 {
+            let t = ms(600 + i * 50);
+            if persisted(&checked(m.tick(t))).is_some() {
+                took = Some(t);
+                break;
+            }
+        }
+        assert_eq!(took, Some(ms(2100)));
+        // Many failed polls do not make it sooner.
+        let mut m = backup(p);
+        checked(m.peer_answered(ms(100), view(Role::Primary, 5, true)));
+        for i in 1..199u64 {
+            let a = checked(m.peer_missed(ms(100 + i * 10)));
+            assert!(persisted(&a).is_none(), "at {} ms", 100 + i * 10);
+        }
+        assert!(persisted(&checked(m.peer_missed(ms(2100)))).is_some());
+    }
+
+    #[test]
+    fn without_automatic_failover_the_backup_only_alerts() {
+        let p = params(secs(600), false, true);
+        let mut m = backup(p);
+        let log = simulate(&mut m, Time::ZERO, secs(2000), primary_gone(secs(10), true));
+        assert_eq!(count(&log, |a| matches!(a, Action::Persist { .. })), 0);
+        assert_eq!(count(&log, |a| matches!(a, Action::PingTestIps { .. })), 0);
+        let a = alerts(&log);
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert_eq!(a[0].1, AlertKind::FirstMissed);
+        assert_eq!(a[1], (a[0].0 + secs(299), AlertKind::HalfTimeout));
+        assert_eq!(m.status().countdown, None);
+        assert_eq!(m.role(), Role::Backup);
+    }
+
+    #[test]
+    fn a_long_timeout_counts_down_in_three_alerts_and_in_status() {
+        let p = params(secs(600), true, true);
+        let mut m = backup(p);
+        let log = simulate(&mut m, Time::ZERO, secs(300), primary_gone(secs(10), true));
+        let last = last_answer(&m);
+        assert_eq!(m.status().countdown, Some(last + p.timeout - secs(300)));
+        let log2 = simulate(&mut m, secs(300), secs(700), primary_gone(secs(10), true));
+        let all: Vec<_> = log.into_iter().chain(log2).collect();
+        let a = alerts(&all);
+        let kinds: Vec<_> = a.iter().map(|x| x.1).collect();
+        assert_eq!(
+            kinds,
+            [
+                AlertKind::FirstMissed,
+                AlertKind::HalfTimeout,
+                AlertKind::Takeover
+            ]
+        );
+        assert_eq!(a[1].0, last + secs(300));
+        assert_eq!(a[2].0, last + secs(600));
+        let remaining: Vec<_> = all
+            .iter()
+            .filter_map(|(_, x)| match x {
+                Action::Alert(al) => Some(al.remaining),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(remaining, [Some(secs(599)), Some(secs(300)), None]);
+    }
+
+    #[test]
+    fn alerts_of_a_flapping_link_come_at_most_once_a_minute() {
+        let p = params(secs(3), true, true);
+        let mut m = backup(p);
+        // One heartbeat in three fails, for two minutes.
+        let log = simulate(&mut m, Time::ZERO, secs(120), |t| World {
+            peer: (t.as_millis() % 2250 != 0).then(|| view(Role::Primary, 5, true)),
+            test_ips: true,
+        });
+        let a = alerts(&log);
+        assert!((2..=3).contains(&a.len()), "{a:?}");
+        assert!(a.windows(2).all(|w| w[1].0 - w[0].0 >= ALERT_SPACING));
+        assert_eq!(count(&log, |a| matches!(a, Action::Persist { .. })), 0);
+    }
+
+    #[test]
+    fn backup_operations_off_or_no_shared_ip_means_no_takeover() {
+        let quiet = Params {
+            backup_operations: false,
+            ..params(secs(1), true, false)
+        };
+        let no_ip = Params {
+            has_shared_ip: false,
+            ..params(secs(1), true, false)
+        };
+        for p in [quiet, no_ip] {
+            let mut m = backup(p);
+            let log = simulate(&mut m, Time::ZERO, secs(30), primary_gone(secs(5), true));
+            assert_eq!(
+                count(&log, |a| matches!(a, Action::Persist { .. })),
+                0,
+                "{p:?}"
+            );
+            if !p.backup_operations {
+                assert!(alerts(&log).is_empty());
+            }
+        }
+        let m = backup(no_ip);
+        assert!(
+            m.status().needs_shared_ip,
+            "status says automatic failover needs one"
+        );
+    }
+
+    #[test]
+    fn a_cut_off_primary_gives_up_the_shared_ip_and_takes_it_back() {
+        let p = params(secs(2), true, true);
+        let mut m = primary(p);
+        // Its link goes at 10 s: no backup, no test IPs.
+        let log = simulate(&mut m, Time::ZERO, secs(20), |t| World {
+            peer: (t < secs(10)).then(|| view(Role::Backup, 2, false)),
+            test_ips: t < secs(10),
+        });
+        let last = last_answer(&m);
+        let gave_up = first(&log, |a| *a == Action::WithholdSharedIps).unwrap();
+        assert_eq!(
+            gave_up,
+            last + p.timeout,
+            "after the timeout of seeing nothing"
+        );
+        assert_eq!(count(&log, |a| matches!(a, Action::Persist { .. })), 0);
+        assert_eq!(m.role(), Role::Primary, "the role stays");
+        assert!(m.status().isolated && !m.status().holding);
+        // The link is back, the backup still silent: after a probe, it holds again.
+        let log = simulate(&mut m, secs(20), secs(25), |_| World {
+            peer: None,
+            test_ips: true,
+        });
+        let back = first(&log, |a| *a == Action::HoldSharedIps { probe: true }).unwrap();
+        // Within a timeout (the round in flight at 20 s is lost with the simulation).
+        assert!(back <= secs(20) + p.timeout + ms(10), "{back:?}");
+        assert!(log
+            .iter()
+            .any(|(t, a)| *t == back && *a == Action::Announce));
+        assert_eq!(count(&log, |a| matches!(a, Action::Persist { .. })), 0);
+        assert!(m.status().holding && !m.status().isolated);
+    }
+
+    #[test]
+    fn a_primary_that_sees_a_test_ip_or_has_none_keeps_the_shared_ip() {
+        for test_ips in [true, false] {
+            let p = params(secs(2), true, test_ips);
+            let mut m = primary(p);
+            let log = simulate(&mut m, Time::ZERO, secs(60), |t| World {
+                peer: (t < secs(10)).then(|| view(Role::Backup, 2, false)),
+                test_ips: !test_ips || t < secs(1000),
+            });
+            assert_eq!(count(&log, |a| *a == Action::WithholdSharedIps), 0);
+            let rounds = count(&log, |a| matches!(a, Action::PingTestIps { .. }));
+            if test_ips {
+                // One per timeout less the window: 50 s / 1.5 s.
+                assert!((30..=36).contains(&rounds), "{rounds} rounds");
+            } else {
+                assert_eq!(rounds, 0);
+            }
+            // Without test IPs, no network at all changes nothing either.
+            if !test_ips {
+                let log = simulate(&mut m, secs(60), secs(90), |_| World {
+                    peer: None,
+                    test_ips: false,
+                });
+                assert_eq!(count(&log, |a| *a == Action::WithholdSharedIps), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_returning_primary_never_takes_the_ip_from_a_newer_primary() {
+        let p = params(secs(3), true, true);
+        for peer in [
+            view(Role::Primary, 7, true),
+            view(Role::Primary, 7, false),
+            view(Role::Primary, 3, true),
+        ] {
+            let (mut m, a) = Machine::restore(ME, p, Role::Primary, 5, false, Time::ZERO);
+            assert_eq!(a, vec![Action::WithholdSharedIps]);
+            assert!(m.status().pending);
+            let a = checked(m.peer_answered(ms(100), peer.clone()));
+            assert_eq!(
+                persisted(&a),
+                Some((Role::Backup, peer.epoch.max(5) + 1, Cause::ConflictLost))
+            );
+            assert!(!a
+                .iter()
+                .any(|x| matches!(x, Action::HoldSharedIps { .. } | Action::Announce)));
+            let log = simulate(&mut m, ms(100), secs(30), |_| World {
+                peer: Some(peer.clone()),
+                test_ips: true,
+            });
+            assert_eq!(
+                count(&log, |x| matches!(x, Action::HoldSharedIps { .. })),
+                0
+            );
+            assert_eq!(m.role(), Role::Backup);
+        }
+    }
+
+    #[test]
+    fn a_returning_primary_whose_peer_is_backup_resumes() {
+        let p = params(secs(3), true, true);
+        let (mut m, _) = Machine::restore(ME, p, Role::Primary, 5, false, Time::ZERO);
+        let a = checked(m.peer_answered(ms(100), view(Role::Backup, 6, false)));
+        assert!(persisted(&a).is_none(), "the same role and epoch");
+        assert!(
+            a.contains(&Action::HoldSharedIps { probe: true }) && a.contains(&Action::Announce)
+        );
+        assert!(!m.status().pending && m.status().holding);
+    }
+
+    #[test]
+    fn a_returning_primary_alone_waits_a_timeout_and_needs_a_test_ip() {
+        let p = params(secs(3), true, true);
+        let (mut m, _) = Machine::restore(ME, p, Role::Primary, 5, false, Time::ZERO);
+        let log = simulate(&mut m, Time::ZERO, secs(30), |_| World {
+            peer: None,
+            test_ips: false,
+        });
+        assert_eq!(
+            count(&log, |a| matches!(a, Action::HoldSharedIps { .. })),
+            0
+        );
+        assert!(m.status().pending && m.status().isolated);
+        let log = simulate(&mut m, secs(30), secs(35), |_| World {
+            peer: None,
+            test_ips: true,
+        });
+        assert!(first(&log, |a| *a == Action::HoldSharedIps { probe: true }).is_some());
+        assert!(!m.status().pending);
+        // With no test IPs: at the timeout, with a warning.
+        let p = params(secs(3), true, false);
+        let (mut m, _) = Machine::restore(ME, p, Role::Primary, 5, false, Time::ZERO);
+        let log = simulate(&mut m, Time::ZERO, secs(10), |_| World {
+            peer: None,
+            test_ips: false,
+        });
+        let held = first(&log, |a| matches!(a, Action::HoldSharedIps { .. })).unwrap();
+        assert!(
+            held >= p.timeout && held <= p.timeout + p.heartbeat,
+            "{held:?}"
+        );
+        assert!(m.status().untested);
+    }
+
+    #[test]
+    fn an_agent_restart_on_the_primary_keeps_the_shared_ip_without_a_flap() {
+        let p = params(secs(3), true, true);
+        let (mut m, a) = Machine::restore(ME, p, Role::Primary, 5, true, Time::ZERO);
+        assert_eq!(a, vec![Action::HoldSharedIps { probe: false }]);
+        let log = simulate(&mut m, Time::ZERO, secs(10), |_| World {
+            peer: Some(view(Role::Backup, 6, false)),
+            test_ips: true,
+        });
+        assert!(log.iter().all(|(_, a)| !is_network(a)), "{log:?}");
+        assert_eq!(m.epoch(), 5);
+        let (_, a) = Machine::restore(ME, p, Role::Backup, 6, true, Time::ZERO);
+        assert_eq!(a, vec![Action::WithholdSharedIps]);
+    }
+
+    #[test]
+    fn become_backup_is_cancelled_without_force_when_the_peer_is_unreachable() {
+        let p = params(secs(3), true, true);
+        let mut m = primary(p);
+        let before = m.status();
+        assert_eq!(
+            m.become_backup(secs(1), false, false),
+            Err(Refusal::PeerUnreachable)
+        );
+        assert_eq!(m.status(), before, "nothing changed");
+        let a = ok(m.become_backup(secs(1), true, false));
+        assert_eq!(
+            persisted(&a),
+            Some((Role::Backup, 2, Cause::ForcedBecomeBackup))
+        );
+        assert!(a.contains(&Action::WithholdSharedIps));
+        assert!(!a.iter().any(|x| matches!(x, Action::AskPeer(_))));
+        assert_eq!(
+            m.become_backup(secs(2), true, true),
+            Err(Refusal::WrongRole {
+                role: Role::Backup,
+                needs: Role::Primary
+            })
+        );
+        let mut none = Machine::new(ME, p, Time::ZERO);
+        assert_eq!(
+            none.become_backup(Time::ZERO, true, true),
+            Err(Refusal::NoRelationship)
+        );
+        assert_eq!(
+            none.become_primary(Time::ZERO, false, true),
+            Err(Refusal::NoRelationship)
+        );
+    }
+
+    #[test]
+    fn become_backup_with_the_peer_steps_down_first_then_asks_it() {
+        let mut m = primary(params(secs(3), true, true));
+        let a = ok(m.become_backup(secs(1), false, true));
+        let order: Vec<&Action> = a
+            .iter()
+            .filter(|x| !matches!(x, Action::Record(_)))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                &Action::Persist {
+                    role: Role::Backup,
+                    epoch: 2,
+                    cause: Cause::BecomeBackup
+                },
+                &Action::WithholdSharedIps,
+                &Action::AskPeer(PeerCommand::BecomePrimary),
+            ]
+        );
+        let a = m.peer_replied(secs(2), PeerCommand::BecomePrimary, PeerReply::NoAnswer);
+        assert!(a.contains(&Action::Record(Entry::PeerDidNotSwap {
+            command: PeerCommand::BecomePrimary
+        })));
+    }
+
+    #[test]
+    fn become_primary_waits_for_the_peer_to_step_down() {
+        let p = params(secs(3), true, true);
+        let mut m = backup(p);
+        let a = ok(m.become_primary(secs(1), false, true));
+        assert_eq!(a, vec![Action::AskPeer(PeerCommand::BecomeBackup)]);
+        assert_eq!(m.become_primary(secs(1), false, true), Err(Refusal::Busy));
+        let a = checked(m.peer_replied(
+            secs(2),
+            PeerCommand::BecomeBackup,
+            PeerReply::Done { epoch: 9 },
+        ));
+        assert_eq!(
+            persisted(&a),
+            Some((Role::Primary, 10, Cause::BecomePrimary))
+        );
+        assert!(a.contains(&Action::HoldSharedIps { probe: true }));
+        // A refusal leaves it backup.
+        let mut m = backup(p);
+        ok(m.become_primary(secs(1), false, true));
+        let a = checked(m.peer_replied(secs(2), PeerCommand::BecomeBackup, PeerReply::Refused));
+        assert!(persisted(&a).is_none());
+        assert_eq!(m.role(), Role::Backup);
+        // With the primary down (unplanned maintenance): at once.
+        let mut m = backup(p);
+        let a = ok(m.become_primary(secs(1), false, false));
+        assert_eq!(
+            persisted(&a),
+            Some((Role::Primary, 7, Cause::BecomePrimary))
+        );
+    }
+
+    /// Two machines and the peer channel between them, delivered by hand.
+    struct Pair {
+        a: Machine,
+        b: Machine,
+    }
+
+    impl Pair {
+        fn new(p: Params) -> Pair {
+            let mut a = Machine::new(ME, p, Time::ZERO);
+            let mut b = Machine::new(PEER, p, Time::ZERO);
+            ok(a.establish(Time::ZERO, Role::Primary, 0));
+            ok(b.establish(Time::ZERO, Role::Backup, a.epoch()));
+            Pair { a, b }
+        }
+
+        fn view_of(m: &Machine) -> PeerView {
+            let s = m.status();
+            PeerView {
+                role: s.role,
+                epoch: s.epoch,
+                pending: s.pending,
+                holds_shared_ip: s.holding && !s.pending,
+                id: m.id.clone(),
+            }
+        }
+
+        fn never_both_primary(&self) {
+            assert!(
+                !(self.a.role() == Role::Primary && self.b.role() == Role::Primary),
+                "both primary"
+            );
+        }
+
+        /// Carries out the AskPeer actions of one side on the other.
+        fn deliver(&mut self, now: Time, from_a: bool, actions: Vec<Action>) {
+            for act in checked(actions) {
+                self.never_both_primary();
+                if let Action::AskPeer(cmd) = act {
+                    let (asker, asked) = if from_a {
+                        (&mut self.a, &mut self.b)
+                    } else {
+                        (&mut self.b, &mut self.a)
+                    };
+                    let done = ok(asked.peer_command(now, cmd, asker.epoch()));
+                    let reply = PeerReply::Done {
+                        epoch: asked.epoch(),
+                    };
+                    let _ = done;
+                    self.never_both_primary();
+                    let back = if from_a { &mut self.a } else { &mut self.b };
+                    let more = back.peer_replied(now, cmd, reply);
+                    self.deliver(now, from_a, more);
+                }
+            }
+            self.never_both_primary();
+        }
+
+        /// Each sees the other once.
+        fn exchange(&mut self, now: Time) -> (Vec<Action>, Vec<Action>) {
+            let (va, vb) = (Pair::view_of(&self.a), Pair::view_of(&self.b));
+            let x = checked(self.a.peer_answered(now, vb));
+            let y = checked(self.b.peer_answered(now, va));
+            (x, y)
+        }
+    }
+
+    #[test]
+    fn a_planned_swap_is_serial_and_never_both_primary() {
+        let mut pair = Pair::new(params(secs(3), true, true));
+        pair.exchange(ms(10));
+        let a = ok(pair.a.become_backup(secs(1), false, true));
+        pair.deliver(secs(1), true, a);
+        assert_eq!(
+            (pair.a.role(), pair.b.role()),
+            (Role::Backup, Role::Primary)
+        );
+        pair.exchange(secs(2));
+        // And back, from the other side's Become Primary.
+        let a = ok(pair.a.become_primary(secs(3), false, true));
+        pair.deliver(secs(3), true, a);
+        assert_eq!(
+            (pair.a.role(), pair.b.role()),
+            (Role::Primary, Role::Backup)
+        );
+        let (x, y) = pair.exchange(secs(4));
+        assert!(pair.a.status().conflict.is_none() && pair.b.status().conflict.is_none());
+        assert!(persisted(&x).is_none() && persisted(&y).is_none());
+        assert!(pair.a.epoch() > pair.b.epoch());
+    }
+
+    #[test]
+    fn both_primary_is_settled_at_once_the_same_way_on_both_sides() {
+        let p = params(secs(3), true, true);
+        // (a holds, b holds, a's epoch, b's epoch) -> a stays primary
+        for (a_holds, b_holds, ea, eb, a_wins) in [
+            (true, true, 7, 8, false),  // both hold: the newer epoch
+            (true, false, 7, 8, true),  // only a holds: a, though older
+            (false, false, 9, 9, true), // alike: the lower id (ME)
+        ] {
+            let mut a = Machine::new(ME, p, Time::ZERO);
+            let mut b = Machine::new(PEER, p, Time::ZERO);
+            for (m, holds, e) in [(&mut a, a_holds, ea), (&mut b, b_holds, eb)] {
+                m.role = Role::Primary;
+                m.epoch = e;
+                m.holding = holds;
+            }
+            let (va, vb) = (Pair::view_of(&a), Pair::view_of(&b));
+            let x = checked(a.peer_answered(secs(1), vb));
+            let y = checked(b.peer_answered(secs(1), va));
+            let (win, lose) = if a_wins { (&x, &y) } else { (&y, &x) };
+            assert_eq!(
+                persisted(lose).map(|p| (p.0, p.2)),
+                Some((Role::Backup, Cause::ConflictLost))
+            );
+            assert!(lose.contains(&Action::WithholdSharedIps));
+            assert!(persisted(win).is_none());
+            assert!(
+                win.contains(&Action::Announce),
+                "the keeper announces again"
+            );
+            assert!(win.contains(&Action::Record(Entry::Conflict {
+                kind: ConflictKind::BothPrimary
+            })));
+            let roles = [a.role(), b.role()];
+            assert_eq!(roles.iter().filter(|r| **r == Role::Primary).count(), 1);
+            assert_eq!(a.role() == Role::Primary, a_wins);
+            let winner = if a_wins { &mut a } else { &mut b };
+            let more = checked(winner.tick(secs(1) + ANNOUNCE_AGAIN));
+            assert_eq!(more.iter().filter(|x| **x == Action::Announce).count(), 1);
+        }
+    }
+
+    #[test]
+    fn both_backup_does_not_last_with_automatic_failover() {
+        let p = params(secs(3), true, true);
+        let mut pair = Pair::new(p);
+        pair.a.role = Role::Backup;
+        pair.a.holding = false;
+        pair.a.epoch = 4;
+        pair.b.epoch = 3;
+        let mut promoted = None;
+        for i in 1..200u64 {
+            let now = ms(i * 100);
+            let (x, y) = pair.exchange(now);
+            assert!(persisted(&y).is_none(), "the loser waits for the winner");
+            if persisted(&x).is_some() {
+                promoted = Some(now);
+                break;
+            }
+        }
+        let at = promoted.expect("the newer epoch becomes primary");
+        assert!(at >= ms(100) + p.both_backup_grace() && at <= ms(300) + p.both_backup_grace());
+        assert_eq!(pair.a.role(), Role::Primary);
+        pair.exchange(at + ms(100));
+        assert!(pair.b.status().conflict.is_none());
+    }
+
+    #[test]
+    fn both_backup_without_automatic_failover_waits_for_fix() {
+        let p = params(secs(3), false, true);
+        let mut pair = Pair::new(p);
+        pair.a.role = Role::Backup;
+        pair.a.holding = false;
+        for i in 1..=600u64 {
+            let (x, y) = pair.exchange(ms(i * 100));
+            assert!(persisted(&x).is_none() && persisted(&y).is_none());
+        }
+        let s = pair.b.status();
+        assert_eq!(s.conflict, Some(ConflictKind::BothBackup));
+        assert!(conflict::message(s.conflict.unwrap()).starts_with(conflict::OPENING));
+        let fix = ok(pair.b.fix(secs(61)));
+        pair.deliver(secs(61), false, fix);
+        pair.exchange(secs(62));
+        // b has the newer epoch (it was established after a): it becomes primary.
+        assert_eq!(pair.b.role(), Role::Primary);
+        assert_eq!(pair.a.fix(secs(61)), Err(Refusal::NoConflict));
+    }
+
+    #[test]
+    fn fix_on_the_loser_asks_the_winner_to_become_primary() {
+        let p = params(secs(3), false, true);
+        let mut pair = Pair::new(p);
+        pair.a.role = Role::Backup;
+        pair.a.holding = false;
+        pair.exchange(secs(1));
+        let a = ok(pair.a.fix(secs(2)));
+        assert_eq!(
+            a.iter().filter(|x| is_network(x)).collect::<Vec<_>>(),
+            [&Action::AskPeer(PeerCommand::BecomePrimary)]
+        );
+        pair.deliver(secs(2), true, a);
+        assert_eq!(
+            (pair.a.role(), pair.b.role()),
+            (Role::Backup, Role::Primary)
+        );
+    }
+
+    #[test]
+    fn a_taken_address_found_in_use_makes_this_appliance_backup() {
+        let p = params(secs(1), true, false);
+        let mut m = backup(p);
+        let log = simulate(&mut m, Time::ZERO, secs(5), primary_gone(secs(2), true));
+        assert_eq!(m.role(), Role::Primary);
+        let took_epoch = m.epoch();
+        let t = first(&log, |a| matches!(a, Action::Persist { .. })).unwrap();
+        let a = checked(m.address_in_use(t + ms(20)));
+        assert_eq!(
+            persisted(&a),
+            Some((Role::Backup, took_epoch + 1, Cause::AddressInUse))
+        );
+        assert!(a.contains(&Action::WithholdSharedIps));
+        assert!(!m.status().holding);
+        // No second announcement for an address it does not hold.
+        let a = checked(m.tick(t + ANNOUNCE_AGAIN));
+        assert!(!a.contains(&Action::Announce));
+    }
+
+    #[test]
+    fn breaking_leaves_the_addresses_as_they_are() {
+        let p = params(secs(3), true, true);
+        let mut m = primary(p);
+        let a = ok(m.break_relationship(secs(1)));
+        assert_eq!(persisted(&a), Some((Role::None, 2, Cause::Broken)));
+        assert!(a.contains(&Action::ReleaseSharedIps { enabled: true }));
+        assert_eq!(m.break_relationship(secs(2)), Err(Refusal::NoRelationship));
+        let mut m = backup(p);
+        let a = ok(m.break_relationship(secs(1)));
+        assert!(a.contains(&Action::ReleaseSharedIps { enabled: false }));
+        // A peer that answers with no role broke it on its side.
+        let mut m = backup(p);
+        let a = checked(m.peer_answered(secs(1), view(Role::None, 9, false)));
+        assert_eq!(persisted(&a), Some((Role::None, 10, Cause::BrokenByPeer)));
+        // Nothing happens without a relationship.
+        let log = simulate(&mut m, secs(1), secs(30), |_| World {
+            peer: None,
+            test_ips: false,
+        });
+        assert!(log.is_empty(), "{log:?}");
+    }
+
+    #[test]
+    fn a_late_test_ip_result_is_not_evidence_for_a_later_takeover() {
+        let p = params(secs(2), true, true);
+        let mut m = backup(p);
+        let alive = view(Role::Primary, 5, true);
+        checked(m.peer_answered(ms(100), alive.clone()));
+        checked(m.peer_missed(ms(600)));
+        let mut a = Vec::new();
+        for i in 7..=16u64 {
+            a.extend(checked(m.tick(ms(i * 100))));
+        }
+        assert!(a.contains(&Action::PingTestIps { until: ms(2100) }));
+        // The primary answers before the round ends; the round's result comes late.
+        checked(m.peer_answered(ms(1700), alive));
+        let late = checked(m.test_ips_result(ms(1750), true));
+        assert!(late.is_empty(), "ignored: {late:?}");
+        // Silent again: a fresh round is needed, and nothing happens without its result.
+        let mut a = checked(m.peer_missed(ms(2200)));
+        for i in 23..=40u64 {
+            a.extend(checked(m.tick(ms(i * 100))));
+        }
+        assert!(
+            a.contains(&Action::PingTestIps { until: ms(3700) }),
+            "{a:?}"
+        );
+        assert!(
+            persisted(&a).is_none(),
+            "no takeover on the old result: {a:?}"
+        );
+    }
+
+    #[test]
+    fn persist_comes_first_even_when_the_first_miss_is_the_last() {
+        // The shortest timeout: the first failed heartbeat can come at the timeout.
+        let p = params(ms(200), true, false);
+        let mut m = backup(p);
+        checked(m.peer_answered(Time::ZERO, view(Role::Primary, 5, true)));
+        let a = checked(m.peer_missed(ms(200)));
+        assert_eq!(persisted(&a).map(|p| p.0), Some(Role::Primary));
+        let sent: Vec<Alert> = a
+            .iter()
+            .filter_map(|x| match x {
+                Action::Alert(al) => Some(*al),
+                _ => None,
+            })
+            .collect();
+        let kinds: Vec<AlertKind> = sent.iter().map(|al| al.kind).collect();
+        assert_eq!(kinds, [AlertKind::FirstMissed, AlertKind::Takeover]);
+        assert_eq!(sent[1].silent_for, ms(200), "the silence that led to it");
+    }
+
+    #[test]
+    fn a_new_epoch_is_above_both_own_and_the_peers() {
+        let p = params(secs(1), true, false);
+        let mut m = backup(p);
+        assert_eq!(m.epoch(), 6);
+        checked(m.peer_answered(ms(100), view(Role::Primary, 41, true)));
+        let log = simulate(&mut m, ms(100), secs(5), |_| World {
+            peer: None,
+            test_ips: true,
+        });
+        let batch: Vec<Action> = log.into_iter().map(|(_, a)| a).collect();
+        assert_eq!(persisted(&batch).map(|p| p.1), Some(42));
     }
 }
