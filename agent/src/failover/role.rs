@@ -41,7 +41,8 @@
 //!
 //! # Conflicts
 //! Both primary is resolved at once by [`conflict::decide`]: the loser becomes backup and
-//! withholds the shared IP, the winner announces again. Both backup lasts only while
+//! withholds the shared IP, the winner announces again (and settles it again every
+//! [`Params::both_backup_grace`] while the peer still answers as primary). Both backup lasts only while
 //! automatic failover is off (then status shows it and [`Machine::fix`] resolves it):
 //! with it on, the winner becomes primary after [`Params::both_backup_grace`], the loser
 //! after twice that if the winner has not (a manual swap shows both backup for a moment,
@@ -401,8 +402,8 @@ pub struct Machine {
     isolated: bool,
     untested: bool,
     conflict: Option<ConflictKind>,
-    /// The conflict of this episode was acted on.
-    settled: bool,
+    /// When the conflict of this episode was last acted on.
+    settled_at: Option<Time>,
     both_backup_since: Option<Time>,
     announce_at: Option<Time>,
     awaiting: Option<Awaiting>,
@@ -433,7 +434,7 @@ impl Machine {
             isolated: false,
             untested: false,
             conflict: None,
-            settled: false,
+            settled_at: None,
             both_backup_since: None,
             announce_at: None,
             awaiting: None,
@@ -585,7 +586,7 @@ impl Machine {
             }
             (Role::Primary, Role::Backup) | (Role::Backup, Role::Primary) => {
                 self.conflict = None;
-                self.settled = false;
+                self.settled_at = None;
                 self.both_backup_since = None;
                 if self.role == Role::Primary && !self.holding {
                     self.take(now, &mut out);
@@ -593,7 +594,11 @@ impl Machine {
             }
             (Role::Primary, Role::Primary) => {
                 self.enter_conflict(ConflictKind::BothPrimary, &mut out);
-                if !self.settled {
+                // Settled at once; again if it lasts (the peer did not step down).
+                let due = self
+                    .settled_at
+                    .is_none_or(|at| now.saturating_sub(at) >= self.params.both_backup_grace());
+                if due {
                     self.settle_both_primary(now, &mut out);
                 }
             }
@@ -809,7 +814,7 @@ impl Machine {
                 false
             }
         };
-        self.settled = true;
+        self.settled_at = Some(now);
         out.push(Action::Record(Entry::Fixed {
             kind,
             primary_here,
@@ -920,14 +925,14 @@ impl Machine {
     fn enter_conflict(&mut self, kind: ConflictKind, out: &mut Vec<Action>) {
         if self.conflict != Some(kind) {
             self.conflict = Some(kind);
-            self.settled = false;
+            self.settled_at = None;
             out.push(Action::Record(Entry::Conflict { kind }));
         }
     }
 
     fn settle_both_primary(&mut self, now: Time, out: &mut Vec<Action>) {
         let (winner, reason) = self.decide();
-        self.settled = true;
+        self.settled_at = Some(now);
         let primary_here = winner == Winner::A;
         if primary_here {
             if self.holding {
@@ -957,7 +962,7 @@ impl Machine {
         self.isolated = false;
         self.untested = false;
         self.conflict = None;
-        self.settled = false;
+        self.settled_at = None;
         self.both_backup_since = None;
         self.silence = Duration::ZERO;
         self.net_silence = Duration::ZERO;
@@ -1555,17 +1560,18 @@ mod tests {
         // Silent for 0.75 s, then paused for a minute: nothing on resuming.
         let a = checked(m.tick(secs(65)));
         assert!(persisted(&a).is_none());
-        let a = checked(m.tick(secs(65) + ms(240)));
-        assert!(
-            persisted(&a).is_none(),
-            "no heartbeat has failed since the stall"
+        // 0.75 s before the stall and 0.3 s after: past the timeout, but no heartbeat
+        // has failed since the stall.
+        let a = checked(m.tick(secs(65) + ms(300)));
+        assert!(persisted(&a).is_none(), "{a:?}");
+        assert_eq!(
+            m.status().silent_for,
+            ms(1050),
+            "the stall itself did not count"
         );
-        // The next heartbeat fails: the silence before the stall still counts.
-        let a = checked(m.peer_missed(secs(65) + ms(250)));
-        assert!(
-            persisted(&a).is_some(),
-            "0.75 s before + 0.25 s after: {a:?}"
-        );
+        // The next heartbeat fails: now it takes over.
+        let a = checked(m.peer_missed(secs(65) + ms(310)));
+        assert!(persisted(&a).is_some(), "{a:?}");
     }
 
     #[test]
@@ -1686,7 +1692,19 @@ mod tests {
 
     #[test]
     fn a_cut_off_primary_gives_up_the_shared_ip_and_takes_it_back() {
-        let p = params(secs(2), true, true);
+        // Its own test IPs count even with backup operations (and automatic failover) off.
+        for p in [
+            params(secs(2), true, true),
+            Params {
+                backup_operations: false,
+                ..params(secs(2), false, true)
+            },
+        ] {
+            cut_off_primary(p);
+        }
+    }
+
+    fn cut_off_primary(p: Params) {
         let mut m = primary(p);
         // Its link goes at 10 s: no backup, no test IPs.
         let log = simulate(&mut m, Time::ZERO, secs(20), |t| World {
@@ -2061,6 +2079,33 @@ mod tests {
             let more = checked(winner.tick(secs(1) + ANNOUNCE_AGAIN));
             assert_eq!(more.iter().filter(|x| **x == Action::Announce).count(), 1);
         }
+    }
+
+    #[test]
+    fn a_both_primary_conflict_that_lasts_is_settled_again() {
+        let p = params(secs(3), true, true);
+        let mut m = Machine::new(ME, p, Time::ZERO);
+        ok(m.establish(Time::ZERO, Role::Primary, 8));
+        // A peer that stays primary with an older epoch, whatever it is told.
+        let log = simulate(&mut m, Time::ZERO, secs(12), |_| World {
+            peer: Some(view(Role::Primary, 8, true)),
+            test_ips: true,
+        });
+        let fixes: Vec<Time> = log
+            .iter()
+            .filter(|(_, a)| matches!(a, Action::Record(Entry::Fixed { .. })))
+            .map(|(t, _)| *t)
+            .collect();
+        assert_eq!(fixes.len(), 3, "{fixes:?}");
+        let grace = p.both_backup_grace();
+        assert!(
+            fixes
+                .windows(2)
+                .all(|w| w[1] - w[0] >= grace && w[1] - w[0] <= grace + p.heartbeat),
+            "{fixes:?}"
+        );
+        assert_eq!(m.role(), Role::Primary, "it keeps the role it won");
+        assert_eq!(count(&log, |a| matches!(a, Action::Persist { .. })), 0);
     }
 
     #[test]
