@@ -34,7 +34,9 @@
 //!   configuration and takes the overlay entries away (breaking the relationship leaves
 //!   the addresses as they are). [`role::Action::Announce`]: one burst of gratuitous ARP
 //!   (request and reply form) and IPv6 unsolicited neighbour advertisements; the machine
-//!   asks for the second burst itself, [`role::ANNOUNCE_AGAIN`] later.
+//!   asks for the second burst itself, [`role::ANNOUNCE_AGAIN`] later. Another host
+//!   claiming a shared IP this appliance holds (the ARP watcher of `net/defence.rs` does
+//!   not defend overlay addresses) goes to [`role::Machine::address_claimed`].
 //! - **Test IPs.** [`role::Action::PingTestIps`] pings every test IP in parallel until the
 //!   given time and reports [`role::Machine::test_ips_result`].
 //! - **Alerts** go out by e-mail through the site's SMTP settings; **history entries** are

@@ -71,6 +71,9 @@ pub const ALERT_SPACING: Duration = Duration::from_secs(60);
 pub const MAX_PING_WINDOW: Duration = Duration::from_secs(1);
 /// The least time both appliances stay backup before automatic failover settles it.
 pub const MIN_BOTH_BACKUP_GRACE: Duration = Duration::from_secs(5);
+/// Another host's claims on a held shared IP are answered at most this often (as for
+/// configured addresses, RFC 5227 §2.4).
+pub const DEFEND_INTERVAL: Duration = Duration::from_secs(10);
 /// Scheduling slack on top of two heartbeat intervals before a gap counts as a stall.
 pub const STALL_SLACK: Duration = Duration::from_millis(100);
 
@@ -395,6 +398,8 @@ pub struct Machine {
     /// A heartbeat failed since the last answer and the last stall.
     missed: bool,
     round: Round,
+    /// The last claim on a held shared IP that was answered.
+    last_claim: Option<Time>,
     /// The last test-IP result recorded in the history (only changes are recorded).
     last_test: Option<bool>,
     alerts: Series,
@@ -429,6 +434,7 @@ impl Machine {
             missed: false,
             round: Round::None,
             last_test: None,
+            last_claim: None,
             alerts: Series::default(),
             cut_off: false,
             isolated: false,
@@ -679,18 +685,23 @@ impl Machine {
 
     /// Another host claimed the shared IP this appliance holds (seen after taking it). A
     /// peer that is primary is settled by the conflict rules when it answers; anything
-    /// else is answered with an announcement, at most one per [`ANNOUNCE_AGAIN`].
+    /// else is answered with an announcement and recorded, at most once per
+    /// [`DEFEND_INTERVAL`] (a remote host cannot flood the history or the wire).
     pub fn address_claimed(&mut self, now: Time) -> Vec<Action> {
         let mut out = Vec::new();
         self.advance(now, &mut out);
         if self.role != Role::Primary || !self.holding {
             return out;
         }
-        out.push(Action::Record(Entry::AddressClaimed));
-        if self.announce_at.is_none() {
-            out.push(Action::Announce);
-            self.announce_at = Some(now + ANNOUNCE_AGAIN);
+        if self
+            .last_claim
+            .is_some_and(|t| now.saturating_sub(t) < DEFEND_INTERVAL)
+        {
+            return out;
         }
+        self.last_claim = Some(now);
+        out.push(Action::Record(Entry::AddressClaimed));
+        out.push(Action::Announce);
         out
     }
 
@@ -2191,6 +2202,33 @@ mod tests {
         // No second announcement for an address it does not hold.
         let a = checked(m.tick(t + ANNOUNCE_AGAIN));
         assert!(!a.contains(&Action::Announce));
+    }
+
+    #[test]
+    fn a_claimed_shared_ip_is_defended_at_most_once_per_interval() {
+        let p = params(secs(3), true, true);
+        let mut m = primary(p);
+        simulate(&mut m, Time::ZERO, secs(5), |_| World {
+            peer: Some(view(Role::Backup, 2, false)),
+            test_ips: true,
+        });
+        let a = checked(m.address_claimed(secs(5)));
+        assert_eq!(a, [Action::Record(Entry::AddressClaimed), Action::Announce]);
+        for i in 1..100u64 {
+            let a = checked(m.address_claimed(secs(5) + ms(i * 99)));
+            assert!(a.is_empty(), "{a:?}");
+        }
+        let a = checked(m.address_claimed(secs(5) + DEFEND_INTERVAL));
+        assert_eq!(a, [Action::Record(Entry::AddressClaimed), Action::Announce]);
+        assert_eq!(m.role(), Role::Primary);
+        // A backup holds nothing to defend.
+        let mut b = backup(p);
+        assert!(b.address_claimed(ms(10)).is_empty());
+        let mut none = Machine::new(ME, p, Time::ZERO);
+        assert_eq!(
+            none.peer_command(Time::ZERO, PeerCommand::BecomePrimary, 3),
+            Err(Refusal::NoRelationship)
+        );
     }
 
     #[test]
