@@ -37,6 +37,9 @@
 //!   asks for the second burst itself, [`role::ANNOUNCE_AGAIN`] later. Another host
 //!   claiming a shared IP this appliance holds (the ARP watcher of `net/defence.rs` does
 //!   not defend overlay addresses) goes to [`role::Machine::address_claimed`].
+//! - **Settings.** A `PUT .../failover/settings` or a change of the selected shared IPs
+//!   calls [`role::Machine::set_params`] with [`role::Params::new`]; a new list of shared
+//!   IPs is re-stated to the overlay from [`role::Status::holding`].
 //! - **Test IPs.** [`role::Action::PingTestIps`] pings every test IP in parallel until the
 //!   given time and reports [`role::Machine::test_ips_result`].
 //! - **Alerts** go out by e-mail through the site's SMTP settings; **history entries** are
