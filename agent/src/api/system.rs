@@ -239,6 +239,17 @@ async fn reset(
     ))
 }
 
+/// Clears a factory reset whose reboot has not begun.
+async fn cancel_reset(State(app): State<AppState>) -> Result<Json<model::Message>, ApiError> {
+    let level = crate::system::cancel_reset(&app.power).await?;
+    Ok(Json(model::Message {
+        message: format!(
+            "the factory reset ({level}) is cancelled: nothing will be wiped and the appliance \
+             does not reboot"
+        ),
+    }))
+}
+
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../../openapi.yaml");
 
@@ -264,7 +275,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/system/shutdown", post(shutdown))
         .route("/system/reboot", post(reboot))
-        .route("/system/reset", post(reset))
+        .route("/system/reset", post(reset).delete(cancel_reset))
         .route("/system/tokens", get(list_tokens).post(create_token))
         .route("/system/tokens/{name}", delete(delete_token))
         .route(
