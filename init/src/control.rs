@@ -144,9 +144,12 @@ pub enum Effect {
         reason: String,
     },
     /// Record a factory-reset request on the data disk and, if that worked, reboot into it
-    /// after [`RESET_HEAD_START`] ([`after_arming`]); the answer depends on the disk, so
-    /// the loop writes it.
-    ArmResetAndReboot(ResetLevel),
+    /// after the delay ([`after_arming`]); the answer depends on the disk, so the loop
+    /// writes it.
+    ArmResetAndReboot {
+        level: ResetLevel,
+        delay: Duration,
+    },
     /// Clear a reset request whose reboot has not begun ([`cancel_answer`]).
     CancelReset,
 }
@@ -200,9 +203,19 @@ pub fn answer(
             refuse("shutdown already under way: too late to cancel a reset")
         }
         (Ok(Request::CancelReset), _) => (Reply::Ok, Effect::CancelReset),
-        (Ok(Request::Reset { level }), Phase::Running) => {
-            (Reply::Ok, Effect::ArmResetAndReboot(level))
-        }
+        (
+            Ok(Request::Reset {
+                level,
+                delay_seconds,
+            }),
+            Phase::Running,
+        ) => (
+            Reply::Ok,
+            Effect::ArmResetAndReboot {
+                level,
+                delay: Duration::from_secs(delay_seconds.into()),
+            },
+        ),
         (Ok(Request::Power { action, reason }), Phase::Running) => {
             let reason = if reason.is_empty() {
                 "control socket request".to_string()
@@ -215,9 +228,10 @@ pub fn answer(
 }
 
 /// The answer to a `reset`, once the marker is written (or not), and the reboot that
-/// follows: both or neither.
+/// follows after `delay` (never sooner than [`RESET_HEAD_START`]): both or neither.
 pub fn after_arming(
     level: ResetLevel,
+    delay: Duration,
     armed: Result<(), String>,
     now: Duration,
 ) -> (Reply, Option<DueReset>) {
@@ -226,7 +240,7 @@ pub fn after_arming(
             Reply::Ok,
             Some(DueReset {
                 level,
-                at: now.saturating_add(RESET_HEAD_START),
+                at: now.saturating_add(delay.max(RESET_HEAD_START)),
             }),
         ),
         Err(e) => (Reply::Err(e), None),
@@ -314,23 +328,38 @@ mod tests {
     fn a_reset_arms_and_reboots_in_one_step_and_can_be_cancelled_until_the_reboot() {
         let req = |r: &str| Request::parse(r.as_bytes());
         let (reply, effect) = answer(req("reset rma"), Some(0), Phase::Running);
+        let zero = Duration::ZERO;
         assert_eq!(
             (reply, effect),
-            (Reply::Ok, Effect::ArmResetAndReboot(ResetLevel::Rma))
+            (
+                Reply::Ok,
+                Effect::ArmResetAndReboot {
+                    level: ResetLevel::Rma,
+                    delay: zero
+                }
+            )
         );
         // Armed: the reboot is due, with no second request from the client.
         let now = Duration::from_secs(10);
-        let (reply, due) = after_arming(ResetLevel::Rma, Ok(()), now);
+        let (reply, due) = after_arming(ResetLevel::Rma, zero, Ok(()), now);
         assert_eq!(reply, Reply::Ok);
         let due = due.expect("the reboot is due");
         assert_eq!(due.at, now + RESET_HEAD_START);
         assert_eq!(due.reason(), "factory reset (rma)");
         // Not armed: no reboot either.
-        let (reply, due) = after_arming(ResetLevel::Rma, Err("cannot open /dev/vda".into()), now);
+        let (reply, due) = after_arming(
+            ResetLevel::Rma,
+            zero,
+            Err("cannot open /dev/vda".into()),
+            now,
+        );
         assert_eq!(
             (reply, due),
             (Reply::Err("cannot open /dev/vda".into()), None)
         );
+        // A delayed reset: due after its delay.
+        let (_, due) = after_arming(ResetLevel::Config, Duration::from_secs(30), Ok(()), now);
+        assert_eq!(due.map(|d| d.at), Some(now + Duration::from_secs(30)));
         // Until the reboot begins, nothing else may start one, and a cancel is served.
         for r in ["reboot", "reset config"] {
             let (reply, effect) = answer(req(r), Some(0), Phase::ResetDue);

@@ -301,8 +301,9 @@ impl Loop {
             let (mut reply, effect) = control::answer(request, peer.uid, phase);
             let mut payload = Vec::new();
             match &effect {
-                Effect::ArmResetAndReboot(level) => {
-                    let (r, due) = control::after_arming(*level, self.arm_reset(*level), k.now());
+                Effect::ArmResetAndReboot { level, delay } => {
+                    let armed = self.arm_reset(*level, *delay);
+                    let (r, due) = control::after_arming(*level, *delay, armed, k.now());
                     reply = r;
                     self.reset_due = due;
                 }
@@ -328,7 +329,7 @@ impl Loop {
     }
 
     /// Records a factory-reset request on the data disk (the reset runs at the next boot).
-    fn arm_reset(&self, level: ResetLevel) -> Result<(), String> {
+    fn arm_reset(&self, level: ResetLevel, delay: Duration) -> Result<(), String> {
         let Some(dev) = &self.reset_device else {
             return Err(
                 "there is no data disk to reset (/data is a tmpfs and no disk carries the                  data label; a reboot clears it)"
@@ -344,7 +345,7 @@ impl Loop {
         crate::reset::arm(&mut disk, level, unix).map_err(|e| e.to_string())?;
         warn!(
             "factory reset ({level}) recorded on {dev}: rebooting in {} ms to carry it out",
-            RESET_HEAD_START.as_millis()
+            delay.max(RESET_HEAD_START).as_millis()
         );
         Ok(())
     }

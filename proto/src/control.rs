@@ -11,10 +11,12 @@
 //! halt [reason]       ordered shutdown, then halt (CPU stopped, power stays on)
 //! log                 the last lines of init's and the agent's console output
 //! ping                ok, if init is serving
-//! reset config|rma    record a factory-reset request on the data disk and reboot into it,
-//!                     as one step: the reboot begins [`RESET_HEAD_START`] after the `ok`
-//!                     (so the client can pass the answer on); the reset itself runs early
-//!                     in the next boot
+//! reset config|rma [SECONDS]
+//!                     record a factory-reset request on the data disk and reboot into it,
+//!                     as one step: the reboot begins after SECONDS (at most
+//!                     [`MAX_RESET_DELAY`]), and never sooner than [`RESET_HEAD_START`]
+//!                     after the `ok` (so the client can pass the answer on); the reset
+//!                     itself runs early in the next boot
 //! reset cancel        clear a reset request whose reboot has not begun: `ok` then
 //!                     `cancelled config|rma`, or `ok` then `none` when nothing is pending
 //! ```
@@ -43,6 +45,9 @@ const _: () = assert!("poweroff ".len() + MAX_REASON < MAX_REQUEST);
 /// Time between init's `ok` to a `reset` and the start of the reboot; a `reset cancel`
 /// in between still clears the request.
 pub const RESET_HEAD_START: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Longest delay a `reset` may ask for before its reboot, in seconds.
+pub const MAX_RESET_DELAY: u32 = 3600;
 
 /// What init answers after `ok` to `reset cancel` when no request was pending.
 pub const NOTHING_PENDING: &str = "none";
@@ -122,9 +127,10 @@ pub enum Request {
         action: PowerAction,
         reason: String,
     },
-    /// Arm a factory reset and reboot into it, in one step.
+    /// Arm a factory reset and reboot into it after `delay_seconds`, in one step.
     Reset {
         level: ResetLevel,
+        delay_seconds: u32,
     },
     /// Clear an armed reset whose reboot has not begun.
     CancelReset,
@@ -156,9 +162,11 @@ impl fmt::Display for RequestError {
                 )
             }
             RequestError::UnexpectedArgument(w) => write!(f, "{w} takes no argument"),
-            RequestError::BadResetLevel => {
-                write!(f, "reset needs a level (config or rma) or cancel")
-            }
+            RequestError::BadResetLevel => write!(
+                f,
+                "reset needs a level (config or rma, then optionally a delay of at most \
+                 {MAX_RESET_DELAY} seconds) or cancel"
+            ),
             RequestError::ReasonTooLong => {
                 write!(f, "the reason is longer than {MAX_REASON} bytes")
             }
@@ -209,9 +217,19 @@ impl Request {
             return Ok(Request::CancelReset);
         }
         if word == "reset" {
-            return ResetLevel::parse(rest)
-                .map(|level| Request::Reset { level })
-                .ok_or(RequestError::BadResetLevel);
+            let mut words = rest.split_whitespace();
+            let level = words.next().and_then(ResetLevel::parse);
+            let delay = match words.next() {
+                None => Some(0),
+                Some(d) => d.parse::<u32>().ok().filter(|d| *d <= MAX_RESET_DELAY),
+            };
+            return match (level, delay, words.next()) {
+                (Some(level), Some(delay_seconds), None) => Ok(Request::Reset {
+                    level,
+                    delay_seconds,
+                }),
+                _ => Err(RequestError::BadResetLevel),
+            };
         }
         let simple = match word {
             "log" => Request::Log,
@@ -235,7 +253,14 @@ impl Request {
         match self {
             Request::Power { action, reason } if reason.is_empty() => format!("{action}\n"),
             Request::Power { action, reason } => format!("{action} {reason}\n"),
-            Request::Reset { level } => format!("reset {level}\n"),
+            Request::Reset {
+                level,
+                delay_seconds: 0,
+            } => format!("reset {level}\n"),
+            Request::Reset {
+                level,
+                delay_seconds,
+            } => format!("reset {level} {delay_seconds}\n"),
             Request::CancelReset => "reset cancel\n".to_string(),
             Request::Log => "log\n".to_string(),
             Request::Ping => "ping\n".to_string(),
@@ -320,14 +345,27 @@ mod tests {
     #[test]
     fn reset_requests_name_a_level() {
         for level in [ResetLevel::Config, ResetLevel::Rma] {
-            let r = Request::Reset { level };
-            assert_eq!(Request::parse(r.encode().as_bytes()), Ok(r));
+            for delay_seconds in [0, 30, MAX_RESET_DELAY] {
+                let r = Request::Reset {
+                    level,
+                    delay_seconds,
+                };
+                assert_eq!(Request::parse(r.encode().as_bytes()), Ok(r));
+            }
         }
         assert_eq!(Request::parse(b"reset"), Err(RequestError::BadResetLevel));
-        assert_eq!(
-            Request::parse(b"reset everything"),
-            Err(RequestError::BadResetLevel)
-        );
+        for bad in [
+            "reset everything",
+            "reset rma soon",
+            "reset rma 3601",
+            "reset rma 1 2",
+        ] {
+            assert_eq!(
+                Request::parse(bad.as_bytes()),
+                Err(RequestError::BadResetLevel),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -163,8 +163,12 @@ pub struct ResetArgs {
     #[arg(long, value_enum, required_unless_present = "cancel")]
     pub level: Option<model::ResetLevelName>,
     /// Cancel a factory reset that was recorded but whose reboot has not begun.
-    #[arg(long, conflicts_with_all = ["level", "yes"])]
+    #[arg(long, conflicts_with_all = ["level", "yes", "delay"])]
     pub cancel: bool,
+    /// Seconds before the reboot that carries it out (0 to 3600); `--cancel` stops it
+    /// until then.
+    #[arg(long, value_name = "SECONDS")]
+    pub delay: Option<u32>,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
@@ -194,7 +198,10 @@ pub async fn reset(client: &Client, a: &ResetArgs) -> Outcome {
             return Err(CliError::Usage("not confirmed; nothing changed".into()));
         }
     }
-    let req = model::ResetRequest { level };
+    let req = model::ResetRequest {
+        level,
+        delay_seconds: a.delay,
+    };
     let v = check(
         client
             .request("POST", &api("/system/reset"), body(&req)?)

@@ -300,6 +300,10 @@ pub struct ResetRequest {
     /// 169.254.1.1 with admin/password. `rma`: the same after overwriting the whole data
     /// disk with zeros and checking it; then the appliance powers off, ready to ship.
     pub level: ResetLevelName,
+    /// Seconds before the reboot that carries the reset out (0 to 3600; default 0). Until
+    /// then `DELETE /system/reset` cancels it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_seconds: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]

@@ -76,11 +76,22 @@ impl PowerCommand {
 /// request. The request runs on a task of its own: a client that goes away (which drops
 /// the handler at its next await) does not stop it half way. While it is under way, or
 /// once init has taken it, power requests are refused.
-pub async fn factory_reset(power: &Power, level: ResetLevel) -> Result<(), PowerError> {
+pub async fn factory_reset(
+    power: &Power,
+    level: ResetLevel,
+    delay_seconds: u32,
+) -> Result<(), PowerError> {
+    if delay_seconds > MAX_DELAY_SECONDS {
+        return Err(PowerError::DelayTooLong);
+    }
     power.claim(PowerAction::Reboot)?;
     let this = power.clone();
     let task = tokio::spawn(async move {
-        let result = this.init.request(&Request::Reset { level }).await;
+        let request = Request::Reset {
+            level,
+            delay_seconds,
+        };
+        let result = this.init.request(&request).await;
         match &result {
             Ok(_) => tracing::warn!(%level, "factory reset recorded; init reboots to carry it out"),
             Err(e) => {
@@ -375,7 +386,7 @@ mod tests {
         // The client goes away while init has not answered yet: the handler is dropped.
         let dropped = tokio::time::timeout(
             Duration::from_millis(20),
-            factory_reset(&power, ResetLevel::Rma),
+            factory_reset(&power, ResetLevel::Rma, 0),
         )
         .await;
         assert!(dropped.is_err(), "the handler was cut short");
@@ -384,7 +395,7 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), ["reset rma"]);
         assert_eq!(power.scheduled(), Some(PowerAction::Reboot));
         assert!(matches!(
-            factory_reset(&power, ResetLevel::Config).await,
+            factory_reset(&power, ResetLevel::Config, 0).await,
             Err(PowerError::AlreadyScheduled(PowerAction::Reboot))
         ));
     }
@@ -394,10 +405,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (power, _) = fake_init(dir.path(), "err no data disk\n", Duration::ZERO);
         assert!(matches!(
-            factory_reset(&power, ResetLevel::Config).await,
+            factory_reset(&power, ResetLevel::Config, 60).await,
             Err(PowerError::Init(InitError::Refused(_)))
         ));
         assert_eq!(power.scheduled(), None);
+        assert!(matches!(
+            factory_reset(&power, ResetLevel::Config, MAX_DELAY_SECONDS + 1).await,
+            Err(PowerError::DelayTooLong)
+        ));
     }
 
     #[tokio::test]
