@@ -29,7 +29,8 @@ pub struct Status {
     pub agent: AgentStatus,
     /// Status > Basics: identity, firmware, kernel, CPU, memory, disks, NICs.
     pub basics: Basics,
-    /// The report of a secure erase done at this boot (RMA reset), until power-off.
+    /// The report of the last erase for return (RMA reset) of the data disk: the one done
+    /// at this boot, or the record of an earlier one kept in the disk's reserved tail.
     pub erase_report: Option<EraseReport>,
     /// Why the configuration file on /data is not in force (the agent runs on factory
     /// defaults until it is fixed or replaced).
