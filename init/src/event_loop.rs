@@ -332,7 +332,8 @@ impl Loop {
     fn arm_reset(&self, level: ResetLevel, delay: Duration) -> Result<(), String> {
         let Some(dev) = &self.reset_device else {
             return Err(
-                "there is no data disk to reset (/data is a tmpfs and no disk carries the                  data label; a reboot clears it)"
+                "there is no data disk to reset (/data is a tmpfs and no disk carries the data \
+                 label; a reboot clears it)"
                     .into(),
             );
         };
