@@ -628,9 +628,10 @@ impl BlockDisk {
             Ok(()) => Ok(()),
             // Not a block device (a disk image in a test), no such command, or none for
             // this range.
-            Err(e @ (Errno::ENOTTY | Errno::EOPNOTSUPP | Errno::EINVAL)) => {
-                Err(io::Error::new(io::ErrorKind::Unsupported, e.desc()))
-            }
+            Err(e @ (Errno::ENOTTY | Errno::EOPNOTSUPP | Errno::EINVAL)) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("the ioctl answered {e:?}"),
+            )),
             Err(e) => Err(e.into()),
         }
     }
