@@ -191,7 +191,7 @@ fn cancel_a_delayed_reset(sw: &Switch) {
 
 #[test]
 fn a_config_reset_comes_back_on_factory_defaults_with_the_canaries_gone() {
-    let (_dir, sw, _vm) = boot("reset_config", "appliance.debug=1");
+    let (_dir, sw, vm) = boot("reset_config", "appliance.debug=1");
     plant_canaries(&sw);
     let fp = api::call(&sw.name, FACTORY, "GET", "/status", None)
         .unwrap()
@@ -204,6 +204,13 @@ fn a_config_reset_comes_back_on_factory_defaults_with_the_canaries_gone() {
         t0.elapsed().as_secs_f64()
     );
     assert_factory_state(&sw, &fp);
+    // The virtio disk (discard=unmap) takes BLKDISCARD: the old blocks are gone too.
+    let console = vm.console();
+    assert!(
+        console.contains("has a new, empty file system (the old file system's")
+            && console.contains("MiB discarded)"),
+        "{console}"
+    );
 }
 
 #[test]
