@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use appliance_proto::control::{
-    PowerAction, Reply, Request, RequestError, ResetLevel, MAX_REQUEST,
+    PowerAction, Reply, Request, RequestError, ResetLevel, CANCELLED, MAX_REQUEST, NOTHING_PENDING,
+    RESET_HEAD_START,
 };
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::stat::{umask, Mode};
@@ -142,16 +143,46 @@ pub enum Effect {
         action: PowerAction,
         reason: String,
     },
-    /// Record a factory-reset request on the data disk; the answer depends on whether
-    /// that worked, so the loop writes it.
-    ArmReset(ResetLevel),
+    /// Record a factory-reset request on the data disk and, if that worked, reboot into it
+    /// after the delay ([`after_arming`]); the answer depends on the disk, so the loop
+    /// writes it.
+    ArmResetAndReboot {
+        level: ResetLevel,
+        delay: Duration,
+    },
+    /// Clear a reset request whose reboot has not begun ([`cancel_answer`]).
+    CancelReset,
 }
 
-/// The answer to a request, given who asks and whether a shutdown is under way.
+/// Where the loop is, as far as requests are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// A reset is armed and its reboot starts at a set time.
+    ResetDue,
+    ShuttingDown,
+}
+
+/// A reset armed on the data disk, and when its reboot begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DueReset {
+    pub level: ResetLevel,
+    pub at: Duration,
+}
+
+impl DueReset {
+    pub fn reason(&self) -> String {
+        format!("factory reset ({})", self.level)
+    }
+}
+
+const RESET_DUE: &str = "a factory reset is about to reboot the appliance";
+
+/// The answer to a request, given who asks and where the loop is.
 pub fn answer(
     request: Result<Request, RequestError>,
     uid: Option<u32>,
-    shutting_down: bool,
+    phase: Phase,
 ) -> (Reply, Effect) {
     if uid != Some(0) {
         return (
@@ -159,20 +190,33 @@ pub fn answer(
             Effect::None,
         );
     }
-    match request {
-        Err(e) => (Reply::Err(e.to_string()), Effect::None),
-        Ok(Request::Ping) => (Reply::Ok, Effect::None),
-        Ok(Request::Log) => (Reply::Ok, Effect::SendLog),
-        Ok(Request::Reset { .. }) if shutting_down => (
-            Reply::Err("shutdown already under way".into()),
-            Effect::None,
+    let refuse = |m: &str| (Reply::Err(m.into()), Effect::None);
+    match (request, phase) {
+        (Err(e), _) => (Reply::Err(e.to_string()), Effect::None),
+        (Ok(Request::Ping), _) => (Reply::Ok, Effect::None),
+        (Ok(Request::Log), _) => (Reply::Ok, Effect::SendLog),
+        (Ok(Request::Reset { .. } | Request::Power { .. }), Phase::ShuttingDown) => {
+            refuse("shutdown already under way")
+        }
+        (Ok(Request::Reset { .. } | Request::Power { .. }), Phase::ResetDue) => refuse(RESET_DUE),
+        (Ok(Request::CancelReset), Phase::ShuttingDown) => {
+            refuse("shutdown already under way: too late to cancel a reset")
+        }
+        (Ok(Request::CancelReset), _) => (Reply::Ok, Effect::CancelReset),
+        (
+            Ok(Request::Reset {
+                level,
+                delay_seconds,
+            }),
+            Phase::Running,
+        ) => (
+            Reply::Ok,
+            Effect::ArmResetAndReboot {
+                level,
+                delay: Duration::from_secs(delay_seconds.into()),
+            },
         ),
-        Ok(Request::Reset { level }) => (Reply::Ok, Effect::ArmReset(level)),
-        Ok(Request::Power { .. }) if shutting_down => (
-            Reply::Err("shutdown already under way".into()),
-            Effect::None,
-        ),
-        Ok(Request::Power { action, reason }) => {
+        (Ok(Request::Power { action, reason }), Phase::Running) => {
             let reason = if reason.is_empty() {
                 "control socket request".to_string()
             } else {
@@ -180,6 +224,35 @@ pub fn answer(
             };
             (Reply::Ok, Effect::Shutdown { action, reason })
         }
+    }
+}
+
+/// The answer to a `reset`, once the marker is written (or not), and the reboot that
+/// follows after `delay` (never sooner than [`RESET_HEAD_START`]): both or neither.
+pub fn after_arming(
+    level: ResetLevel,
+    delay: Duration,
+    armed: Result<(), String>,
+    now: Duration,
+) -> (Reply, Option<DueReset>) {
+    match armed {
+        Ok(()) => (
+            Reply::Ok,
+            Some(DueReset {
+                level,
+                at: now.saturating_add(delay.max(RESET_HEAD_START)),
+            }),
+        ),
+        Err(e) => (Reply::Err(e), None),
+    }
+}
+
+/// The answer to a `reset cancel` and the text after `ok`.
+pub fn cancel_answer(cleared: Result<Option<ResetLevel>, String>) -> (Reply, Vec<u8>) {
+    match cleared {
+        Ok(Some(level)) => (Reply::Ok, format!("{CANCELLED} {level}\n").into_bytes()),
+        Ok(None) => (Reply::Ok, format!("{NOTHING_PENDING}\n").into_bytes()),
+        Err(e) => (Reply::Err(e), Vec::new()),
     }
 }
 
@@ -215,15 +288,15 @@ mod tests {
     fn answers() {
         let power = |r: &str| Request::parse(r.as_bytes());
         assert_eq!(
-            answer(power("ping"), Some(0), false),
+            answer(power("ping"), Some(0), Phase::Running),
             (Reply::Ok, Effect::None)
         );
         assert_eq!(
-            answer(power("log"), Some(0), true),
+            answer(power("log"), Some(0), Phase::ShuttingDown),
             (Reply::Ok, Effect::SendLog)
         );
         assert_eq!(
-            answer(power("poweroff api: maintenance"), Some(0), false),
+            answer(power("poweroff api: maintenance"), Some(0), Phase::Running),
             (
                 Reply::Ok,
                 Effect::Shutdown {
@@ -233,28 +306,89 @@ mod tests {
             )
         );
         assert_eq!(
-            answer(power("reboot"), Some(0), false).1,
+            answer(power("reboot"), Some(0), Phase::Running).1,
             Effect::Shutdown {
                 action: PowerAction::Reboot,
                 reason: "control socket request".into()
             }
         );
         assert_eq!(
-            answer(power("halt"), Some(0), true),
+            answer(power("halt"), Some(0), Phase::ShuttingDown),
             (
                 Reply::Err("shutdown already under way".into()),
                 Effect::None
             )
         );
-        let (reply, effect) = answer(power("format"), Some(0), false);
+        let (reply, effect) = answer(power("format"), Some(0), Phase::Running);
         assert!(matches!(reply, Reply::Err(m) if m.starts_with("unknown request")));
         assert_eq!(effect, Effect::None);
     }
 
     #[test]
+    fn a_reset_arms_and_reboots_in_one_step_and_can_be_cancelled_until_the_reboot() {
+        let req = |r: &str| Request::parse(r.as_bytes());
+        let (reply, effect) = answer(req("reset rma"), Some(0), Phase::Running);
+        let zero = Duration::ZERO;
+        assert_eq!(
+            (reply, effect),
+            (
+                Reply::Ok,
+                Effect::ArmResetAndReboot {
+                    level: ResetLevel::Rma,
+                    delay: zero
+                }
+            )
+        );
+        // Armed: the reboot is due, with no second request from the client.
+        let now = Duration::from_secs(10);
+        let (reply, due) = after_arming(ResetLevel::Rma, zero, Ok(()), now);
+        assert_eq!(reply, Reply::Ok);
+        let due = due.expect("the reboot is due");
+        assert_eq!(due.at, now + RESET_HEAD_START);
+        assert_eq!(due.reason(), "factory reset (rma)");
+        // Not armed: no reboot either.
+        let (reply, due) = after_arming(
+            ResetLevel::Rma,
+            zero,
+            Err("cannot open /dev/vda".into()),
+            now,
+        );
+        assert_eq!(
+            (reply, due),
+            (Reply::Err("cannot open /dev/vda".into()), None)
+        );
+        // A delayed reset: due after its delay.
+        let (_, due) = after_arming(ResetLevel::Config, Duration::from_secs(30), Ok(()), now);
+        assert_eq!(due.map(|d| d.at), Some(now + Duration::from_secs(30)));
+        // Until the reboot begins, nothing else may start one, and a cancel is served.
+        for r in ["reboot", "reset config"] {
+            let (reply, effect) = answer(req(r), Some(0), Phase::ResetDue);
+            assert!(
+                matches!(reply, Reply::Err(m) if m.contains("about to reboot")),
+                "{r}"
+            );
+            assert_eq!(effect, Effect::None);
+        }
+        for phase in [Phase::Running, Phase::ResetDue] {
+            assert_eq!(
+                answer(req("reset cancel"), Some(0), phase),
+                (Reply::Ok, Effect::CancelReset)
+            );
+        }
+        let (reply, effect) = answer(req("reset cancel"), Some(0), Phase::ShuttingDown);
+        assert!(matches!(reply, Reply::Err(m) if m.contains("too late")));
+        assert_eq!(effect, Effect::None);
+        assert_eq!(
+            cancel_answer(Ok(Some(ResetLevel::Config))),
+            (Reply::Ok, b"cancelled config\n".to_vec())
+        );
+        assert_eq!(cancel_answer(Ok(None)), (Reply::Ok, b"none\n".to_vec()));
+    }
+
+    #[test]
     fn only_root_is_served() {
         for uid in [Some(1000), None] {
-            let (reply, effect) = answer(Request::parse(b"poweroff"), uid, false);
+            let (reply, effect) = answer(Request::parse(b"poweroff"), uid, Phase::Running);
             assert!(matches!(reply, Reply::Err(m) if m.starts_with("permission denied")));
             assert_eq!(effect, Effect::None);
         }

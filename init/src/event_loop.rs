@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::time::Duration;
 
-use appliance_proto::control::{PowerAction, Reply, Request};
+use appliance_proto::control::{PowerAction, Reply, Request, ResetLevel, RESET_HEAD_START};
 use appliance_proto::paths;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use crate::agent::AgentOutput;
-use crate::control::{self, ControlServer, Effect};
+use crate::control::{self, ControlServer, DueReset, Effect, Phase};
 use crate::input::{Inputs, Readout};
 use crate::kernel::Kernel;
 use crate::shutdown::{self, Shutdown, Step};
@@ -31,8 +31,10 @@ const DEGRADED_WAIT: Duration = Duration::from_secs(1);
 
 struct Loop {
     data_persistent: bool,
-    /// The persistent data device, for factory-reset requests.
-    data_device: Option<String>,
+    /// The data device, for factory-reset requests (also when it failed to mount).
+    reset_device: Option<String>,
+    /// A factory reset armed on the data device, and when its reboot begins.
+    reset_due: Option<DueReset>,
     /// After an RMA erase: when to power off by ourselves.
     power_off_at: Option<Duration>,
     signals: Option<SignalFd>,
@@ -47,7 +49,10 @@ struct Loop {
 /// Runs the loop for ever.
 /// What the loop needs to know about the boot so far.
 pub struct BootState {
-    pub data_device: Option<String>,
+    /// `/data` is on a disk (not a tmpfs).
+    pub data_persistent: bool,
+    /// The device chosen as the data disk, mounted or not, where resets are recorded.
+    pub reset_device: Option<String>,
     /// Power off after this long (an RMA erase is done and its report is on show).
     pub power_off_after: Option<Duration>,
 }
@@ -68,8 +73,9 @@ pub fn run(k: &mut impl Kernel, boot: BootState) -> ! {
         .map_err(|e| error!("cannot create the agent's output pipe: {e}"))
         .ok();
     let mut l = Loop {
-        data_persistent: boot.data_device.is_some(),
-        data_device: boot.data_device,
+        data_persistent: boot.data_persistent,
+        reset_device: boot.reset_device,
+        reset_due: None,
         power_off_at: boot.power_off_after.map(|d| k.now() + d),
         signals,
         control,
@@ -124,6 +130,12 @@ impl Loop {
         if reap {
             self.reap(k.now());
         }
+        if let Some(due) = self.reset_due.filter(|d| k.now() >= d.at) {
+            self.reset_due = None;
+            if self.shutdown.is_none() {
+                self.begin_shutdown(k, PowerAction::Reboot, &due.reason());
+            }
+        }
         if self.shutdown.is_none() && self.power_off_at.is_some_and(|at| k.now() >= at) {
             self.power_off_at = None;
             self.begin_shutdown(
@@ -153,6 +165,7 @@ impl Loop {
             self.shutdown.as_ref().and_then(Shutdown::deadline),
             self.inputs.deadline(),
             self.power_off_at.filter(|_| self.shutdown.is_none()),
+            self.reset_due.map(|d| d.at),
         ];
         let cap = if self.signals.is_some() {
             MAX_WAIT
@@ -280,21 +293,30 @@ impl Loop {
                     continue;
                 }
             };
-            let (mut reply, effect) = control::answer(request, peer.uid, self.shutdown.is_some());
-            if let Effect::ArmReset(level) = effect {
-                reply = match self.arm_reset(level) {
-                    Ok(()) => Reply::Ok,
-                    Err(e) => Reply::Err(e),
-                };
+            let phase = match (&self.shutdown, &self.reset_due) {
+                (Some(_), _) => Phase::ShuttingDown,
+                (None, Some(_)) => Phase::ResetDue,
+                (None, None) => Phase::Running,
+            };
+            let (mut reply, effect) = control::answer(request, peer.uid, phase);
+            let mut payload = Vec::new();
+            match &effect {
+                Effect::ArmResetAndReboot { level, delay } => {
+                    let armed = self.arm_reset(*level, *delay);
+                    let (r, due) = control::after_arming(*level, *delay, armed, k.now());
+                    reply = r;
+                    self.reset_due = due;
+                }
+                Effect::CancelReset => {
+                    (reply, payload) = control::cancel_answer(self.cancel_reset());
+                }
+                Effect::SendLog => payload = crate::console::ring_snapshot(),
+                Effect::None | Effect::Shutdown { .. } => {}
             }
             match &reply {
                 Reply::Err(m) => info!("control socket: {peer}: refused: {m}"),
                 Reply::Ok => debug!("control socket: {peer}: ok"),
             }
-            let payload = match effect {
-                Effect::SendLog => crate::console::ring_snapshot(),
-                _ => Vec::new(),
-            };
             if let Err(e) = control::send(&mut stream, &reply, &payload) {
                 warn!("control socket: cannot answer {peer}: {e}");
             }
@@ -307,22 +329,46 @@ impl Loop {
     }
 
     /// Records a factory-reset request on the data disk (the reset runs at the next boot).
-    fn arm_reset(&self, level: appliance_proto::control::ResetLevel) -> Result<(), String> {
-        let Some(dev) = &self.data_device else {
+    fn arm_reset(&self, level: ResetLevel, delay: Duration) -> Result<(), String> {
+        let Some(dev) = &self.reset_device else {
             return Err(
-                "there is no persistent data disk to reset (/data is a tmpfs; a reboot clears it)"
+                "there is no data disk to reset (/data is a tmpfs and no disk carries the data \
+                 label; a reboot clears it)"
                     .into(),
             );
         };
-        let mut disk =
-            crate::reset::BlockDisk::open(dev).map_err(|e| format!("cannot open {dev}: {e}"))?;
+        let mut disk = crate::reset::BlockDisk::open(dev)
+            .map_err(|e| format!("cannot open {dev} for writing: {e}"))?;
         let unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         crate::reset::arm(&mut disk, level, unix).map_err(|e| e.to_string())?;
-        warn!("factory reset ({level}) recorded on {dev}: it runs at the next boot");
+        warn!(
+            "factory reset ({level}) recorded on {dev}: rebooting in {} ms to carry it out",
+            delay.max(RESET_HEAD_START).as_millis()
+        );
         Ok(())
+    }
+
+    /// Clears a factory-reset request whose reboot has not begun.
+    fn cancel_reset(&mut self) -> Result<Option<ResetLevel>, String> {
+        let due = self.reset_due.take();
+        let Some(dev) = &self.reset_device else {
+            return Ok(None);
+        };
+        let mut disk = crate::reset::BlockDisk::open(dev)
+            .map_err(|e| format!("cannot open {dev} for writing: {e}"))?;
+        let cleared = crate::reset::cancel(&mut disk)
+            .map_err(|e| format!("cannot clear the reset marker on {dev}: {e}"));
+        match &cleared {
+            Ok(Some(level)) => warn!("factory reset ({level}) on {dev} cancelled"),
+            Ok(None) if due.is_some() => warn!("the due reset had no marker left on {dev}"),
+            Ok(None) => {}
+            // The marker may still be there: so is the reboot.
+            Err(_) => self.reset_due = due,
+        }
+        cleared
     }
 
     fn reap(&mut self, now: Duration) {

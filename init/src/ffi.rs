@@ -2,7 +2,8 @@
 //! - the interface-flags ioctls that bring a network interface up (nix has no safe wrapper
 //!   for `SIOCSIFFLAGS`);
 //! - a `pre_exec` hook that gives children an empty signal mask;
-//! - the `BLKZEROOUT` ioctl that zeroes a range of a block device (secure erase).
+//! - the block-range ioctls of a factory reset: `BLKDISCARD`, `BLKSECDISCARD` and
+//!   `BLKZEROOUT`.
 //!
 //! Everything else goes through `nix` or `std`.
 
@@ -73,18 +74,38 @@ pub fn set_interface_up(name: &str) -> Result<bool, Errno> {
     Ok(true)
 }
 
-/// `BLKZEROOUT`: `_IO(0x12, 127)`.
-const BLKZEROOUT: libc::c_ulong = 0x127f;
+/// The ioctls that act on a byte range of a block device (`_IO(0x12, n)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlkRange {
+    /// `BLKDISCARD` (119): tell the device the range is unused (TRIM/UNMAP).
+    Discard,
+    /// `BLKSECDISCARD` (125): the device's secure discard, which also removes copies the
+    /// device keeps elsewhere (eMMC secure erase/trim); few devices have it.
+    SecureDiscard,
+    /// `BLKZEROOUT` (127): the range reads back as zeros; the kernel uses the device's
+    /// write-zeroes command where it has one, else writes zero pages.
+    ZeroOut,
+}
 
-/// Zeroes `len` bytes at `offset` of the block device `fd` (both multiples of 512). The
-/// kernel uses the device's write-zeroes command where it has one, else writes zero pages;
-/// either way the range reads back as zeros.
-pub fn blkzeroout(fd: &impl AsRawFd, offset: u64, len: u64) -> Result<(), Errno> {
+impl BlkRange {
+    fn request(self) -> libc::c_ulong {
+        match self {
+            BlkRange::Discard => 0x1277,
+            BlkRange::SecureDiscard => 0x127d,
+            BlkRange::ZeroOut => 0x127f,
+        }
+    }
+}
+
+/// Runs `op` over `len` bytes at `offset` of the block device `fd` (both multiples of the
+/// logical block size). `ENOTTY` means `fd` is not a block device, `EOPNOTSUPP` that the
+/// device has no such command.
+pub fn blk_range(fd: &impl AsRawFd, op: BlkRange, offset: u64, len: u64) -> Result<(), Errno> {
     let range: [u64; 2] = [offset, len];
-    // SAFETY: the fd is a file we own for the duration of the call, and BLKZEROOUT reads
-    // exactly two u64 (start, length) from the pointer, which points at `range` on our
-    // stack for the whole call.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), BLKZEROOUT, range.as_ptr()) };
+    // SAFETY: the fd is a file we own for the duration of the call, and each of these
+    // ioctls reads exactly two u64 (start, length) from the pointer, which points at
+    // `range` on our stack for the whole call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), op.request(), range.as_ptr()) };
     Errno::result(rc).map(drop)
 }
 

@@ -181,14 +181,14 @@ pub fn run() -> Result<Infallible, NotPid1> {
         }
         _ => None,
     };
-    let data_device = match &data.state {
-        appliance_proto::state::DataState::Persistent { device, .. } => Some(device.clone()),
-        appliance_proto::state::DataState::Volatile { .. } => None,
-    };
+    if data.device.is_some() && !data.is_persistent() {
+        warn!("a factory reset can still be requested: it is recorded on the data disk itself");
+    }
     event_loop::run(
         &mut k,
         event_loop::BootState {
-            data_device,
+            data_persistent: data.is_persistent(),
+            reset_device: data.device.clone(),
             power_off_after,
         },
     )
@@ -217,10 +217,30 @@ impl ResetDone {
     }
 }
 
-/// Finds a reset marker on the data disk and carries the reset out.
+/// Finds a reset marker on the data disk and carries the reset out. Without one, the record
+/// of an earlier erase kept on the data disk is published for status.
 fn reset_if_requested(params: &BootParams) -> Option<ResetDone> {
     let probes = datadisk::scan(&params.data);
-    let (dev, level, unix) = reset::find_pending(&probes)?;
+    let data_disk = match datadisk::decide::decide(&params.data, &probes) {
+        datadisk::decide::Decision::Mount { dev } => Some(dev),
+        // A blank disk holds no marker, but may hold the record of an erase.
+        datadisk::decide::Decision::Format { dev } => {
+            publish_record(&dev);
+            None
+        }
+        datadisk::decide::Decision::Volatile { .. } => None,
+    };
+    let candidates = reset::candidates(&probes);
+    let Some(chosen) = reset::choose(&candidates, data_disk.as_deref()) else {
+        if let Some(dev) = &data_disk {
+            publish_record(dev);
+        }
+        return None;
+    };
+    let (dev, level, unix) = match &chosen.marker {
+        Some(m) => (chosen.dev.clone(), m.level, m.unix),
+        None => return None,
+    };
     warn!("factory reset ({level}) requested at unix time {unix}: wiping {dev}");
     timeline::milestone("reset-start");
     let mut disk = match reset::BlockDisk::open(&dev) {
@@ -232,8 +252,8 @@ fn reset_if_requested(params: &BootParams) -> Option<ResetDone> {
     };
     let done = match level {
         appliance_proto::control::ResetLevel::Config => match reset::run_config(&mut disk) {
-            Ok(()) => {
-                warn!("factory reset (config): {dev} has a new, empty file system");
+            Ok(discard) => {
+                warn!("factory reset (config): {dev} has a new, empty file system ({discard})");
                 ResetDone::Config { ok: true }
             }
             Err(e) => {
@@ -250,12 +270,7 @@ fn reset_if_requested(params: &BootParams) -> Option<ResetDone> {
                     error!("{line}");
                 }
             }
-            if let Err(e) = records::write_atomic(
-                std::path::Path::new(paths::ERASE_REPORT),
-                report.encode().as_bytes(),
-            ) {
-                error!("cannot write {}: {e}", paths::ERASE_REPORT);
-            }
+            write_erase_report(&report);
             ResetDone::Rma {
                 verified: report.verified,
             }
@@ -263,6 +278,34 @@ fn reset_if_requested(params: &BootParams) -> Option<ResetDone> {
     };
     timeline::milestone("reset-done");
     Some(done)
+}
+
+/// Shows the erase record kept on `dev` (from an earlier boot) in status.
+fn publish_record(dev: &str) {
+    let Ok(mut disk) = reset::BlockDisk::open_read_only(dev) else {
+        return;
+    };
+    if let Some(report) = reset::read_record(&mut disk) {
+        info!(
+            "{dev} holds the report of an erase finished at unix time {}: {}",
+            report.finished_unix,
+            if report.verified {
+                "verified"
+            } else {
+                "FAILED"
+            }
+        );
+        write_erase_report(&report);
+    }
+}
+
+fn write_erase_report(report: &appliance_proto::state::EraseReport) {
+    if let Err(e) = records::write_atomic(
+        std::path::Path::new(paths::ERASE_REPORT),
+        report.encode().as_bytes(),
+    ) {
+        error!("cannot write {}: {e}", paths::ERASE_REPORT);
+    }
 }
 
 fn read_boot_params() -> BootParams {

@@ -172,6 +172,7 @@ mod tests {
                 formatted,
                 check: "clean".into(),
             },
+            device: Some("/dev/vda".into()),
         }
     }
 

@@ -11,14 +11,48 @@
 //! halt [reason]       ordered shutdown, then halt (CPU stopped, power stays on)
 //! log                 the last lines of init's and the agent's console output
 //! ping                ok, if init is serving
-//! reset config|rma    record a factory-reset request on the data disk (the reset itself
-//!                     runs early in the next boot; send `reboot` to get there)
+//! reset config|rma [SECONDS]
+//!                     record a factory-reset request on the data disk and reboot into it,
+//!                     as one step: the reboot begins after SECONDS (at most
+//!                     [`MAX_RESET_DELAY`]), and never sooner than [`RESET_HEAD_START`]
+//!                     after the `ok` (so the client can pass the answer on); the reset
+//!                     itself runs early in the next boot
+//! reset cancel        clear a reset request whose reboot has not begun: `ok` then
+//!                     `cancelled config|rma`, or `ok` then `none` when nothing is pending
 //! ```
+//!
+//! A power reason is at most [`MAX_REASON`] bytes of UTF-8.
 
 use std::fmt;
 
 /// Longest request line init accepts, newline included.
 pub const MAX_REQUEST: usize = 512;
+
+/// Longest reason a power request carries, in bytes of UTF-8, as init records it.
+pub const MAX_REASON: usize = 256;
+
+/// What the agent puts before a reason an API client gave.
+pub const API_REASON_PREFIX: &str = "api: ";
+
+/// Longest reason an API client may give, in bytes of UTF-8 (the agent adds
+/// [`API_REASON_PREFIX`], and the whole must fit in [`MAX_REASON`]).
+pub const MAX_API_REASON: usize = 200;
+
+const _: () = assert!(MAX_API_REASON + API_REASON_PREFIX.len() <= MAX_REASON);
+// The longest verb, a space, the reason and the newline fit in a request line.
+const _: () = assert!("poweroff ".len() + MAX_REASON < MAX_REQUEST);
+
+/// Time between init's `ok` to a `reset` and the start of the reboot; a `reset cancel`
+/// in between still clears the request.
+pub const RESET_HEAD_START: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Longest delay a `reset` may ask for before its reboot, in seconds.
+pub const MAX_RESET_DELAY: u32 = 3600;
+
+/// What init answers after `ok` to `reset cancel` when no request was pending.
+pub const NOTHING_PENDING: &str = "none";
+/// What init answers after `ok` to `reset cancel` before the level it cleared.
+pub const CANCELLED: &str = "cancelled";
 
 /// How the machine ends after the ordered shutdown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,8 +123,17 @@ impl fmt::Display for ResetLevel {
 /// One request to init.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    Power { action: PowerAction, reason: String },
-    Reset { level: ResetLevel },
+    Power {
+        action: PowerAction,
+        reason: String,
+    },
+    /// Arm a factory reset and reboot into it after `delay_seconds`, in one step.
+    Reset {
+        level: ResetLevel,
+        delay_seconds: u32,
+    },
+    /// Clear an armed reset whose reboot has not begun.
+    CancelReset,
     Log,
     Ping,
 }
@@ -103,6 +146,7 @@ pub enum RequestError {
     Unknown(String),
     UnexpectedArgument(&'static str),
     BadResetLevel,
+    ReasonTooLong,
 }
 
 impl fmt::Display for RequestError {
@@ -114,11 +158,18 @@ impl fmt::Display for RequestError {
             RequestError::Unknown(w) => {
                 write!(
                     f,
-                    "unknown request {w:?}: use poweroff, reboot, halt, log or ping"
+                    "unknown request {w:?}: use poweroff, reboot, halt, reset, log or ping"
                 )
             }
             RequestError::UnexpectedArgument(w) => write!(f, "{w} takes no argument"),
-            RequestError::BadResetLevel => write!(f, "reset needs a level: config or rma"),
+            RequestError::BadResetLevel => write!(
+                f,
+                "reset needs a level (config or rma, then optionally a delay of at most \
+                 {MAX_RESET_DELAY} seconds) or cancel"
+            ),
+            RequestError::ReasonTooLong => {
+                write!(f, "the reason is longer than {MAX_REASON} bytes")
+            }
         }
     }
 }
@@ -157,12 +208,28 @@ impl Request {
             return Err(RequestError::Empty);
         }
         if let Some(action) = PowerAction::parse(word) {
+            if rest.len() > MAX_REASON {
+                return Err(RequestError::ReasonTooLong);
+            }
             return Ok(Request::power(action, rest));
         }
+        if word == "reset" && rest == "cancel" {
+            return Ok(Request::CancelReset);
+        }
         if word == "reset" {
-            return ResetLevel::parse(rest)
-                .map(|level| Request::Reset { level })
-                .ok_or(RequestError::BadResetLevel);
+            let mut words = rest.split_whitespace();
+            let level = words.next().and_then(ResetLevel::parse);
+            let delay = match words.next() {
+                None => Some(0),
+                Some(d) => d.parse::<u32>().ok().filter(|d| *d <= MAX_RESET_DELAY),
+            };
+            return match (level, delay, words.next()) {
+                (Some(level), Some(delay_seconds), None) => Ok(Request::Reset {
+                    level,
+                    delay_seconds,
+                }),
+                _ => Err(RequestError::BadResetLevel),
+            };
         }
         let simple = match word {
             "log" => Request::Log,
@@ -186,7 +253,15 @@ impl Request {
         match self {
             Request::Power { action, reason } if reason.is_empty() => format!("{action}\n"),
             Request::Power { action, reason } => format!("{action} {reason}\n"),
-            Request::Reset { level } => format!("reset {level}\n"),
+            Request::Reset {
+                level,
+                delay_seconds: 0,
+            } => format!("reset {level}\n"),
+            Request::Reset {
+                level,
+                delay_seconds,
+            } => format!("reset {level} {delay_seconds}\n"),
+            Request::CancelReset => "reset cancel\n".to_string(),
             Request::Log => "log\n".to_string(),
             Request::Ping => "ping\n".to_string(),
         }
@@ -270,13 +345,44 @@ mod tests {
     #[test]
     fn reset_requests_name_a_level() {
         for level in [ResetLevel::Config, ResetLevel::Rma] {
-            let r = Request::Reset { level };
-            assert_eq!(Request::parse(r.encode().as_bytes()), Ok(r));
+            for delay_seconds in [0, 30, MAX_RESET_DELAY] {
+                let r = Request::Reset {
+                    level,
+                    delay_seconds,
+                };
+                assert_eq!(Request::parse(r.encode().as_bytes()), Ok(r));
+            }
         }
         assert_eq!(Request::parse(b"reset"), Err(RequestError::BadResetLevel));
+        for bad in [
+            "reset everything",
+            "reset rma soon",
+            "reset rma 3601",
+            "reset rma 1 2",
+        ] {
+            assert_eq!(
+                Request::parse(bad.as_bytes()),
+                Err(RequestError::BadResetLevel),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reset_can_be_cancelled() {
+        let r = Request::CancelReset;
+        assert_eq!(r.encode(), "reset cancel\n");
+        assert_eq!(Request::parse(r.encode().as_bytes()), Ok(r));
+    }
+
+    #[test]
+    fn a_reason_is_bounded_in_bytes() {
+        let fits = "é".repeat(MAX_REASON / 2);
+        assert!(Request::parse(format!("reboot {fits}").as_bytes()).is_ok());
+        let over = format!("reboot {fits}é");
         assert_eq!(
-            Request::parse(b"reset everything"),
-            Err(RequestError::BadResetLevel)
+            Request::parse(over.as_bytes()),
+            Err(RequestError::ReasonTooLong)
         );
     }
 

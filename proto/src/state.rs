@@ -109,8 +109,22 @@ impl LastShutdown {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EraseReport {
     pub device: String,
-    /// How the zeros were written (`write-zeroes offload`, `zero-page writes`, ...).
+    /// What ran, as observed, step by step (`BLKSECDISCARD: not supported by the device;
+    /// BLKZEROOUT: offloaded to the device's write-zeroes command; read back with O_DIRECT`).
     pub method: String,
+    /// The NIST SP 800-88 level the erase meets: `purge` (the device's own secure erase
+    /// completed) or `clear` (overwritten with zeros); empty if it did not complete.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub nist_level: String,
+    /// `whole disk` or `partition`: what the byte range below is a range of.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub scope: String,
+    /// The bytes erased and read back, `[range_start, range_end)` of the device.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub range_start: u64,
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub range_end: u64,
+    /// Size of the device in bytes.
     pub bytes: u64,
     pub started_unix: u64,
     pub finished_unix: u64,
@@ -127,6 +141,10 @@ impl EraseReport {
         encode(&[
             ("device", self.device.clone()),
             ("method", self.method.clone()),
+            ("nist_level", self.nist_level.clone()),
+            ("scope", self.scope.clone()),
+            ("range_start", self.range_start.to_string()),
+            ("range_end", self.range_end.to_string()),
             ("bytes", self.bytes.to_string()),
             ("started", self.started_unix.to_string()),
             ("finished", self.finished_unix.to_string()),
@@ -143,6 +161,10 @@ impl EraseReport {
         Some(EraseReport {
             device: kv.get("device")?.to_string(),
             method: kv.get("method").unwrap_or(&"").to_string(),
+            nist_level: kv.get("nist_level").unwrap_or(&"").to_string(),
+            scope: kv.get("scope").unwrap_or(&"").to_string(),
+            range_start: num("range_start").unwrap_or(0),
+            range_end: num("range_end").unwrap_or(0),
             bytes: num("bytes")?,
             started_unix: num("started").unwrap_or(0),
             finished_unix: num("finished").unwrap_or(0),
@@ -185,6 +207,10 @@ mod tests {
         let r = EraseReport {
             device: "/dev/vda".into(),
             method: "write-zeroes offload".into(),
+            nist_level: "clear".into(),
+            scope: "whole disk".into(),
+            range_start: 0,
+            range_end: 256 << 20,
             bytes: 256 << 20,
             started_unix: 10,
             finished_unix: 12,

@@ -1,7 +1,9 @@
 //! Factory reset on the booted image: `config` brings back factory defaults, `rma` leaves
-//! a disk of zeros and powers off, and a power cut during either is finished at the next
-//! boot.
+//! a disk of zeros (and the record of the erase) and powers off, the report is shown again
+//! at the next boot, a reset whose reboot has not begun can be cancelled, and a power cut
+//! during either is finished at the next boot.
 
+use appliance_proto::state::EraseReport;
 use appliance_tests::netns::Switch;
 use appliance_tests::vm::{TestDir, Vm};
 use appliance_tests::{api, wait};
@@ -124,24 +126,72 @@ fn assert_factory_state(sw: &Switch, old_fingerprint: &str) {
     );
 }
 
-fn scan_disk(vm: &Vm) {
-    let disk = std::fs::read(&vm.disk).expect("read the disk image");
+/// The erase record init keeps in the disk's reserved tail: magic, length, CRC-32, text.
+const RECORD_MAGIC: &[u8; 16] = b"APPLIANCE-ERASE\x01";
+const RESERVE: usize = 1 << 20;
+const RECORD_AT: usize = 4096;
+
+/// Checks the erased disk holds nothing but zeros and the record; returns the record.
+fn scan_disk(vm: &Vm) -> EraseReport {
+    let mut disk = std::fs::read(&vm.disk).expect("read the disk image");
     assert!(
         !disk.windows(CANARY.len()).any(|w| w == CANARY),
         "canary bytes left on the disk"
     );
+    let at = disk.len() - RESERVE + RECORD_AT;
+    assert_eq!(&disk[at..at + 16], RECORD_MAGIC, "no erase record in the tail");
+    let len = u32::from_le_bytes(disk[at + 16..at + 20].try_into().unwrap()) as usize;
+    let text = String::from_utf8(disk[at + 24..at + 24 + len].to_vec()).expect("record text");
+    let record = EraseReport::parse(&text).expect("a parsable record");
+    disk[at..at + 24 + len].fill(0);
     let nonzero = disk.iter().position(|&b| b != 0);
     assert_eq!(
         nonzero, None,
-        "the erased disk has data at byte {nonzero:?}"
+        "the erased disk has data at byte {nonzero:?} besides the record"
     );
     // No file-system signature is left, so it reads as a blank disk.
     assert_ne!(&disk[1024 + 56..1024 + 58], &[0x53, 0xEF]);
+    record
+}
+
+/// What an honest report of this VM's erase says: the virtio disk has no secure discard,
+/// so zeros over the whole disk, read back with O_DIRECT: NIST SP 800-88 clear.
+fn assert_honest_report(r: &EraseReport) {
+    assert!(r.verified, "{r:?}");
+    assert_eq!(r.bytes, 256 << 20);
+    assert_eq!((r.range_start, r.range_end), (0, 256 << 20), "{r:?}");
+    assert_eq!(r.scope, "whole disk");
+    assert_eq!(r.nist_level, "clear", "{r:?}");
+    assert!(
+        r.method.contains("BLKSECDISCARD: not available")
+            && r.method.contains("BLKZEROOUT")
+            && r.method.contains("O_DIRECT"),
+        "{}",
+        r.method
+    );
+}
+
+/// No reset pending: 404; a delayed one is cancelled (and power requests wait for it).
+fn cancel_a_delayed_reset(sw: &Switch) {
+    let delete = || api::call(&sw.name, FACTORY, "DELETE", "/system/reset", None).unwrap();
+    let nothing = delete();
+    assert_eq!(nothing.status, 404);
+    let v: serde_json::Value = serde_json::from_slice(&nothing.body).unwrap();
+    assert_eq!(v["error"]["code"], "no_reset_pending");
+    let body = json!({"level": "config", "delay_seconds": 600}).to_string();
+    let a = api::ok(&sw.name, FACTORY, "POST", "/system/reset", Some(body.into_bytes()));
+    assert_eq!(a.status, 202);
+    let reboot = api::call(&sw.name, FACTORY, "POST", "/system/reboot", None).unwrap();
+    assert_eq!(reboot.status, 409, "a reboot while a reset is pending");
+    let cancelled = delete();
+    assert_eq!(cancelled.status, 200, "{}", String::from_utf8_lossy(&cancelled.body));
+    assert!(String::from_utf8_lossy(&cancelled.body).contains("cancelled"));
+    assert_eq!(delete().status, 404, "the marker is gone");
 }
 
 #[test]
 fn a_config_reset_comes_back_on_factory_defaults_with_the_canaries_gone() {
-    let (_dir, sw, _vm) = boot("reset_config", "appliance.debug=1");
+    let (_dir, sw, vm) = boot("reset_config", "appliance.debug=1");
     plant_canaries(&sw);
     let fp = api::call(&sw.name, FACTORY, "GET", "/status", None)
         .unwrap()
@@ -154,6 +204,13 @@ fn a_config_reset_comes_back_on_factory_defaults_with_the_canaries_gone() {
         t0.elapsed().as_secs_f64()
     );
     assert_factory_state(&sw, &fp);
+    // The virtio disk (discard=unmap) takes BLKDISCARD: the old blocks are gone too.
+    let console = vm.console();
+    assert!(
+        console.contains("has a new, empty file system (the old file system's")
+            && console.contains("MiB discarded)"),
+        "{console}"
+    );
 }
 
 #[test]
@@ -171,9 +228,17 @@ fn a_power_cut_right_after_a_config_reset_request_still_resets() {
 }
 
 #[test]
-fn an_rma_reset_erases_every_byte_reports_and_powers_off() {
+fn an_rma_reset_erases_every_byte_reports_and_powers_off_and_the_report_outlives_it() {
     let (_dir, sw, mut vm) = boot("reset_rma", "appliance.debug=1 appliance.rma_hold=10");
     plant_canaries(&sw);
+    cancel_a_delayed_reset(&sw);
+    assert_eq!(
+        api::call(&sw.name, FACTORY, "GET", "/debug/data/config/canary.toml", None)
+            .unwrap()
+            .status,
+        200,
+        "the cancelled reset wiped nothing"
+    );
     request_reset(&sw, "rma");
     // After the erase the appliance comes up on a tmpfs to show the report.
     let s = wait::until("the erase report", BOOT, Duration::from_millis(250), || {
@@ -184,8 +249,7 @@ fn an_rma_reset_erases_every_byte_reports_and_powers_off() {
             .ok_or_else(|| "no report yet".to_string())
     });
     let (status, report) = s;
-    assert!(report.verified, "{report:?}");
-    assert_eq!(report.bytes, 256 << 20);
+    assert_honest_report(&report);
     assert_eq!(
         status.data.mode.as_str(),
         "volatile",
@@ -202,8 +266,14 @@ fn an_rma_reset_erases_every_byte_reports_and_powers_off() {
     );
     let status = vm.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "QEMU exit {status}");
-    assert!(vm.console().contains("SECURE ERASE REPORT"));
-    scan_disk(&vm);
+    assert!(vm.console().contains("ERASE REPORT"));
+    let record = scan_disk(&vm);
+    assert_eq!(record, report, "the record on the disk is the report shown");
+
+    // Powered off and on again: the report is still there to see.
+    vm.start();
+    let again = api::wait_status(&sw.name, FACTORY, BOOT);
+    assert_eq!(again.erase_report.as_ref(), Some(&report), "{again:?}");
 }
 
 #[test]
@@ -229,5 +299,5 @@ fn a_power_cut_during_an_rma_erase_is_finished_at_the_next_boot() {
         "the second boot found the request"
     );
     assert!(console.contains("verification: PASSED"));
-    scan_disk(&vm);
+    assert_honest_report(&scan_disk(&vm));
 }

@@ -107,6 +107,12 @@ impl ApiError {
             ApiError::Power(PowerError::DelayTooLong | PowerError::ReasonTooLong) => {
                 (StatusCode::BAD_REQUEST, "bad_request")
             }
+            ApiError::Power(PowerError::NoResetPending) => {
+                (StatusCode::NOT_FOUND, "no_reset_pending")
+            }
+            ApiError::Power(PowerError::CannotCancel(_)) => {
+                (StatusCode::CONFLICT, "reset_under_way")
+            }
             ApiError::Auth(e) => auth::status_and_code(e),
             ApiError::Power(PowerError::Init(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "init_unavailable")

@@ -246,25 +246,41 @@ async fn reset(
 ) -> Result<(StatusCode, Json<model::Message>), ApiError> {
     use appliance_proto::control::ResetLevel;
     let req: model::ResetRequest = super::parse_required(&body)?;
+    let delay = req.delay_seconds.unwrap_or(0);
+    let when = if delay == 0 {
+        "reboots".to_string()
+    } else {
+        format!("reboots in {delay} s (DELETE /system/reset cancels it until then)")
+    };
     let (level, message) = match req.level {
         model::ResetLevelName::Config => (
             ResetLevel::Config,
-            "the appliance reboots and resets to factory defaults: it comes back at 169.254.1.1 \
-             (or .2, .3, ...) with user admin, password password",
+            format!(
+                "the appliance {when} and resets to factory defaults: it comes back at \
+                 169.254.1.1 (or .2, .3, ...) with user admin, password password"
+            ),
         ),
         model::ResetLevelName::Rma => (
             ResetLevel::Rma,
-            "the appliance reboots, overwrites its whole data disk with zeros, checks it, shows \
-             the report and powers off, ready to ship",
+            format!(
+                "the appliance {when}, erases its whole data disk, checks it, shows the report \
+                 and powers off, ready to ship"
+            ),
         ),
     };
-    crate::system::factory_reset(&app.power, level).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(model::Message {
-            message: message.into(),
-        }),
-    ))
+    crate::system::factory_reset(&app.power, level, delay).await?;
+    Ok((StatusCode::ACCEPTED, Json(model::Message { message })))
+}
+
+/// Clears a factory reset whose reboot has not begun.
+async fn cancel_reset(State(app): State<AppState>) -> Result<Json<model::Message>, ApiError> {
+    let level = crate::system::cancel_reset(&app.power).await?;
+    Ok(Json(model::Message {
+        message: format!(
+            "the factory reset ({level}) is cancelled: nothing will be wiped and the appliance \
+             does not reboot"
+        ),
+    }))
 }
 
 /// The OpenAPI document of this API.
@@ -292,7 +308,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/system/shutdown", post(shutdown))
         .route("/system/reboot", post(reboot))
-        .route("/system/reset", post(reset))
+        .route("/system/reset", post(reset).delete(cancel_reset))
         .route("/system/tokens", get(list_tokens).post(create_token))
         .route("/system/tokens/{name}", delete(delete_token))
         .route(

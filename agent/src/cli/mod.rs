@@ -71,7 +71,8 @@ pub enum Command {
         #[command(subcommand)]
         action: system::CertAction,
     },
-    /// Reset to factory defaults (`--level config`), or erase for return (`--level rma`).
+    /// Reset to factory defaults (`--level config`), erase for return (`--level rma`), or
+    /// cancel a reset whose reboot has not begun (`--cancel`).
     Reset(system::ResetArgs),
     /// Shut the appliance down and power it off.
     Shutdown(system::PowerArgs),
@@ -294,5 +295,19 @@ mod tests {
     fn ping_needs_no_arguments() {
         let cli = Cli::try_parse_from(["appliancectl", "--host", "169.254.1.2", "ping"]).unwrap();
         assert!(matches!(cli.command, Command::Ping));
+    }
+
+    #[test]
+    fn reset_takes_a_level_or_cancel_but_not_both() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["appliancectl", "--host", "169.254.1.2", "reset"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all)
+        };
+        let cli = parse(&["--cancel"]).unwrap();
+        assert!(matches!(cli.command, Command::Reset(a) if a.cancel && a.level.is_none()));
+        assert!(parse(&["--level", "rma", "--yes"]).is_ok());
+        assert!(parse(&[]).is_err(), "a level or --cancel is needed");
+        assert!(parse(&["--cancel", "--level", "config"]).is_err());
     }
 }

@@ -35,13 +35,22 @@ pub fn status(s: &model::Status) -> String {
     );
     if let Some(r) = &s.erase_report {
         let verdict = if r.verified { "PASSED" } else { "FAILED" };
+        let level = if r.nist_level.is_empty() {
+            "no NIST SP 800-88 level".to_string()
+        } else {
+            format!("NIST SP 800-88 {}", r.nist_level)
+        };
         field(
             &mut out,
-            "Secure erase",
+            "Erase",
             format_args!(
-                "{} MiB of {} zeroed by {} in {:.1} s, read back in {:.1} s: {verdict} ({})",
-                r.bytes >> 20,
+                "{} ({}), bytes {}..{}, finished unix {}: {verdict}, {level}; {} ({:.1} s, read \
+                 back {:.1} s; {})",
                 r.device,
+                r.scope,
+                r.range_start,
+                r.range_end,
+                r.finished_unix,
                 r.method,
                 r.erase_ms as f64 / 1000.0,
                 r.verify_ms as f64 / 1000.0,

@@ -196,16 +196,32 @@ pub async fn cert(client: &Client, action: &CertAction) -> Outcome {
 pub struct ResetArgs {
     /// config: wipe settings, keys, certificates and data, back to factory defaults;
     /// rma: also overwrite the whole data disk and power off, for return.
-    #[arg(long, value_enum)]
-    pub level: model::ResetLevelName,
+    #[arg(long, value_enum, required_unless_present = "cancel")]
+    pub level: Option<model::ResetLevelName>,
+    /// Cancel a factory reset that was recorded but whose reboot has not begun.
+    #[arg(long, conflicts_with_all = ["level", "yes", "delay"])]
+    pub cancel: bool,
+    /// Seconds before the reboot that carries it out (0 to 3600); `--cancel` stops it
+    /// until then.
+    #[arg(long, value_name = "SECONDS")]
+    pub delay: Option<u32>,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
 }
 
 pub async fn reset(client: &Client, a: &ResetArgs) -> Outcome {
+    let Some(level) = a.level.filter(|_| !a.cancel) else {
+        let v = check(
+            client
+                .request("DELETE", &api("/system/reset"), None)
+                .await?,
+        )?;
+        let m: model::Message = decode(&v)?;
+        return Ok((v, m.message));
+    };
     if !a.yes {
-        let what = match a.level {
+        let what = match level {
             model::ResetLevelName::Config => "erase every setting and all data on",
             model::ResetLevelName::Rma => "ERASE THE WHOLE DATA DISK of, then power off,",
         };
@@ -218,7 +234,10 @@ pub async fn reset(client: &Client, a: &ResetArgs) -> Outcome {
             return Err(CliError::Usage("not confirmed; nothing changed".into()));
         }
     }
-    let req = model::ResetRequest { level: a.level };
+    let req = model::ResetRequest {
+        level,
+        delay_seconds: a.delay,
+    };
     let v = check(
         client
             .request("POST", &api("/system/reset"), body(&req)?)

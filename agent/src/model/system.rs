@@ -29,7 +29,8 @@ pub struct Status {
     pub agent: AgentStatus,
     /// Status > Basics: identity, firmware, kernel, CPU, memory, disks, NICs.
     pub basics: Basics,
-    /// The report of a secure erase done at this boot (RMA reset), until power-off.
+    /// The report of the last erase for return (RMA reset) of the data disk: the one done
+    /// at this boot, or the record of an earlier one kept in the disk's reserved tail.
     pub erase_report: Option<EraseReport>,
     /// Why the configuration file on /data is not in force (the agent runs on factory
     /// defaults until it is fixed or replaced). (An unusable `admin.toml` refuses every
@@ -335,6 +336,10 @@ pub struct ResetRequest {
     /// 169.254.1.1 with admin/password. `rma`: the same after overwriting the whole data
     /// disk with zeros and checking it; then the appliance powers off, ready to ship.
     pub level: ResetLevelName,
+    /// Seconds before the reboot that carries the reset out (0 to 3600; default 0). Until
+    /// then `DELETE /system/reset` cancels it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_seconds: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]

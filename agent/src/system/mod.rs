@@ -8,7 +8,9 @@ pub use health::{health, Health, Problem};
 
 use crate::model;
 use crate::settings::Settings;
-use appliance_proto::control::{PowerAction, Request};
+use appliance_proto::control::{
+    PowerAction, Request, ResetLevel, API_REASON_PREFIX, CANCELLED, MAX_API_REASON, NOTHING_PENDING,
+};
 use appliance_proto::state::{DataState, EraseReport, LastShutdown};
 use init_client::{InitClient, InitError};
 use std::sync::{Arc, Mutex};
@@ -25,8 +27,12 @@ pub enum PowerError {
     AlreadyScheduled(PowerAction),
     #[error("delay_seconds must be at most {MAX_DELAY_SECONDS}")]
     DelayTooLong,
-    #[error("reason must be at most 200 characters")]
+    #[error("reason must be at most {MAX_API_REASON} bytes of UTF-8")]
     ReasonTooLong,
+    #[error("no factory reset is waiting to be carried out")]
+    NoResetPending,
+    #[error("the factory reset cannot be cancelled: {0}")]
+    CannotCancel(String),
     #[error(transparent)]
     Init(#[from] InitError),
 }
@@ -49,13 +55,14 @@ impl PowerCommand {
             return Err(PowerError::DelayTooLong);
         }
         let given = req.reason.as_deref().unwrap_or("").trim();
-        if given.chars().count() > 200 {
+        // Bytes, as init counts them (a multi-byte character counts for each of its bytes).
+        if given.len() > MAX_API_REASON {
             return Err(PowerError::ReasonTooLong);
         }
         let reason = if given.is_empty() {
             "api request".to_string()
         } else {
-            format!("api: {given}")
+            format!("{API_REASON_PREFIX}{given}")
         };
         Ok(PowerCommand {
             action,
@@ -65,23 +72,60 @@ impl PowerCommand {
     }
 }
 
-/// Records a factory reset with init (a marker on the data disk), then reboots into it.
+/// Has init record a factory reset (a marker on the data disk) and reboot into it, in one
+/// request. The request runs on a task of its own: a client that goes away (which drops
+/// the handler at its next await) does not stop it half way. While it is under way, or
+/// once init has taken it, power requests are refused.
 pub async fn factory_reset(
     power: &Power,
-    level: appliance_proto::control::ResetLevel,
+    level: ResetLevel,
+    delay_seconds: u32,
 ) -> Result<(), PowerError> {
-    if let Some(existing) = *power.scheduled.lock().unwrap_or_else(|p| p.into_inner()) {
-        return Err(PowerError::AlreadyScheduled(existing));
+    if delay_seconds > MAX_DELAY_SECONDS {
+        return Err(PowerError::DelayTooLong);
     }
-    power.init.request(&Request::Reset { level }).await?;
-    tracing::warn!(%level, "factory reset recorded; rebooting to carry it out");
-    power
-        .schedule(PowerCommand {
-            action: PowerAction::Reboot,
-            reason: format!("factory reset ({level})"),
-            delay: Duration::ZERO,
-        })
-        .await
+    power.claim(PowerAction::Reboot)?;
+    let this = power.clone();
+    let task = tokio::spawn(async move {
+        let request = Request::Reset {
+            level,
+            delay_seconds,
+        };
+        let result = this.init.request(&request).await;
+        match &result {
+            Ok(_) => tracing::warn!(%level, "factory reset recorded; init reboots to carry it out"),
+            Err(e) => {
+                tracing::error!(error = %e, %level, "init did not take the factory reset");
+                this.release();
+            }
+        }
+        result
+    });
+    match task.await {
+        Ok(result) => result.map(drop).map_err(PowerError::from),
+        Err(e) => Err(PowerError::Init(InitError::Io(std::io::Error::other(e)))),
+    }
+}
+
+/// Clears a factory reset whose reboot has not begun; returns its level.
+pub async fn cancel_reset(power: &Power) -> Result<ResetLevel, PowerError> {
+    let answer = match power.init.request(&Request::CancelReset).await {
+        Ok(answer) => answer,
+        Err(InitError::Refused(m)) => return Err(PowerError::CannotCancel(m)),
+        Err(e) => return Err(e.into()),
+    };
+    let answer = answer.trim();
+    if answer == NOTHING_PENDING {
+        return Err(PowerError::NoResetPending);
+    }
+    let level = answer
+        .strip_prefix(CANCELLED)
+        .and_then(|l| ResetLevel::parse(l.trim()))
+        .ok_or(PowerError::Init(InitError::Protocol))?;
+    // The reboot that would have carried it out is off too.
+    power.release_if(PowerAction::Reboot);
+    tracing::warn!(%level, "factory reset cancelled");
+    Ok(level)
 }
 
 /// Carries out power commands through init, once.
@@ -99,16 +143,40 @@ impl Power {
         }
     }
 
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<PowerAction>> {
+        self.scheduled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the one slot for a power action, or says which action holds it.
+    fn claim(&self, action: PowerAction) -> Result<(), PowerError> {
+        let mut slot = self.slot();
+        if let Some(existing) = *slot {
+            return Err(PowerError::AlreadyScheduled(existing));
+        }
+        *slot = Some(action);
+        Ok(())
+    }
+
+    fn release(&self) {
+        *self.slot() = None;
+    }
+
+    fn release_if(&self, action: PowerAction) {
+        let mut slot = self.slot();
+        if *slot == Some(action) {
+            *slot = None;
+        }
+    }
+
+    /// The power action under way, if any.
+    pub fn scheduled(&self) -> Option<PowerAction> {
+        *self.slot()
+    }
+
     /// Checks init is there, then schedules the command; returns at once.
     pub async fn schedule(&self, cmd: PowerCommand) -> Result<(), PowerError> {
         self.init.request(&Request::Ping).await?;
-        {
-            let mut slot = self.scheduled.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(existing) = *slot {
-                return Err(PowerError::AlreadyScheduled(existing));
-            }
-            *slot = Some(cmd.action);
-        }
+        self.claim(cmd.action)?;
         tracing::warn!(action = %cmd.action, reason = %cmd.reason, delay_s = cmd.delay.as_secs(), "power action scheduled");
         let this = self.clone();
         tokio::spawn(async move {
@@ -119,7 +187,7 @@ impl Power {
                 .await
             {
                 tracing::error!(error = %e, action = %cmd.action, "init did not take the power request");
-                *this.scheduled.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                this.release();
             }
         });
         Ok(())
@@ -265,6 +333,113 @@ mod tests {
         assert!(matches!(
             PowerCommand::from_request(PowerAction::Halt, &req),
             Err(PowerError::ReasonTooLong)
+        ));
+    }
+
+    #[test]
+    fn a_reason_is_counted_in_bytes_as_init_counts_them() {
+        let req = |r: String| model::PowerRequest {
+            reason: Some(r),
+            delay_seconds: None,
+        };
+        // 101 two-byte characters: 101 characters, 202 bytes.
+        assert!(matches!(
+            PowerCommand::from_request(PowerAction::Reboot, &req("é".repeat(101))),
+            Err(PowerError::ReasonTooLong)
+        ));
+        let ok = PowerCommand::from_request(PowerAction::Reboot, &req("é".repeat(100))).unwrap();
+        // What init receives parses, reason and all.
+        let line = Request::power(ok.action, &ok.reason).encode();
+        assert_eq!(
+            Request::parse(line.as_bytes()),
+            Ok(Request::power(ok.action, &ok.reason))
+        );
+    }
+
+    /// A stand-in for init's control socket: answers each request with `answer` after
+    /// `delay`, and records the request lines.
+    fn fake_init(
+        dir: &std::path::Path,
+        answer: &'static str,
+        delay: Duration,
+    ) -> (Power, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let path = dir.join("init.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::time::sleep(delay).await;
+                let mut line = String::new();
+                let _ = s.read_to_string(&mut line).await;
+                log.lock().unwrap().push(line.trim().to_string());
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        (Power::new(InitClient::new(path)), seen)
+    }
+
+    #[tokio::test]
+    async fn a_reset_whose_client_goes_away_still_reaches_init_and_holds_the_power_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (power, seen) = fake_init(dir.path(), "ok\n", Duration::from_millis(200));
+        // The client goes away while init has not answered yet: the handler is dropped.
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(20),
+            factory_reset(&power, ResetLevel::Rma, 0),
+        )
+        .await;
+        assert!(dropped.is_err(), "the handler was cut short");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // One request, which init carries out whole: the marker and the reboot.
+        assert_eq!(*seen.lock().unwrap(), ["reset rma"]);
+        assert_eq!(power.scheduled(), Some(PowerAction::Reboot));
+        assert!(matches!(
+            factory_reset(&power, ResetLevel::Config, 0).await,
+            Err(PowerError::AlreadyScheduled(PowerAction::Reboot))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_refused_reset_frees_the_power_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (power, _) = fake_init(dir.path(), "err no data disk\n", Duration::ZERO);
+        assert!(matches!(
+            factory_reset(&power, ResetLevel::Config, 60).await,
+            Err(PowerError::Init(InitError::Refused(_)))
+        ));
+        assert_eq!(power.scheduled(), None);
+        assert!(matches!(
+            factory_reset(&power, ResetLevel::Config, MAX_DELAY_SECONDS + 1).await,
+            Err(PowerError::DelayTooLong)
+        ));
+    }
+
+    #[tokio::test]
+    async fn cancelling_says_what_was_cleared_or_that_nothing_was_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let (power, seen) = fake_init(dir.path(), "ok\ncancelled rma\n", Duration::ZERO);
+        power.claim(PowerAction::Reboot).unwrap();
+        assert_eq!(cancel_reset(&power).await.unwrap(), ResetLevel::Rma);
+        assert_eq!(power.scheduled(), None, "the reboot is off too");
+        assert_eq!(*seen.lock().unwrap(), ["reset cancel"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let (power, _) = fake_init(dir.path(), "ok\nnone\n", Duration::ZERO);
+        assert!(matches!(
+            cancel_reset(&power).await,
+            Err(PowerError::NoResetPending)
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let (power, _) = fake_init(
+            dir.path(),
+            "err shutdown already under way\n",
+            Duration::ZERO,
+        );
+        assert!(matches!(
+            cancel_reset(&power).await,
+            Err(PowerError::CannotCancel(_))
         ));
     }
 }

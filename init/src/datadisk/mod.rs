@@ -30,7 +30,7 @@ use decide::Decision;
 use scan::Probe;
 use superblock::Content;
 
-const CLASS_BLOCK: &str = "/sys/class/block";
+pub const CLASS_BLOCK: &str = "/sys/class/block";
 const DEV_DIR: &str = "/dev";
 
 /// How long a device or label named on the kernel command line is waited for.
@@ -48,6 +48,9 @@ pub const LAYOUT: [(&str, u32); 4] = [
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataDisk {
     pub state: DataState,
+    /// The device chosen as the data disk, also when its file system failed its check or
+    /// would not mount (a failing disk): factory resets are recorded there.
+    pub device: Option<String>,
 }
 
 impl DataDisk {
@@ -83,45 +86,64 @@ impl DataDisk {
 
 /// Finds, checks, formats if needed, and mounts `/data`; never fails (volatile instead).
 pub fn prepare(k: &mut impl Kernel, source: &DataSource) -> DataDisk {
-    let state = match find(source) {
-        Decision::Mount { dev } => match check_unless_clean(&dev) {
-            Ok(check) => match mount_data(k, &dev) {
-                Ok(()) => DataState::Persistent {
-                    device: dev,
-                    formatted: false,
-                    check,
+    prepare_decided(k, find(source), check_unless_clean, tools::format)
+}
+
+/// Carries out a decision with these tools (`check` the file system, `format` a disk).
+fn prepare_decided(
+    k: &mut impl Kernel,
+    decision: Decision,
+    check: impl Fn(&str) -> Result<String, String>,
+    format: impl Fn(&str) -> Result<(), String>,
+) -> DataDisk {
+    let (state, device) = match decision {
+        Decision::Mount { dev } => {
+            let state = match check(&dev) {
+                Ok(check) => match mount_data(k, &dev) {
+                    Ok(()) => DataState::Persistent {
+                        device: dev.clone(),
+                        formatted: false,
+                        check,
+                    },
+                    Err(reason) => mount_volatile(k, &reason),
                 },
-                Err(reason) => mount_volatile(k, &reason),
-            },
-            Err(why) => mount_volatile(k, &format!("{dev} failed its file system check: {why}")),
-        },
+                Err(why) => {
+                    mount_volatile(k, &format!("{dev} failed its file system check: {why}"))
+                }
+            };
+            (state, Some(dev))
+        }
         Decision::Format { dev } => {
             warn!("formatting blank disk {dev} as ext4, label {DATA_LABEL}");
-            match tools::format(&dev).and_then(|()| mount_data(k, &dev)) {
+            match format(&dev).and_then(|()| mount_data(k, &dev)) {
                 Ok(()) => {
                     info!("{dev} formatted");
-                    DataState::Persistent {
-                        device: dev,
+                    let state = DataState::Persistent {
+                        device: dev.clone(),
                         formatted: true,
                         check: "new file system".into(),
-                    }
+                    };
+                    (state, Some(dev))
                 }
-                Err(why) => mount_volatile(k, &format!("cannot set up {dev}: {why}")),
+                Err(why) => (
+                    mount_volatile(k, &format!("cannot set up {dev}: {why}")),
+                    None,
+                ),
             }
         }
-        Decision::Volatile { reason } => mount_volatile(k, &reason),
+        Decision::Volatile { reason } => (mount_volatile(k, &reason), None),
     };
-    finish(k, state)
+    finish(k, state, device)
 }
 
 /// `/data` on a tmpfs on purpose (after a secure erase the disk must stay blank).
 pub fn volatile(k: &mut impl Kernel, reason: &str) -> DataDisk {
     let state = mount_volatile(k, reason);
-    finish(k, state)
+    finish(k, state, None)
 }
 
 /// Creates the layout and records what `/data` is.
-fn finish(k: &mut impl Kernel, state: DataState) -> DataDisk {
+fn finish(k: &mut impl Kernel, state: DataState, device: Option<String>) -> DataDisk {
     make_layout(k);
     if let DataState::Persistent {
         device,
@@ -134,7 +156,7 @@ fn finish(k: &mut impl Kernel, state: DataState) -> DataDisk {
     if let Err(e) = k.write_atomic(paths::DATA_STATE, state.encode().as_bytes()) {
         error!("cannot write {}: {e}", paths::DATA_STATE);
     }
-    DataDisk { state }
+    DataDisk { state, device }
 }
 
 /// Runs `e2fsck` unless the superblock says the file system was unmounted cleanly.
@@ -368,6 +390,37 @@ mod tests {
     }
 
     #[test]
+    fn a_data_disk_that_fails_its_check_or_mount_stays_the_reset_device() {
+        let mount = || Decision::Mount {
+            dev: "/dev/vdb".into(),
+        };
+        let no_format = |_: &str| Err("not called".to_string());
+        let mut k = FakeKernel::default();
+        let d = prepare_decided(
+            &mut k,
+            mount(),
+            |_| Err("e2fsck: I/O error".into()),
+            no_format,
+        );
+        assert!(!d.is_persistent());
+        assert_eq!(d.device.as_deref(), Some("/dev/vdb"));
+
+        let mut k = FakeKernel::default();
+        k.mount_errors.push(("/data".into(), Errno::EIO));
+        let d = prepare_decided(&mut k, mount(), |_| Ok("clean".into()), no_format);
+        assert!(!d.is_persistent());
+        assert_eq!(d.device.as_deref(), Some("/dev/vdb"));
+
+        // A blank disk that could not be formatted holds nothing to reset.
+        let mut k = FakeKernel::default();
+        let format = Decision::Format {
+            dev: "/dev/vdc".into(),
+        };
+        let d = prepare_decided(&mut k, format, |_| Ok(String::new()), no_format);
+        assert_eq!(d.device, None);
+    }
+
+    #[test]
     fn data_disk_flags() {
         let p = DataDisk {
             state: DataState::Persistent {
@@ -375,12 +428,14 @@ mod tests {
                 formatted: true,
                 check: String::new(),
             },
+            device: Some("/dev/vda".into()),
         };
         assert!(p.is_persistent() && p.formatted());
         let v = DataDisk {
             state: DataState::Volatile {
                 reason: String::new(),
             },
+            device: None,
         };
         assert!(!v.is_persistent() && !v.formatted());
     }

@@ -84,6 +84,36 @@ pub fn list(class_block: &Path, dev_dir: &Path) -> Vec<BlockDevice> {
     devices
 }
 
+/// What names a device independently of its contents and of the order the kernel found it
+/// in, for binding a factory-reset marker to it: for a partition its GPT partition GUID
+/// (`PARTUUID` in its uevent) or else its disk's serial and its number; for a disk its
+/// serial (`serial`, `device/serial`, or `device/wwid`). Empty when sysfs tells none (a
+/// virtio disk without a serial); the marker's size binding still applies then.
+pub fn identity(class_block: &Path, name: &str) -> String {
+    let dir = class_block.join(name);
+    let serial = |disk: &Path| {
+        ["serial", "device/serial", "device/wwid"]
+            .iter()
+            .filter_map(|f| read_trimmed(&disk.join(f)))
+            .find(|s| !s.is_empty())
+    };
+    match read_trimmed(&dir.join("partition")) {
+        Some(number) => {
+            let uevent = read_trimmed(&dir.join("uevent")).unwrap_or_default();
+            if let Some(uuid) = uevent.lines().find_map(|l| l.strip_prefix("PARTUUID=")) {
+                return format!("partuuid:{}", uuid.to_ascii_lowercase());
+            }
+            // `vda1/..` is the disk's directory once sysfs has resolved the link.
+            serial(&dir.join(".."))
+                .map(|s| format!("serial:{s}#{number}"))
+                .unwrap_or_default()
+        }
+        None => serial(&dir)
+            .map(|s| format!("serial:{s}"))
+            .unwrap_or_default(),
+    }
+}
+
 /// Reads the first and last [`BLANK_REGION`] of the device and classifies it, in chunks
 /// of 64 KiB so that init's memory stays small.
 pub fn probe(device: &BlockDevice) -> Content {
@@ -123,7 +153,19 @@ fn probe_file(path: &str, size: u64) -> std::io::Result<Content> {
     if size > region {
         let tail_start = size.saturating_sub(region).max(region);
         f.seek(SeekFrom::Start(tail_start))?;
-        if !zero_region(&mut f, &mut buf, size.saturating_sub(tail_start))? {
+        let mut tail_len = size.saturating_sub(tail_start);
+        // The reserved tail may hold the record of an earlier secure erase, and nothing
+        // else: such a disk is blank.
+        if tail_start == crate::reset::tail_offset(size) {
+            let n = read_full(&mut f, &mut buf, tail_len)?;
+            let first = buf.get_mut(..n).unwrap_or_default();
+            crate::reset::mask_erase_record(first);
+            if first.iter().any(|&b| b != 0) {
+                return Ok(Content::Other);
+            }
+            tail_len = tail_len.saturating_sub(n as u64);
+        }
+        if !zero_region(&mut f, &mut buf, tail_len)? {
             return Ok(Content::Other);
         }
     }
@@ -230,6 +272,55 @@ mod tests {
             }
         );
         assert_eq!(probe(&list[3]), Content::Blank);
+    }
+
+    #[test]
+    fn identity_comes_from_the_serial_or_the_partition_guid() {
+        let t = TempDir::new("identity");
+        let devices = t.0.join("devices/vda");
+        let class = t.0.join("class");
+        std::fs::create_dir_all(devices.join("vda1")).unwrap();
+        std::fs::create_dir_all(devices.join("vda2")).unwrap();
+        std::fs::create_dir_all(&class).unwrap();
+        std::fs::write(devices.join("serial"), "DISK-42\n").unwrap();
+        std::fs::write(devices.join("vda1/partition"), "1\n").unwrap();
+        std::fs::write(devices.join("vda1/uevent"), "PARTN=1\n").unwrap();
+        std::fs::write(devices.join("vda2/partition"), "2\n").unwrap();
+        std::fs::write(
+            devices.join("vda2/uevent"),
+            "PARTN=2\nPARTUUID=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n",
+        )
+        .unwrap();
+        for n in ["vda", "vda/vda1", "vda/vda2"] {
+            let name = n.rsplit('/').next().unwrap();
+            std::os::unix::fs::symlink(t.0.join("devices").join(n), class.join(name)).unwrap();
+        }
+        assert_eq!(identity(&class, "vda"), "serial:DISK-42");
+        assert_eq!(identity(&class, "vda1"), "serial:DISK-42#1");
+        assert_eq!(
+            identity(&class, "vda2"),
+            "partuuid:0fc63daf-8483-4772-8e79-3d69d8477de4"
+        );
+        assert_eq!(identity(&class, "vdz"), "");
+    }
+
+    #[test]
+    fn a_disk_holding_only_an_erase_record_is_blank() {
+        let t = TempDir::new("record");
+        let mib = 1024 * 1024;
+        fake_device(&t.0, "vdc", "vdc", false, &[], 8 * mib);
+        let dev = t.0.join("dev/vdc");
+        let record = crate::reset::tests::sample_record(8 * mib);
+        let mut f = File::options().write(true).open(&dev).unwrap();
+        f.seek(SeekFrom::Start(crate::reset::record_offset(8 * mib)))
+            .unwrap();
+        std::io::Write::write_all(&mut f, &record).unwrap();
+        let list = list(&t.0.join("sys"), &t.0.join("dev"));
+        assert_eq!(probe(&list[0]), Content::Blank);
+        // One more byte anywhere in the tail and it is not.
+        f.seek(SeekFrom::Start(8 * mib - 10)).unwrap();
+        std::io::Write::write_all(&mut f, b"x").unwrap();
+        assert_eq!(probe(&list[0]), Content::Other);
     }
 
     #[test]
