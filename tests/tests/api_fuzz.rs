@@ -9,6 +9,7 @@
 use appliance_tests::api;
 use appliance_tests::lab::{Agent, Lab};
 use appliance_tests::vm::TestDir;
+use std::io::Write;
 use std::process::Command;
 
 const LOCAL: &str = "127.0.0.1";
@@ -81,7 +82,8 @@ fn the_api_keeps_to_its_document() {
         .lines()
         .filter(|l| l.contains("passed") || l.contains("failed") || l.contains("generated"))
         .collect();
-    eprintln!("schemathesis: {}", summary.join(" | "));
+    // Straight to stderr, past the test harness's capture: the figures belong in the log.
+    let _ = writeln!(std::io::stderr(), "schemathesis: {}", summary.join(" | "));
     assert!(out.status.success(), "schemathesis found failures:\n{text}");
 
     // The appliance still answers, logged in, after the run.
