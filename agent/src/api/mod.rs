@@ -18,7 +18,7 @@ pub mod auth;
 mod command;
 mod debug;
 mod health;
-mod login;
+pub mod login;
 mod net_config;
 mod network;
 mod peer;
