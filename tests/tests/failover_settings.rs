@@ -209,6 +209,8 @@ fn local_failover_settings_through_the_login_api() {
     // Everything survives a restart of the agent.
     agent.restart();
     agent.wait_api();
+    // Sessions do not outlive the agent.
+    api::login(&agent.host.ns, LOCAL).expect("log in again");
     let (status, body) = login_call(&agent, "GET", "/failover/status", None);
     assert_eq!(status, 200, "{body}");
     let st = json_of(&body);
