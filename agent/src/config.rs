@@ -275,7 +275,9 @@ pub fn appliance_id(config_dir: &Path, smbios_uuid: Option<&str>) -> Result<Stri
 fn usable_uuid(u: &str) -> bool {
     let groups: Vec<&str> = u.split('-').collect();
     let shape = groups.iter().map(|g| g.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
-        && groups.iter().all(|g| g.bytes().all(|c| c.is_ascii_hexdigit()));
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|c| c.is_ascii_hexdigit()));
     let digits: String = groups.concat().to_lowercase();
     shape && digits.bytes().any(|c| c != b'0') && digits.bytes().any(|c| c != b'f')
 }
@@ -467,7 +469,10 @@ gateway = "192.0.2.254"
         let text = "version = 2\n[failover]\nshared_ips = [\"192.0.2.100\"]\n\
                     [failover.backup]\nautomatic_failover = true\n";
         let c = Config::parse(text, Path::new("x")).unwrap();
-        assert_eq!(c.failover.shared_ips, vec!["192.0.2.100".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            c.failover.shared_ips,
+            vec!["192.0.2.100".parse::<std::net::IpAddr>().unwrap()]
+        );
         assert!(c.failover.backup.automatic_failover);
         assert!(c.failover.backup.backup_operations, "left out: the default");
         assert_eq!(c.failover.key, None);
@@ -511,17 +516,32 @@ gateway = "192.0.2.254"
             appliance_id(dir.path(), Some(smbios)).unwrap(),
             smbios.to_lowercase()
         );
-        assert!(!dir.path().join(ID_FILE).exists(), "nothing kept for an SMBIOS id");
+        assert!(
+            !dir.path().join(ID_FILE).exists(),
+            "nothing kept for an SMBIOS id"
+        );
         let first = appliance_id(dir.path(), None).unwrap();
         assert!(usable_uuid(&first), "{first}");
         assert_eq!(&first[14..15], "4", "version 4: {first}");
-        for unusable in [None, Some("00000000-0000-0000-0000-000000000000"),
-                         Some("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"), Some("garbage")] {
-            assert_eq!(appliance_id(dir.path(), unusable).unwrap(), first, "{unusable:?}");
+        for unusable in [
+            None,
+            Some("00000000-0000-0000-0000-000000000000"),
+            Some("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"),
+            Some("garbage"),
+        ] {
+            assert_eq!(
+                appliance_id(dir.path(), unusable).unwrap(),
+                first,
+                "{unusable:?}"
+            );
         }
         let text = std::fs::read_to_string(dir.path().join(ID_FILE)).unwrap();
         assert_eq!(text.trim(), first);
         let other = tempfile::tempdir().unwrap();
-        assert_ne!(appliance_id(other.path(), None).unwrap(), first, "random per appliance");
+        assert_ne!(
+            appliance_id(other.path(), None).unwrap(),
+            first,
+            "random per appliance"
+        );
     }
 }

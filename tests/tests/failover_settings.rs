@@ -46,7 +46,10 @@ fn json_of(body: &str) -> Value {
 }
 
 fn code(body: &str) -> String {
-    json_of(body)["error"]["code"].as_str().unwrap_or("").to_string()
+    json_of(body)["error"]["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn appliance(agent: &Agent, method: &str, path: &str, body: Value) -> (u16, String) {
@@ -59,7 +62,11 @@ fn appliance(agent: &Agent, method: &str, path: &str, body: Value) -> (u16, Stri
 /// Removes 192.0.2.100 from eth0 through the network API.
 fn remove_shared_address(agent: &Agent) -> (u16, String) {
     let a = agent
-        .call("DELETE", "/network/interfaces/eth0/addresses/192.0.2.100", None)
+        .call(
+            "DELETE",
+            "/network/interfaces/eth0/addresses/192.0.2.100",
+            None,
+        )
         .expect("delete");
     (a.status, String::from_utf8_lossy(&a.body).into_owned())
 }
@@ -135,7 +142,10 @@ fn local_failover_settings_through_the_login_api() {
 
     // Automatic failover without a shared IP: status says so.
     let (_, body) = login_call(&agent, "GET", "/failover/status", None);
-    assert!(body.contains("automatic failover needs a shared IP"), "{body}");
+    assert!(
+        body.contains("automatic failover needs a shared IP"),
+        "{body}"
+    );
     assert_eq!(json_of(&body)["key_fingerprint"], json!(fingerprint));
     assert!(!body.contains(KEY), "status never shows the key: {body}");
 
@@ -146,7 +156,11 @@ fn local_failover_settings_through_the_login_api() {
         "/failover/shared-ips",
         Some(json!({"addresses": ["192.0.2.100"]})),
     );
-    assert_eq!((status, code(&body)), (400, "not_configured_here".into()), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (400, "not_configured_here".into()),
+        "{body}"
+    );
     assert!(body.contains("192.0.2.100"), "names it: {body}");
     for a in ["192.0.2.10/24", "192.0.2.100/24"] {
         let (status, body) = appliance(
@@ -175,9 +189,15 @@ fn local_failover_settings_through_the_login_api() {
 
     // The network API may not remove it while it is selected.
     let (status, body) = remove_shared_address(&agent);
-    assert_eq!((status, code(&body)), (409, "owned_by_failover".into()), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (409, "owned_by_failover".into()),
+        "{body}"
+    );
     assert!(
-        host.addresses().iter().any(|a| a.starts_with("192.0.2.100/")),
+        host.addresses()
+            .iter()
+            .any(|a| a.starts_with("192.0.2.100/")),
         "still there: {:?}",
         host.addresses()
     );
@@ -196,7 +216,10 @@ fn local_failover_settings_through_the_login_api() {
     for (path, body) in [
         ("/failover/settings", json!({"automatic_failover": false})),
         ("/failover/shared-ips", json!({"addresses": []})),
-        ("/security/inter-appliance-key", json!({"key": "another long enough key"})),
+        (
+            "/security/inter-appliance-key",
+            json!({"key": "another long enough key"}),
+        ),
     ] {
         let (status, answer) = login_call_as(&agent, "PUT", path, Some(body), Some(&read));
         assert_eq!(

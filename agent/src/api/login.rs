@@ -107,11 +107,7 @@ async fn put_shared_ips(
         config.try_update(|c| {
             // Checked under the document's lock, against the network configuration of the
             // same file, so that a concurrent address change cannot slip in between.
-            if let Some(ip) = req
-                .addresses
-                .iter()
-                .find(|ip| !configured(&c.network, ip))
-            {
+            if let Some(ip) = req.addresses.iter().find(|ip| !configured(&c.network, ip)) {
                 return Err(ApiError::NotConfiguredHere(*ip));
             }
             c.failover.shared_ips = req.addresses.clone();
@@ -225,10 +221,16 @@ mod tests {
         assert!(check_shared_ips(&[]).is_ok());
         assert!(check_shared_ips(&[ip("192.0.2.1"), ip("2001:db8::1")]).is_ok());
         let e = check_shared_ips(&[ip("192.0.2.1"), ip("192.0.2.1")]).unwrap_err();
-        assert_eq!(e.status_and_code(), (StatusCode::BAD_REQUEST, "bad_request"));
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::BAD_REQUEST, "bad_request")
+        );
         assert!(e.to_string().contains("more than once"), "{e}");
         let many: Vec<IpAddr> = (1..=17).map(|i| ip(&format!("192.0.2.{i}"))).collect();
-        assert!(check_shared_ips(&many).unwrap_err().to_string().contains("at most 16"));
+        assert!(check_shared_ips(&many)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 16"));
         let e = ApiError::NotConfiguredHere(ip("198.51.100.7"));
         assert_eq!(
             e.status_and_code(),

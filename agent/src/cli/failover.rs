@@ -87,7 +87,10 @@ fn list(ips: &[IpAddr]) -> String {
     if ips.is_empty() {
         "none".into()
     } else {
-        ips.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ")
+        ips.iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -112,8 +115,16 @@ fn on_off(b: bool) -> &'static str {
 
 pub(crate) fn status_text(st: &FailoverStatus) -> String {
     let mut out = String::new();
-    field(&mut out, "Appliance", format_args!("{} ({})", st.hostname, st.appliance_id));
-    field(&mut out, "Role", format_args!("{} (epoch {})", st.role, st.epoch));
+    field(
+        &mut out,
+        "Appliance",
+        format_args!("{} ({})", st.hostname, st.appliance_id),
+    );
+    field(
+        &mut out,
+        "Role",
+        format_args!("{} (epoch {})", st.role, st.epoch),
+    );
     field(
         &mut out,
         "Key",
@@ -154,7 +165,11 @@ fn update_of(a: &SettingsArgs) -> Result<SettingsUpdate, CliError> {
 pub async fn execute(client: &Client, action: &FailoverAction) -> Outcome {
     match action {
         FailoverAction::Status => {
-            let v = check(client.request("GET", &api("/failover/status"), None).await?)?;
+            let v = check(
+                client
+                    .request("GET", &api("/failover/status"), None)
+                    .await?,
+            )?;
             let st: FailoverStatus = decode(&v)?;
             Ok((v, status_text(&st)))
         }
@@ -229,10 +244,14 @@ mod tests {
 
     #[test]
     fn settings_flags_make_a_partial_update() {
-        let FailoverAction::Settings(a) =
-            parse(&["settings", "--automatic-failover", "true", "--primary-timeout", "2.5"])
-                .unwrap()
-        else {
+        let FailoverAction::Settings(a) = parse(&[
+            "settings",
+            "--automatic-failover",
+            "true",
+            "--primary-timeout",
+            "2.5",
+        ])
+        .unwrap() else {
             panic!()
         };
         let u = update_of(&a).unwrap();
@@ -246,14 +265,20 @@ mod tests {
         let FailoverAction::Settings(a) = parse(&["settings", "--no-test-ips"]).unwrap() else {
             panic!()
         };
-        assert_eq!(update_of(&a).unwrap().test_ips.map(|t| t.is_empty()), Some(true));
+        assert_eq!(
+            update_of(&a).unwrap().test_ips.map(|t| t.is_empty()),
+            Some(true)
+        );
         let FailoverAction::Settings(a) = parse(&["settings", "--primary-timeout", "0.1"]).unwrap()
         else {
             panic!()
         };
         assert!(matches!(update_of(&a), Err(CliError::Usage(_))));
         assert!(parse(&["settings", "--test-ip", "192.0.2.1", "--no-test-ips"]).is_err());
-        assert!(parse(&["shared-ips", "set"]).is_err(), "set needs an address");
+        assert!(
+            parse(&["shared-ips", "set"]).is_err(),
+            "set needs an address"
+        );
         assert!(parse(&["shared-ips", "set", "192.0.2.100"]).is_ok());
     }
 

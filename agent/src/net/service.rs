@@ -802,7 +802,10 @@ mod tests {
             NetworkChange::Replace(NetworkConfig::default()),
         ] {
             let err = block_on(svc.change(change, None, None)).unwrap_err();
-            assert!(matches!(err, ChangeError::OwnedByFailover(ip) if ip == shared), "{err}");
+            assert!(
+                matches!(err, ChangeError::OwnedByFailover(ip) if ip == shared),
+                "{err}"
+            );
         }
         assert_eq!(
             std::fs::read_to_string(dir.path().join(crate::config::FILE)).unwrap(),
