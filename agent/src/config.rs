@@ -12,7 +12,8 @@
 //!
 //! The `[network]` section (static addresses, gateways, routes, DNS, host name) is
 //! [`NetworkConfig`], documented and validated in `net::model`; absent, it is empty. The
-//! `[failover]` section is reserved ([`FailoverSettings`]). Version 1 files (the same
+//! `[failover]` section ([`FailoverSettings`]) holds the inter-appliance key, the backup
+//! settings (`[failover.backup]`) and the selected shared IPs; each part may be absent. Version 1 files (the same
 //! sections without `revision` and `[failover]`) are read as they are and written as
 //! version 2 at the next change.
 //!
@@ -61,12 +62,71 @@ impl Default for FactoryAddressConfig {
     }
 }
 
-/// Reserved for this appliance's failover settings: its backup settings, the choice of
-/// shared IPs and the inter-appliance key come with the failover issue. They are local:
-/// a backup keeps its own, they are never synchronised. Empty for now.
+/// The shortest inter-appliance key, in characters.
+pub const KEY_MIN_CHARS: usize = 16;
+/// The longest inter-appliance key, in characters.
+pub const KEY_MAX_CHARS: usize = 256;
+
+/// The inter-appliance pre-shared key: 16 to 256 characters. It is never shown: its
+/// `Debug` hides it, and answers carry [`InterApplianceKey::fingerprint`] only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct InterApplianceKey(String);
+
+impl InterApplianceKey {
+    pub fn new(key: String) -> Result<InterApplianceKey, String> {
+        let n = key.chars().count();
+        if !(KEY_MIN_CHARS..=KEY_MAX_CHARS).contains(&n) {
+            return Err(format!(
+                "the inter-appliance key must have {KEY_MIN_CHARS} to {KEY_MAX_CHARS} characters, not {n}"
+            ));
+        }
+        Ok(InterApplianceKey(key))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// What status shows of the key.
+    pub fn fingerprint(&self) -> String {
+        crate::failover::proof::key_fingerprint(self.as_bytes())
+    }
+}
+
+impl std::fmt::Debug for InterApplianceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InterApplianceKey({})", self.fingerprint())
+    }
+}
+
+impl TryFrom<String> for InterApplianceKey {
+    type Error = String;
+    fn try_from(key: String) -> Result<Self, String> {
+        InterApplianceKey::new(key)
+    }
+}
+
+impl From<InterApplianceKey> for String {
+    fn from(k: InterApplianceKey) -> String {
+        k.0
+    }
+}
+
+/// This appliance's failover settings: the inter-appliance key, the backup settings and
+/// the choice of shared IPs. They are local: a backup keeps its own, they are never
+/// synchronised. Every field may be absent (a version-2 file written before them).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FailoverSettings {}
+pub struct FailoverSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<InterApplianceKey>,
+    #[serde(default)]
+    pub backup: crate::failover::Settings,
+    /// Addresses configured on this appliance's NICs that failover owns.
+    #[serde(default)]
+    pub shared_ips: Vec<std::net::IpAddr>,
+}
 
 impl FailoverSettings {
     pub fn is_unset(&self) -> bool {
@@ -112,6 +172,8 @@ impl From<ConfigV1> for Config {
 pub enum InvalidConfig {
     #[error("invalid network settings: {0}")]
     Network(#[from] ValidationError),
+    #[error("shared IP {0} is selected more than once")]
+    DuplicateSharedIp(std::net::IpAddr),
 }
 
 impl Schema for Config {
@@ -120,6 +182,12 @@ impl Schema for Config {
 
     fn validate(&self) -> Result<(), InvalidConfig> {
         self.network.validate()?;
+        let mut seen = std::collections::BTreeSet::new();
+        for ip in &self.failover.shared_ips {
+            if !seen.insert(*ip) {
+                return Err(InvalidConfig::DuplicateSharedIp(*ip));
+            }
+        }
         Ok(())
     }
 
@@ -153,6 +221,65 @@ impl Document<Config> {
     pub fn open(config_dir: &Path) -> ConfigStore {
         Document::load(config_dir.join(FILE))
     }
+}
+
+/// The file, next to `appliance.toml`, that keeps the appliance id made on a machine
+/// without a usable SMBIOS UUID.
+pub const ID_FILE: &str = "appliance-id";
+
+/// Why the appliance id cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum IdError {
+    #[error(transparent)]
+    Read(#[from] crate::store::ReadError),
+    #[error(transparent)]
+    Write(#[from] crate::store::StoreError),
+    #[error("no random numbers for a new appliance id")]
+    Random,
+}
+
+/// This appliance's id (the vendor API's `GUID`): the SMBIOS system UUID when there is a
+/// usable one (not all zeros, not all ones), else a random UUID made once and kept in
+/// `<config_dir>/appliance-id` (written atomically).
+pub fn appliance_id(config_dir: &Path, smbios_uuid: Option<&str>) -> Result<String, IdError> {
+    if let Some(u) = smbios_uuid.map(str::trim).filter(|u| usable_uuid(u)) {
+        return Ok(u.to_lowercase());
+    }
+    let path = config_dir.join(ID_FILE);
+    if let Some(text) = crate::store::read_if_present(&path)? {
+        let kept = text.trim();
+        if usable_uuid(kept) {
+            return Ok(kept.to_string());
+        }
+        tracing::warn!(path = %path.display(), "the kept appliance id is not a UUID: making a new one");
+    }
+    let mut b = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| IdError::Random)?;
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    crate::store::replace(&path, format!("{id}\n").as_bytes(), 0o644)?;
+    Ok(id)
+}
+
+/// A UUID in its 8-4-4-4-12 hex form that says something (not nil, not all ones).
+fn usable_uuid(u: &str) -> bool {
+    let groups: Vec<&str> = u.split('-').collect();
+    let shape = groups.iter().map(|g| g.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|c| c.is_ascii_hexdigit()));
+    let digits: String = groups.concat().to_lowercase();
+    shape && digits.bytes().any(|c| c != b'0') && digits.bytes().any(|c| c != b'f')
 }
 
 #[cfg(test)]
@@ -325,10 +452,12 @@ gateway = "192.0.2.254"
     }
 
     #[test]
-    fn the_failover_section_is_reserved() {
+    fn the_failover_section_reads_when_absent_or_partial_and_round_trips() {
         let c = Config::parse("version = 2\n[failover]\n", Path::new("x")).unwrap();
         assert_eq!(c, Config::default());
-        let e = Config::parse("version = 2\n[failover]\nkey = \"k\"\n", Path::new("x"));
+        let e = Config::parse("version = 2\n[failover]\nkey = \"short\"\n", Path::new("x"));
+        assert!(e.unwrap_err().to_string().contains("16 to 256 characters"));
+        let e = Config::parse("version = 2\n[failover]\ncolour = 1\n", Path::new("x"));
         assert!(e.unwrap_err().to_string().contains("unknown field"));
         let e = Config::parse("version = 1\n[failover]\n", Path::new("x"));
         assert!(
@@ -336,5 +465,83 @@ gateway = "192.0.2.254"
             "version 1 had no failover section"
         );
         assert!(!Config::default().to_toml().unwrap().contains("failover"));
+
+        let text = "version = 2\n[failover]\nshared_ips = [\"192.0.2.100\"]\n\
+                    [failover.backup]\nautomatic_failover = true\n";
+        let c = Config::parse(text, Path::new("x")).unwrap();
+        assert_eq!(
+            c.failover.shared_ips,
+            vec!["192.0.2.100".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert!(c.failover.backup.automatic_failover);
+        assert!(c.failover.backup.backup_operations, "left out: the default");
+        assert_eq!(c.failover.key, None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConfigStore::open(dir.path());
+        let key = InterApplianceKey::new("correct horse battery".into()).unwrap();
+        store
+            .update(|c| {
+                c.failover.key = Some(key.clone());
+                c.failover.backup.primary_timeout_seconds =
+                    crate::failover::PrimaryTimeout::try_from(2.5).unwrap();
+            })
+            .unwrap();
+        let again = ConfigStore::open(dir.path());
+        assert_eq!(again.load_error(), None);
+        assert_eq!(again.current().failover.key, Some(key.clone()));
+        assert_eq!(again.current().failover.backup.timeout().as_millis(), 2500);
+        assert!(!format!("{key:?}").contains("horse"), "Debug hides the key");
+
+        let err = store.update(|c| {
+            c.failover.shared_ips = vec!["192.0.2.1".parse().unwrap(); 2];
+        });
+        assert!(matches!(err, Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn key_length_is_checked_in_characters() {
+        assert!(InterApplianceKey::new("a".repeat(15)).is_err());
+        assert!(InterApplianceKey::new("a".repeat(16)).is_ok());
+        assert!(InterApplianceKey::new("é".repeat(16)).is_ok());
+        assert!(InterApplianceKey::new("a".repeat(256)).is_ok());
+        assert!(InterApplianceKey::new("a".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn the_appliance_id_is_smbios_else_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let smbios = "4C4C4544-0042-3510-8048-B4C04F564432";
+        assert_eq!(
+            appliance_id(dir.path(), Some(smbios)).unwrap(),
+            smbios.to_lowercase()
+        );
+        assert!(
+            !dir.path().join(ID_FILE).exists(),
+            "nothing kept for an SMBIOS id"
+        );
+        let first = appliance_id(dir.path(), None).unwrap();
+        assert!(usable_uuid(&first), "{first}");
+        assert_eq!(&first[14..15], "4", "version 4: {first}");
+        for unusable in [
+            None,
+            Some("00000000-0000-0000-0000-000000000000"),
+            Some("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"),
+            Some("garbage"),
+        ] {
+            assert_eq!(
+                appliance_id(dir.path(), unusable).unwrap(),
+                first,
+                "{unusable:?}"
+            );
+        }
+        let text = std::fs::read_to_string(dir.path().join(ID_FILE)).unwrap();
+        assert_eq!(text.trim(), first);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(
+            appliance_id(other.path(), None).unwrap(),
+            first,
+            "random per appliance"
+        );
     }
 }

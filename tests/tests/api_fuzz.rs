@@ -1,10 +1,11 @@
 //! The API document is a contract: schemathesis (pinned in the Makefile, installed in
-//! `out/venv` by `make test-openapi`) generates requests from `agent/openapi.yaml` and
-//! sends them to a real agent in a namespace, checking that the agent never fails with a
-//! server error, answers only documented statuses and content types, matches the response
-//! schemas, and rejects what the document says is invalid. Routes that would end the run
-//! (power, reset, logout, password change, debug hooks, certificate replacement, the
-//! factory address) are left out. The agent must still answer at the end.
+//! `out/venv` by `make test-openapi`) generates requests from the document the agent
+//! serves (`agent/openapi.yaml`, built in) and sends them to that agent in a namespace,
+//! checking that the agent never fails with a server error, answers only documented
+//! statuses and content types, matches the response schemas, and rejects what the
+//! document says is invalid. Routes that would end the run (power, reset, logout,
+//! password change, debug hooks, certificate replacement, the factory address) are left
+//! out. The agent must still answer at the end.
 
 use appliance_tests::api;
 use appliance_tests::lab::{Agent, Lab};
@@ -51,8 +52,12 @@ fn the_api_keeps_to_its_document() {
     cmd.args(["netns", "exec", &agent.host.ns])
         .arg(schemathesis())
         .arg("run")
-        .arg(appliance_tests::top().join("agent/openapi.yaml"))
-        .args(["--url", &format!("https://{LOCAL}/appliance/api/v1")])
+        // Loaded from the agent's own URL and without `--url`: the base URL then comes
+        // from the document, each path's own `servers` entry (the `/login/api/v1` paths)
+        // resolved against the agent's host, the others against the global one
+        // (`/appliance/api/v1`). schemathesis 4 lets `--url` override path-level servers,
+        // which would send the login paths to the wrong surface.
+        .arg(format!("https://{LOCAL}/appliance/api/v1/openapi.yaml"))
         .args(["--tls-verify", "false"])
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args([

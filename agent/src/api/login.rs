@@ -1,10 +1,275 @@
-//! `/login/api/v1`: the site's API. The failover relationship, roles and the site's
-//! settings and files come here (the failover and data-sync issues); what is here now is
-//! the surface itself: JSON, admin auth, JSON errors.
+//! `/login/api/v1`: the site's API. JSON, admin auth (a `read` token may GET only), JSON
+//! errors. What is here now are this appliance's own failover settings (issue 10): the
+//! inter-appliance key, the backup settings, the choice of shared IPs, and a status that
+//! shows them. They are local (`[failover]` in `appliance.toml`) and never synchronised;
+//! nothing here talks to a peer yet, so the role is always `none`.
 
-use super::AppState;
-use axum::Router;
+use super::{parse_required, ApiError, AppState};
+use crate::config::{FailoverSettings, InterApplianceKey};
+use crate::failover::{Settings, SettingsUpdate};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+/// Every path this module serves (relative to `/login/api/v1`), in OpenAPI's spelling.
+#[cfg(test)]
+pub(crate) const PATHS: &[&str] = &[
+    "/security/inter-appliance-key",
+    "/failover/settings",
+    "/failover/shared-ips",
+    "/failover/status",
+];
+
+/// At most this many shared IPs.
+pub const MAX_SHARED_IPS: usize = 16;
+
+pub const WARN_NO_KEY: &str =
+    "no inter-appliance key is set: a failover relationship needs the same key on both appliances";
+pub const WARN_NO_SHARED_IP: &str =
+    "automatic failover needs a shared IP: none is selected, so a takeover would move no address";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRequest {
+    key: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct KeyView {
+    /// The key's fingerprint, or `null` when none is set.
+    pub fingerprint: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedIps {
+    pub addresses: Vec<IpAddr>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct FailoverStatus {
+    pub appliance_id: String,
+    pub hostname: String,
+    pub role: String,
+    pub epoch: u64,
+    pub key_fingerprint: Option<String>,
+    pub settings: Settings,
+    pub shared_ips: Vec<IpAddr>,
+    pub warnings: Vec<String>,
+}
+
+async fn put_key(State(app): State<AppState>, body: Bytes) -> Result<Json<KeyView>, ApiError> {
+    let req: KeyRequest = parse_required(&body)?;
+    let key = InterApplianceKey::new(req.key).map_err(ApiError::BadRequest)?;
+    let fingerprint = key.fingerprint();
+    update(&app, move |f| f.key = Some(key)).await?;
+    Ok(Json(KeyView {
+        fingerprint: Some(fingerprint),
+    }))
+}
+
+async fn delete_key(State(app): State<AppState>) -> Result<Json<KeyView>, ApiError> {
+    update(&app, |f| f.key = None).await?;
+    Ok(Json(KeyView { fingerprint: None }))
+}
+
+async fn get_settings(State(app): State<AppState>) -> Json<Settings> {
+    Json(app.config.current().failover.backup)
+}
+
+async fn put_settings(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Settings>, ApiError> {
+    let req: SettingsUpdate = parse_required(&body)?;
+    let after = update(&app, move |f| f.backup = f.backup.apply(req)).await?;
+    Ok(Json(after.backup))
+}
+
+async fn get_shared_ips(State(app): State<AppState>) -> Json<SharedIps> {
+    Json(SharedIps {
+        addresses: app.config.current().failover.shared_ips,
+    })
+}
+
+async fn put_shared_ips(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<SharedIps>, ApiError> {
+    let req: SharedIps = parse_required(&body)?;
+    check_shared_ips(&req.addresses)?;
+    let config = app.config.clone();
+    let addresses = crate::store::blocking(move || {
+        config.try_update(|c| {
+            // Checked under the document's lock, against the network configuration of the
+            // same file, so that a concurrent address change cannot slip in between.
+            if let Some(ip) = req.addresses.iter().find(|ip| !configured(&c.network, ip)) {
+                return Err(ApiError::NotConfiguredHere(*ip));
+            }
+            c.failover.shared_ips = req.addresses.clone();
+            Ok(req.addresses)
+        })
+    })
+    .await?;
+    Ok(Json(SharedIps { addresses }))
+}
+
+async fn status(State(app): State<AppState>) -> Result<Json<FailoverStatus>, ApiError> {
+    let f = app.config.current().failover;
+    let config_dir = app.settings.config_dir();
+    let appliance_id = crate::store::blocking(move || appliance_id(&config_dir)).await?;
+    let hostname = app.network.hostname().await.hostname;
+    Ok(Json(FailoverStatus {
+        appliance_id,
+        hostname,
+        role: "none".into(),
+        epoch: 0,
+        key_fingerprint: f.key.as_ref().map(InterApplianceKey::fingerprint),
+        warnings: warnings(&f),
+        settings: f.backup,
+        shared_ips: f.shared_ips,
+    }))
+}
+
+/// The appliance id, worked out once per process.
+fn appliance_id(config_dir: &std::path::Path) -> Result<String, ApiError> {
+    static ID: OnceLock<String> = OnceLock::new();
+    if let Some(id) = ID.get() {
+        return Ok(id.clone());
+    }
+    let smbios = crate::system::basics::identity().uuid;
+    let id = crate::config::appliance_id(config_dir, smbios.as_deref())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(ID.get_or_init(|| id).clone())
+}
+
+/// What status warns about in these settings.
+fn warnings(f: &FailoverSettings) -> Vec<String> {
+    let mut out = Vec::new();
+    if f.key.is_none() {
+        out.push(WARN_NO_KEY.to_string());
+    }
+    if f.backup.automatic_failover && f.shared_ips.is_empty() {
+        out.push(WARN_NO_SHARED_IP.to_string());
+    }
+    out
+}
+
+/// The list's own rules: at most [`MAX_SHARED_IPS`], each once.
+fn check_shared_ips(addresses: &[IpAddr]) -> Result<(), ApiError> {
+    if addresses.len() > MAX_SHARED_IPS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_SHARED_IPS} shared IPs, not {}",
+            addresses.len()
+        )));
+    }
+    for (i, ip) in addresses.iter().enumerate() {
+        if addresses[..i].contains(ip) {
+            return Err(ApiError::BadRequest(format!(
+                "shared IP {ip} is listed more than once"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `ip` is an address configured (enabled or not) on one of this appliance's NICs.
+fn configured(network: &crate::model::netconfig::NetworkConfig, ip: &IpAddr) -> bool {
+    network
+        .interfaces
+        .iter()
+        .flat_map(|i| i.addresses.iter())
+        .any(|a| a.address.ip() == *ip)
+}
+
+/// Changes the `[failover]` section (atomically, off the async workers); answers it.
+async fn update(
+    app: &AppState,
+    change: impl FnOnce(&mut FailoverSettings) + Send + 'static,
+) -> Result<FailoverSettings, ApiError> {
+    let config = app.config.clone();
+    let after = crate::store::blocking(move || config.update(|c| change(&mut c.failover))).await?;
+    Ok(after.failover)
+}
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route(
+            "/security/inter-appliance-key",
+            put(put_key).delete(delete_key),
+        )
+        .route("/failover/settings", get(get_settings).put(put_settings))
+        .route(
+            "/failover/shared-ips",
+            get(get_shared_ips).put(put_shared_ips),
+        )
+        .route("/failover/status", get(status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn the_shared_ip_list_is_checked() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(check_shared_ips(&[]).is_ok());
+        assert!(check_shared_ips(&[ip("192.0.2.1"), ip("2001:db8::1")]).is_ok());
+        let e = check_shared_ips(&[ip("192.0.2.1"), ip("192.0.2.1")]).unwrap_err();
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::BAD_REQUEST, "bad_request")
+        );
+        assert!(e.to_string().contains("more than once"), "{e}");
+        let many: Vec<IpAddr> = (1..=17).map(|i| ip(&format!("192.0.2.{i}"))).collect();
+        assert!(check_shared_ips(&many)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 16"));
+        let e = ApiError::NotConfiguredHere(ip("198.51.100.7"));
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::BAD_REQUEST, "not_configured_here")
+        );
+        assert!(e.to_string().contains("198.51.100.7"), "{e}");
+    }
+
+    #[test]
+    fn status_warns_without_a_key_and_for_automatic_failover_without_a_shared_ip() {
+        let mut f = FailoverSettings::default();
+        assert_eq!(warnings(&f), vec![WARN_NO_KEY.to_string()]);
+        f.key = Some(InterApplianceKey::new("0123456789abcdef".into()).unwrap());
+        assert!(warnings(&f).is_empty());
+        f.backup.automatic_failover = true;
+        assert_eq!(warnings(&f), vec![WARN_NO_SHARED_IP.to_string()]);
+        f.shared_ips = vec!["192.0.2.100".parse().unwrap()];
+        assert!(warnings(&f).is_empty());
+    }
+
+    #[test]
+    fn a_key_request_is_checked() {
+        let body = |s: &'static str| Bytes::from(s);
+        assert!(parse_required::<KeyRequest>(&body(r#"{"key": "x", "extra": 1}"#)).is_err());
+        assert!(parse_required::<KeyRequest>(&body(r#"{}"#)).is_err());
+        let r = parse_required::<KeyRequest>(&body(r#"{"key": "short"}"#)).unwrap();
+        let e = InterApplianceKey::new(r.key).unwrap_err();
+        assert!(e.contains("16 to 256"), "{e}");
+    }
+
+    #[test]
+    fn every_login_path_is_in_the_openapi_document_with_its_server() {
+        let doc = include_str!("../../openapi.yaml");
+        for p in PATHS {
+            let line = format!("\n  {p}:\n    servers:\n      - url: /login/api/v1\n");
+            assert!(
+                doc.contains(&line),
+                "{p} is not documented in agent/openapi.yaml with its servers entry"
+            );
+        }
+    }
 }

@@ -18,7 +18,7 @@ pub mod auth;
 mod command;
 mod debug;
 mod health;
-mod login;
+pub mod login;
 mod net_config;
 mod network;
 mod peer;
@@ -65,6 +65,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0} is not an address configured on this appliance's NICs: add it there first")]
+    NotConfiguredHere(std::net::IpAddr),
     #[error("the request body has {0} bytes; at most {MAX_BODY} are accepted")]
     PayloadTooLarge(u64),
     #[error("internal error: {0}")]
@@ -99,6 +101,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::NotConfiguredHere(_) => (StatusCode::BAD_REQUEST, "not_configured_here"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Power(PowerError::AlreadyScheduled(_)) => {
@@ -137,6 +140,9 @@ impl ApiError {
             }
             ApiError::Network(ChangeError::WouldCutOff { .. }) => {
                 (StatusCode::CONFLICT, "would_cut_off_client")
+            }
+            ApiError::Network(ChangeError::OwnedByFailover(_)) => {
+                (StatusCode::CONFLICT, "owned_by_failover")
             }
             ApiError::Network(ChangeError::NothingPending) => {
                 (StatusCode::CONFLICT, "nothing_pending")

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 the appliance refused (its error is printed), 2 usage,
 //! 3 could not reach the appliance, 4 TLS or certificate trouble.
 
+mod failover;
 mod network;
 mod render;
 pub mod session;
@@ -80,6 +81,12 @@ pub enum Command {
     Reboot(system::PowerArgs),
     #[command(flatten)]
     Network(network::NetworkCommand),
+    /// This appliance's failover settings: status, inter-appliance key, backup settings,
+    /// shared IPs.
+    Failover {
+        #[command(subcommand)]
+        action: failover::FailoverAction,
+    },
     /// Show or change the factory address (169.254.1.x): enable, disable, timing.
     #[command(name = "factory-address")]
     FactoryAddress {
@@ -171,6 +178,7 @@ async fn execute(cli: &Cli, client: &Client) -> Result<String, CliError> {
         Command::Shutdown(p) => system::power(client, "shutdown", p).await?,
         Command::Reboot(p) => system::power(client, "reboot", p).await?,
         Command::Network(cmd) => network::execute(client, cmd).await?,
+        Command::Failover { action } => failover::execute(client, action).await?,
         Command::FactoryAddress { action } => {
             let path = format!("{api}/network/factory-address");
             let update = match action {

@@ -76,6 +76,11 @@ pub enum ChangeError {
     #[error("no network change awaits confirmation")]
     NothingPending,
     #[error(
+        "{0} is selected as a shared IP: failover owns it, so it cannot be removed or \
+         enabled or disabled by hand; take it out of the shared IPs first"
+    )]
+    OwnedByFailover(IpAddr),
+    #[error(
         "this change would take away the appliance's path to you ({client}, reached through \
          {path}): send it again with a confirmation window (confirm_within), so that it is \
          undone by itself unless you confirm it from the new address"
@@ -265,6 +270,10 @@ impl<K: Kernel> NetworkService<K> {
         }
         let current = self.config();
         let next = change.apply(&current)?;
+        let shared = inner.config.current().failover.shared_ips;
+        if let Some(ip) = touches_shared_ip(&current, &next, &shared) {
+            return Err(ChangeError::OwnedByFailover(ip));
+        }
         next.validate()?;
         let actual = inner.reconciler.kernel().snapshot().await?;
         let present: Vec<String> = actual
@@ -609,6 +618,25 @@ impl<K: Kernel> NetworkService<K> {
     }
 }
 
+/// The first shared IP that a change from `current` to `next` removes, enables or disables.
+fn touches_shared_ip(
+    current: &NetworkConfig,
+    next: &NetworkConfig,
+    shared: &[IpAddr],
+) -> Option<IpAddr> {
+    let state = |c: &NetworkConfig, ip: &IpAddr| {
+        c.interfaces
+            .iter()
+            .flat_map(|i| i.addresses.iter())
+            .find(|a| a.address.ip() == *ip)
+            .map(|a| a.enabled)
+    };
+    shared
+        .iter()
+        .find(|ip| state(current, ip).is_some() && state(current, ip) != state(next, ip))
+        .copied()
+}
+
 /// Runs `work` on its own task and waits for it: dropping the waiting future (a cancelled
 /// handler) does not stop the work.
 async fn to_completion<R: Send + 'static>(
@@ -748,6 +776,48 @@ mod tests {
         let st = block_on(svc.status());
         assert_eq!(st.conflict_history.len(), 1);
         assert_eq!(st.conflict_history[0].kind, "in-use");
+    }
+
+    #[test]
+    fn a_selected_shared_ip_cannot_be_removed_or_toggled_by_hand() {
+        let (dir, svc) = service(Fake::new(actual()));
+        block_on(svc.change(add("eth0", "192.0.2.10/24"), None, None)).unwrap();
+        block_on(svc.change(add("eth0", "192.0.2.100/24"), None, None)).unwrap();
+        svc.inner
+            .config
+            .update(|c| c.failover.shared_ips = vec!["192.0.2.100".parse().unwrap()])
+            .unwrap();
+        let file = std::fs::read_to_string(dir.path().join(crate::config::FILE)).unwrap();
+        let shared: IpAddr = "192.0.2.100".parse().unwrap();
+        for change in [
+            NetworkChange::RemoveAddress {
+                nic: "eth0".parse().unwrap(),
+                ip: shared,
+            },
+            NetworkChange::SetAddressEnabled {
+                nic: "eth0".parse().unwrap(),
+                ip: shared,
+                enabled: false,
+            },
+            NetworkChange::Replace(NetworkConfig::default()),
+        ] {
+            let err = block_on(svc.change(change, None, None)).unwrap_err();
+            assert!(
+                matches!(err, ChangeError::OwnedByFailover(ip) if ip == shared),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(crate::config::FILE)).unwrap(),
+            file,
+            "nothing was written"
+        );
+        // Other addresses are not failover's business.
+        let other = NetworkChange::RemoveAddress {
+            nic: "eth0".parse().unwrap(),
+            ip: "192.0.2.10".parse().unwrap(),
+        };
+        block_on(svc.change(other, None, None)).unwrap();
     }
 
     #[test]

@@ -1,0 +1,304 @@
+//! `appliancectl failover status|key|settings|shared-ips`: this appliance's own failover
+//! settings on the site surface (`/login/api/v1`).
+
+use super::render::field;
+use super::{check, CliError, Outcome};
+use crate::api::login::{FailoverStatus, KeyView, SharedIps};
+use crate::client::Client;
+use crate::failover::{Settings, SettingsUpdate};
+use clap::Subcommand;
+use std::net::IpAddr;
+
+#[derive(Subcommand, Debug)]
+pub enum FailoverAction {
+    /// Show this appliance's id, role, key fingerprint, settings, shared IPs and warnings.
+    Status,
+    /// The inter-appliance key (status shows only its fingerprint).
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Show the backup settings, or change some of them (the others keep their values).
+    Settings(SettingsArgs),
+    /// Show the shared IPs, or select them (each must be configured on a NIC here).
+    #[command(name = "shared-ips")]
+    SharedIps {
+        #[command(subcommand)]
+        action: Option<SharedIpsAction>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyAction {
+    /// Set the key from a file (its first line, 16 to 256 characters); prints its fingerprint.
+    Set {
+        #[arg(long)]
+        key_file: std::path::PathBuf,
+    },
+    /// Clear the key.
+    Clear,
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct SettingsArgs {
+    /// Probe the primary, sync and alert while backup.
+    #[arg(long)]
+    pub backup_operations: Option<bool>,
+    /// Take over by itself when the primary is silent for the timeout.
+    #[arg(long)]
+    pub automatic_failover: Option<bool>,
+    /// Seconds of primary silence before the backup acts (0.2 to 86400).
+    #[arg(long)]
+    pub primary_timeout: Option<f64>,
+    /// A network connectivity test IP (repeat for several; replaces the list).
+    #[arg(long = "test-ip", conflicts_with = "no_test_ips")]
+    pub test_ips: Vec<IpAddr>,
+    /// Clear the test IPs.
+    #[arg(long)]
+    pub no_test_ips: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SharedIpsAction {
+    /// Show the selected shared IPs (the default).
+    Show,
+    /// Select these addresses (replaces the list).
+    Set {
+        #[arg(required = true)]
+        addresses: Vec<IpAddr>,
+    },
+    /// Select none.
+    Clear,
+}
+
+fn api(path: &str) -> String {
+    format!("{}{path}", crate::api::LOGIN_PREFIX)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, CliError> {
+    serde_json::from_value(v.clone()).map_err(CliError::Decode)
+}
+
+fn body(v: &impl serde::Serialize) -> Result<Option<Vec<u8>>, CliError> {
+    serde_json::to_vec(v).map(Some).map_err(CliError::Decode)
+}
+
+fn list(ips: &[IpAddr]) -> String {
+    if ips.is_empty() {
+        "none".into()
+    } else {
+        ips.iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn settings_text(s: &Settings, out: &mut String) {
+    field(out, "Backup operations", on_off(s.backup_operations));
+    field(out, "Automatic failover", on_off(s.automatic_failover));
+    field(
+        out,
+        "Primary timeout",
+        format_args!("{} s", s.timeout().as_secs_f64()),
+    );
+    field(out, "Test IPs", list(s.test_ips.as_slice()));
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+pub(crate) fn status_text(st: &FailoverStatus) -> String {
+    let mut out = String::new();
+    field(
+        &mut out,
+        "Appliance",
+        format_args!("{} ({})", st.hostname, st.appliance_id),
+    );
+    field(
+        &mut out,
+        "Role",
+        format_args!("{} (epoch {})", st.role, st.epoch),
+    );
+    field(
+        &mut out,
+        "Key",
+        st.key_fingerprint.as_deref().unwrap_or("not set"),
+    );
+    field(&mut out, "Shared IPs", list(&st.shared_ips));
+    settings_text(&st.settings, &mut out);
+    for w in &st.warnings {
+        field(&mut out, "Warning", w);
+    }
+    out.trim_end().to_string()
+}
+
+fn update_of(a: &SettingsArgs) -> Result<SettingsUpdate, CliError> {
+    let timeout = a
+        .primary_timeout
+        .map(crate::failover::PrimaryTimeout::try_from)
+        .transpose()
+        .map_err(CliError::Usage)?;
+    let test_ips = if a.no_test_ips {
+        Some(Vec::new())
+    } else if a.test_ips.is_empty() {
+        None
+    } else {
+        Some(a.test_ips.clone())
+    };
+    Ok(SettingsUpdate {
+        backup_operations: a.backup_operations,
+        automatic_failover: a.automatic_failover,
+        primary_timeout_seconds: timeout,
+        test_ips: test_ips
+            .map(crate::failover::TestIps::try_from)
+            .transpose()
+            .map_err(CliError::Usage)?,
+    })
+}
+
+pub async fn execute(client: &Client, action: &FailoverAction) -> Outcome {
+    match action {
+        FailoverAction::Status => {
+            let v = check(
+                client
+                    .request("GET", &api("/failover/status"), None)
+                    .await?,
+            )?;
+            let st: FailoverStatus = decode(&v)?;
+            Ok((v, status_text(&st)))
+        }
+        FailoverAction::Key { action } => {
+            let path = api("/security/inter-appliance-key");
+            let answer = match action {
+                KeyAction::Set { key_file } => {
+                    let text = std::fs::read_to_string(key_file).map_err(CliError::Local)?;
+                    let key = text.lines().next().unwrap_or("").to_string();
+                    let req = serde_json::json!({ "key": key });
+                    client.request("PUT", &path, body(&req)?).await?
+                }
+                KeyAction::Clear => client.request("DELETE", &path, None).await?,
+            };
+            let v = check(answer)?;
+            let k: KeyView = decode(&v)?;
+            let text = match k.fingerprint {
+                Some(f) => format!("Key set; fingerprint {f}"),
+                None => "Key cleared".into(),
+            };
+            Ok((v, text))
+        }
+        FailoverAction::Settings(a) => {
+            let path = api("/failover/settings");
+            let update = update_of(a)?;
+            let answer = if update == SettingsUpdate::default() {
+                client.request("GET", &path, None).await?
+            } else {
+                client.request("PUT", &path, body(&update)?).await?
+            };
+            let v = check(answer)?;
+            let s: Settings = decode(&v)?;
+            let mut out = String::new();
+            settings_text(&s, &mut out);
+            Ok((v, out.trim_end().to_string()))
+        }
+        FailoverAction::SharedIps { action } => {
+            let path = api("/failover/shared-ips");
+            let chosen = match action {
+                None | Some(SharedIpsAction::Show) => None,
+                Some(SharedIpsAction::Set { addresses }) => Some(addresses.clone()),
+                Some(SharedIpsAction::Clear) => Some(Vec::new()),
+            };
+            let answer = match chosen {
+                None => client.request("GET", &path, None).await?,
+                Some(addresses) => {
+                    let req = SharedIps { addresses };
+                    client.request("PUT", &path, body(&req)?).await?
+                }
+            };
+            let v = check(answer)?;
+            let s: SharedIps = decode(&v)?;
+            Ok((v, format!("Shared IPs: {}", list(&s.addresses))))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<FailoverAction, clap::Error> {
+        let mut all = vec!["appliancectl", "failover"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|c| match c.command {
+            Command::Failover { action } => action,
+            other => panic!("{other:?}"),
+        })
+    }
+
+    #[test]
+    fn settings_flags_make_a_partial_update() {
+        let FailoverAction::Settings(a) = parse(&[
+            "settings",
+            "--automatic-failover",
+            "true",
+            "--primary-timeout",
+            "2.5",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        let u = update_of(&a).unwrap();
+        assert_eq!(u.automatic_failover, Some(true));
+        assert_eq!(u.backup_operations, None);
+        assert_eq!(u.test_ips, None);
+        assert_eq!(
+            serde_json::to_value(&u).unwrap()["primary_timeout_seconds"],
+            2.5
+        );
+        let FailoverAction::Settings(a) = parse(&["settings", "--no-test-ips"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            update_of(&a).unwrap().test_ips.map(|t| t.is_empty()),
+            Some(true)
+        );
+        let FailoverAction::Settings(a) = parse(&["settings", "--primary-timeout", "0.1"]).unwrap()
+        else {
+            panic!()
+        };
+        assert!(matches!(update_of(&a), Err(CliError::Usage(_))));
+        assert!(parse(&["settings", "--test-ip", "192.0.2.1", "--no-test-ips"]).is_err());
+        assert!(
+            parse(&["shared-ips", "set"]).is_err(),
+            "set needs an address"
+        );
+        assert!(parse(&["shared-ips", "set", "192.0.2.100"]).is_ok());
+    }
+
+    #[test]
+    fn status_text_shows_the_fingerprint_and_warnings() {
+        let st = FailoverStatus {
+            appliance_id: "4c4c4544-0042-3510-8048-b4c04f564432".into(),
+            hostname: "fw-1".into(),
+            role: "none".into(),
+            epoch: 0,
+            key_fingerprint: None,
+            settings: Settings::default(),
+            shared_ips: vec![],
+            warnings: vec!["no inter-appliance key is set".into()],
+        };
+        let t = status_text(&st);
+        assert!(t.contains("fw-1 (4c4c4544"), "{t}");
+        assert!(t.contains("none (epoch 0)"), "{t}");
+        assert!(t.contains("not set"), "{t}");
+        assert!(t.contains("600 s"), "{t}");
+        assert!(t.contains("no inter-appliance key"), "{t}");
+    }
+}
