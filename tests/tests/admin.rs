@@ -527,17 +527,7 @@ fn an_admin_file_that_cannot_be_used_refuses_logins_until_a_config_reset() {
     let (status, body) = raw(&agent, "GET", "/status", None, None);
     assert_eq!((status, code(&body)), (503, Some("admin_store_unreadable")));
     // Status needs a login: the health probe, which needs none, says it is not healthy.
-    let health = api::at_path(
-        &agent.host.ns,
-        LOCAL,
-        "GET",
-        "/check_health",
-        None,
-        None,
-        std::time::Duration::from_secs(10),
-    )
-    .expect("check_health");
-    assert_eq!(health.status, 500, "{}", String::from_utf8_lossy(&health.body));
+    assert_eq!(health_status(&agent), 500);
     let log = std::fs::read_to_string(&agent.log).unwrap();
     assert!(
         log.contains("every login is refused"),
@@ -549,17 +539,15 @@ fn an_admin_file_that_cannot_be_used_refuses_logins_until_a_config_reset() {
     agent.wait_api();
     let (status, body) = login(&agent, "password");
     assert_eq!((status, &body["must_change_password"]), (200, &json!(true)));
-    let health = api::at_path(
-        &agent.host.ns,
-        LOCAL,
-        "GET",
-        "/check_health",
-        None,
-        None,
-        std::time::Duration::from_secs(10),
-    )
-    .expect("check_health");
-    assert_eq!(health.status, 200, "healthy again after the reset");
+    assert_eq!(health_status(&agent), 200, "healthy again after the reset");
+}
+
+/// The status `/check_health` answers (it needs no login).
+fn health_status(agent: &Agent) -> u16 {
+    let timeout = std::time::Duration::from_secs(10);
+    api::at_path(&agent.host.ns, LOCAL, "GET", "/check_health", None, None, timeout)
+        .expect("check_health")
+        .status
 }
 
 fn new_token(agent: &Agent, name: &str, scope: Option<&str>) -> String {
