@@ -119,7 +119,8 @@ async fn put_shared_ips(
 }
 
 async fn status(State(app): State<AppState>) -> Result<Json<FailoverStatus>, ApiError> {
-    let f = app.config.current().failover;
+    let current = app.config.current();
+    let f = current.failover;
     let config_dir = app.settings.config_dir();
     let appliance_id = crate::store::blocking(move || appliance_id(&config_dir)).await?;
     let hostname = app.network.hostname().await.hostname;
@@ -129,7 +130,7 @@ async fn status(State(app): State<AppState>) -> Result<Json<FailoverStatus>, Api
         role: "none".into(),
         epoch: 0,
         key_fingerprint: f.key.as_ref().map(InterApplianceKey::fingerprint),
-        warnings: warnings(&f),
+        warnings: warnings(&f, &current.network),
         settings: f.backup,
         shared_ips: f.shared_ips,
     }))
@@ -148,13 +149,21 @@ fn appliance_id(config_dir: &std::path::Path) -> Result<String, ApiError> {
 }
 
 /// What status warns about in these settings.
-fn warnings(f: &FailoverSettings) -> Vec<String> {
+fn warnings(f: &FailoverSettings, network: &crate::model::netconfig::NetworkConfig) -> Vec<String> {
     let mut out = Vec::new();
     if f.key.is_none() {
         out.push(WARN_NO_KEY.to_string());
     }
     if f.backup.automatic_failover && f.shared_ips.is_empty() {
         out.push(WARN_NO_SHARED_IP.to_string());
+    }
+    // A network rollback restores the previous configuration whatever the selection says
+    // (it is the safety net and is never refused): say so when it took a shared IP away.
+    for ip in f.shared_ips.iter().filter(|ip| !configured(network, ip)) {
+        out.push(format!(
+            "shared IP {ip} is selected but no longer configured on a NIC (a network rollback \
+             may have taken it away): configure it again or change the selection"
+        ));
     }
     out
 }
@@ -241,14 +250,25 @@ mod tests {
 
     #[test]
     fn status_warns_without_a_key_and_for_automatic_failover_without_a_shared_ip() {
+        let network: crate::model::netconfig::NetworkConfig = serde_json::from_str(
+            r#"{"interfaces": [{"name": "eth0", "addresses": [{"address": "192.0.2.100/24"}]}]}"#,
+        )
+        .unwrap();
         let mut f = FailoverSettings::default();
-        assert_eq!(warnings(&f), vec![WARN_NO_KEY.to_string()]);
+        assert_eq!(warnings(&f, &network), vec![WARN_NO_KEY.to_string()]);
         f.key = Some(InterApplianceKey::new("0123456789abcdef".into()).unwrap());
-        assert!(warnings(&f).is_empty());
+        assert!(warnings(&f, &network).is_empty());
         f.backup.automatic_failover = true;
-        assert_eq!(warnings(&f), vec![WARN_NO_SHARED_IP.to_string()]);
+        assert_eq!(warnings(&f, &network), vec![WARN_NO_SHARED_IP.to_string()]);
         f.shared_ips = vec!["192.0.2.100".parse().unwrap()];
-        assert!(warnings(&f).is_empty());
+        assert!(warnings(&f, &network).is_empty());
+        // A rollback took the address away: the selection stays, with a warning.
+        let w = warnings(&f, &Default::default());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("192.0.2.100 is selected but no longer configured"),
+            "{w:?}"
+        );
     }
 
     #[test]
