@@ -136,9 +136,16 @@ fn boots_serves_and_powers_off_as_pid_1_in_a_namespace() {
         // No data disk: a reset is refused whole (no reboot follows), and there is
         // nothing to cancel.
         let refused = request(&sock, "reset rma");
-        assert!(refused.starts_with("err there is no data disk"), "{refused}");
+        assert!(
+            refused.starts_with("err there is no data disk"),
+            "{refused}"
+        );
         assert_eq!(request(&sock, "reset cancel"), "ok\nnone\n");
-        assert_eq!(request(&sock, "ping"), "ok\n", "still running, not rebooting");
+        assert_eq!(
+            request(&sock, "ping"),
+            "ok\n",
+            "still running, not rebooting"
+        );
 
         let timeline = std::fs::read_to_string(run.join("timeline")).unwrap();
         for m in ["init-start", "data-ready"] {

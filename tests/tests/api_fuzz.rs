@@ -92,5 +92,7 @@ fn the_api_keeps_to_its_document() {
     assert!(out.status.success(), "schemathesis found failures:\n{text}");
 
     // The appliance still answers, logged in, after the run.
-    agent.status().expect("the agent answers status after the fuzzer");
+    agent
+        .status()
+        .expect("the agent answers status after the fuzzer");
 }

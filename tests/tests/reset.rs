@@ -139,7 +139,11 @@ fn scan_disk(vm: &Vm) -> EraseReport {
         "canary bytes left on the disk"
     );
     let at = disk.len() - RESERVE + RECORD_AT;
-    assert_eq!(&disk[at..at + 16], RECORD_MAGIC, "no erase record in the tail");
+    assert_eq!(
+        &disk[at..at + 16],
+        RECORD_MAGIC,
+        "no erase record in the tail"
+    );
     let len = u32::from_le_bytes(disk[at + 16..at + 20].try_into().unwrap()) as usize;
     let text = String::from_utf8(disk[at + 24..at + 24 + len].to_vec()).expect("record text");
     let record = EraseReport::parse(&text).expect("a parsable record");
@@ -179,12 +183,23 @@ fn cancel_a_delayed_reset(sw: &Switch) {
     let v: serde_json::Value = serde_json::from_slice(&nothing.body).unwrap();
     assert_eq!(v["error"]["code"], "no_reset_pending");
     let body = json!({"level": "config", "delay_seconds": 600}).to_string();
-    let a = api::ok(&sw.name, FACTORY, "POST", "/system/reset", Some(body.into_bytes()));
+    let a = api::ok(
+        &sw.name,
+        FACTORY,
+        "POST",
+        "/system/reset",
+        Some(body.into_bytes()),
+    );
     assert_eq!(a.status, 202);
     let reboot = api::call(&sw.name, FACTORY, "POST", "/system/reboot", None).unwrap();
     assert_eq!(reboot.status, 409, "a reboot while a reset is pending");
     let cancelled = delete();
-    assert_eq!(cancelled.status, 200, "{}", String::from_utf8_lossy(&cancelled.body));
+    assert_eq!(
+        cancelled.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&cancelled.body)
+    );
     assert!(String::from_utf8_lossy(&cancelled.body).contains("cancelled"));
     assert_eq!(delete().status, 404, "the marker is gone");
 }
@@ -233,9 +248,15 @@ fn an_rma_reset_erases_every_byte_reports_and_powers_off_and_the_report_outlives
     plant_canaries(&sw);
     cancel_a_delayed_reset(&sw);
     assert_eq!(
-        api::call(&sw.name, FACTORY, "GET", "/debug/data/config/canary.toml", None)
-            .unwrap()
-            .status,
+        api::call(
+            &sw.name,
+            FACTORY,
+            "GET",
+            "/debug/data/config/canary.toml",
+            None
+        )
+        .unwrap()
+        .status,
         200,
         "the cancelled reset wiped nothing"
     );

@@ -235,7 +235,10 @@ fn parse_object<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 
 /// Answers 413 to a request whose announced body is over [`MAX_BODY`], after reading (up
 /// to [`MAX_DRAIN`]) and dropping it, so that the client gets to read the answer.
-async fn refuse_oversized(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn refuse_oversized(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let length = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -376,7 +379,11 @@ mod tests {
         }
         for body in ["[]", " [1]", "null", "3", "\"a\""] {
             let e = parse_required::<Fields>(&Bytes::from(body)).unwrap_err();
-            assert_eq!(e.status_and_code(), (StatusCode::BAD_REQUEST, "bad_request"), "{body}");
+            assert_eq!(
+                e.status_and_code(),
+                (StatusCode::BAD_REQUEST, "bad_request"),
+                "{body}"
+            );
             assert!(parse_body::<Fields>(&Bytes::from(body)).is_err(), "{body}");
         }
         assert!(parse_required::<Fields>(&Bytes::from(" {\"a\": 1}")).is_ok());

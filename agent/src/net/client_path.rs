@@ -123,7 +123,13 @@ mod tests {
                 "gateways": {"ipv4": "192.0.2.1", "ipv6": "2001:db8::1"}}"#,
         );
         let none = NetworkConfig::default();
-        for client in ["127.0.0.1", "::ffff:127.0.0.1", "::1", "fe80::1", "192.0.2.10"] {
+        for client in [
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "::1",
+            "fe80::1",
+            "192.0.2.10",
+        ] {
             assert_eq!(path_to(&c, true, ip(client)), None, "{client}");
             assert_eq!(cuts_off(&c, &none, true, ip(client)), None, "{client}");
         }

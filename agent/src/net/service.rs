@@ -868,7 +868,10 @@ mod tests {
         });
         let st = block_on(svc.status());
         assert!(st.pending.is_some(), "the rollback timer is armed");
-        assert!(rollback::load(dir.path()).unwrap().is_some(), "and its record kept");
+        assert!(
+            rollback::load(dir.path()).unwrap().is_some(),
+            "and its record kept"
+        );
         let text = std::fs::read_to_string(dir.path().join(crate::config::FILE)).unwrap();
         assert!(text.contains("192.0.2.10/24"), "{text}");
     }
