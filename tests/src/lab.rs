@@ -277,6 +277,28 @@ impl Agent {
         crate::api::call(&self.host.ns, "127.0.0.1", method, path, body)
     }
 
+    /// One request to any path of the agent's HTTPS port from inside its host, with
+    /// `token` if given: the status and the body as text.
+    pub fn at(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        token: Option<&str>,
+    ) -> (u16, String) {
+        let a = crate::api::at_path(
+            &self.host.ns,
+            "127.0.0.1",
+            method,
+            path,
+            body,
+            token.map(str::to_string),
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        (a.status, String::from_utf8_lossy(&a.body).into_owned())
+    }
+
     /// Waits until the agent's API answers (any HTTP answer counts).
     pub fn wait_api(&self) {
         crate::wait::until(

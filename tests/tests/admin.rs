@@ -544,18 +544,7 @@ fn an_admin_file_that_cannot_be_used_refuses_logins_until_a_config_reset() {
 
 /// The status `/check_health` answers (it needs no login).
 fn health_status(agent: &Agent) -> u16 {
-    let timeout = std::time::Duration::from_secs(10);
-    api::at_path(
-        &agent.host.ns,
-        LOCAL,
-        "GET",
-        "/check_health",
-        None,
-        None,
-        timeout,
-    )
-    .expect("check_health")
-    .status
+    agent.at("GET", "/check_health", None, None).0
 }
 
 fn new_token(agent: &Agent, name: &str, scope: Option<&str>) -> String {

@@ -8,7 +8,6 @@ use appliance_tests::api;
 use appliance_tests::lab::{Agent, Lab};
 use appliance_tests::vm::TestDir;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 const LOCAL: &str = "127.0.0.1";
 const KEY: &str = "a long enough pre-shared key";
@@ -28,17 +27,12 @@ fn login_call_as(
         Some(t) => t.to_string(),
         None => api::token(&agent.host.ns, LOCAL).expect("login"),
     };
-    let a = api::at_path(
-        &agent.host.ns,
-        LOCAL,
+    agent.at(
         method,
         &format!("/login/api/v1{path}"),
         body.map(|b| b.to_string().into_bytes()),
-        Some(token),
-        Duration::from_secs(20),
+        Some(&token),
     )
-    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    (a.status, String::from_utf8_lossy(&a.body).into_owned())
 }
 
 fn json_of(body: &str) -> Value {

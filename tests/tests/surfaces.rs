@@ -10,17 +10,7 @@ use std::time::Duration;
 const LOCAL: &str = "127.0.0.1";
 
 fn get(agent: &Agent, path: &str, token: Option<&str>) -> (u16, String) {
-    let a = api::at_path(
-        &agent.host.ns,
-        LOCAL,
-        "GET",
-        path,
-        None,
-        token.map(str::to_string),
-        Duration::from_secs(10),
-    )
-    .expect("call");
-    (a.status, String::from_utf8_lossy(&a.body).into_owned())
+    agent.at("GET", path, None, token)
 }
 
 #[test]
