@@ -130,6 +130,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         site,
         factory_control,
         network,
+        failover: failover::FailoverService::idle(),
     };
     let handle = axum_server::Handle::new();
     {

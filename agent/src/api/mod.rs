@@ -85,6 +85,8 @@ pub enum ApiError {
     Factory(#[from] FactoryError),
     #[error(transparent)]
     Certificate(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Failover(#[from] crate::failover::FailoverError),
 }
 
 impl ApiError {
@@ -170,6 +172,13 @@ impl ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
             ApiError::Certificate(e) => system::certificate_status_and_code(e),
+            ApiError::Failover(e) => {
+                let (status, code) = e.status_and_code();
+                (
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    code,
+                )
+            }
         }
     }
 }
@@ -275,6 +284,8 @@ pub struct AppState {
     /// Turns the factory address on and off (the rule against locking oneself out).
     pub factory_control: Arc<crate::net::factory_control::FactoryControl>,
     pub network: crate::net::service::NetworkService,
+    /// The failover pair: role, shared IPs, commands to the driver.
+    pub failover: crate::failover::FailoverService,
 }
 
 async fn status(State(app): State<AppState>) -> Json<model::Status> {

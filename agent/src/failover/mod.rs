@@ -56,6 +56,8 @@
 pub mod conflict;
 pub mod proof;
 pub mod role;
+pub mod service;
 pub mod settings;
 
+pub use service::{FailoverError, FailoverService, Notifier, RoleRequest, Snapshot};
 pub use settings::{PrimaryTimeout, Settings, SettingsUpdate, TestIps};
