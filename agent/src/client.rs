@@ -173,6 +173,23 @@ pub fn insecure_tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
         .with_no_client_auth())
 }
 
+/// The TLS configuration of the failover peer link: TLS 1.3 only (its exporter is what
+/// the key proof binds), any certificate (the key proof authenticates the peer, and a
+/// machine in the middle with its own certificate cannot make it).
+pub fn peer_tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let pin = Arc::new(Pin {
+        expected: None,
+        seen: Mutex::new(None),
+        provider: provider.clone(),
+    });
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(pin)
+        .with_no_client_auth())
+}
+
 fn known_hosts_lookup(path: &PathBuf, target: &str) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines()

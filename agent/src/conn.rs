@@ -282,6 +282,71 @@ impl EdgeAcceptor {
     }
 }
 
+/// The keying material of a connection's TLS session (TLS 1.3 only), put into every
+/// request's extensions so that `/peer/v1` can check a key proof bound to this very
+/// session (`failover::proof`). `None` for an older protocol.
+#[derive(Clone, Copy, Debug)]
+pub struct TlsSession {
+    pub exporter: Option<[u8; crate::failover::proof::EXPORTER_LEN]>,
+}
+
+/// The acceptor over TLS: after the handshake, takes the session's exporter and hands it
+/// to each request of the connection as a [`TlsSession`] extension.
+#[derive(Clone)]
+pub struct SessionAcceptor<A> {
+    pub inner: A,
+}
+
+impl<A, I, S> axum_server::accept::Accept<I, S> for SessionAcceptor<A>
+where
+    A: axum_server::accept::Accept<I, S, Stream = tokio_rustls::server::TlsStream<Watched<tokio::net::TcpStream>>>,
+    A::Future: Send + 'static,
+{
+    type Stream = A::Stream;
+    type Service = WithSession<A::Service>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<(Self::Stream, Self::Service)>> + Send>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let accepted = self.inner.accept(stream, service);
+        Box::pin(async move {
+            let (stream, service) = accepted.await?;
+            let exporter = crate::failover::proof::exporter(stream.get_ref().1).ok();
+            Ok((
+                stream,
+                WithSession {
+                    inner: service,
+                    session: TlsSession { exporter },
+                },
+            ))
+        })
+    }
+}
+
+/// A connection's service with its [`TlsSession`].
+#[derive(Clone)]
+pub struct WithSession<S> {
+    inner: S,
+    session: TlsSession,
+}
+
+impl<S, B> tower_service::Service<Request<B>> for WithSession<S>
+where
+    S: tower_service::Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.session);
+        self.inner.call(req)
+    }
+}
+
 fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "no progress")
 }

@@ -108,6 +108,28 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         };
         tasks.spawn("factory-address", move || service.clone().run());
     }
+    let id_dir = settings.config_dir();
+    let appliance_id = tokio::task::spawn_blocking(move || {
+        let smbios = system::basics::identity().uuid;
+        config::appliance_id(&id_dir, smbios.as_deref())
+    })
+    .await?
+    .unwrap_or_else(|e| {
+        tracing::error!("no appliance id ({e}): failover cannot tell this appliance apart");
+        String::new()
+    });
+    let failover = failover::FailoverService::start(
+        failover::service::Deps {
+            config_dir: settings.config_dir(),
+            id: appliance_id,
+            version: failover::service::version(&settings.data_dir, settings.boot.debug),
+            config: config.clone(),
+            network: network.clone(),
+            notifier: Arc::new(failover::service::NoNotifier),
+        },
+        &mut tasks,
+    )
+    .await;
     let (identity, origin) = tls_task.await??;
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(identity.server_config());
     match origin {
@@ -130,7 +152,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         site,
         factory_control,
         network,
-        failover: failover::FailoverService::idle(),
+        failover,
     };
     let handle = axum_server::Handle::new();
     {
@@ -193,7 +215,7 @@ fn serve(
 ) -> std::io::Result<
     axum_server::Server<
         std::net::SocketAddr,
-        axum_server::tls_rustls::RustlsAcceptor<conn::EdgeAcceptor>,
+        conn::SessionAcceptor<axum_server::tls_rustls::RustlsAcceptor<conn::EdgeAcceptor>>,
     >,
 > {
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
@@ -202,6 +224,7 @@ fn serve(
             gate,
             no_progress: timeouts.no_progress,
         });
+    let acceptor = conn::SessionAcceptor { inner: acceptor };
     let mut server = axum_server::from_tcp(listener)?.acceptor(acceptor);
     server
         .http_builder()

@@ -4,16 +4,17 @@
 //! shows them. They are local (`[failover]` in `appliance.toml`) and never synchronised;
 //! nothing here talks to a peer yet, so the role is always `none`.
 
-use super::{parse_required, ApiError, AppState};
+use super::{parse_body, parse_required, ApiError, AppState};
 use crate::config::{FailoverSettings, InterApplianceKey};
-use crate::failover::{Settings, SettingsUpdate};
+use crate::failover::driver::role_name;
+use crate::failover::wire::Endpoint;
+use crate::failover::{RoleRequest, Settings, SettingsUpdate};
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-use std::sync::OnceLock;
 
 /// Every path this module serves (relative to `/login/api/v1`), in OpenAPI's spelling.
 #[cfg(test)]
@@ -22,6 +23,12 @@ pub(crate) const PATHS: &[&str] = &[
     "/failover/settings",
     "/failover/shared-ips",
     "/failover/status",
+    "/failover/relationship",
+    "/failover/become-primary",
+    "/failover/become-backup",
+    "/failover/fix",
+    "/failover/history",
+    "/failover/test-ips/test",
 ];
 
 /// At most this many shared IPs.
@@ -50,16 +57,60 @@ pub struct SharedIps {
     pub addresses: Vec<IpAddr>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct FailoverStatus {
     pub appliance_id: String,
     pub hostname: String,
+    pub version: String,
     pub role: String,
     pub epoch: u64,
+    /// A primary that came back and checks its peer before it takes anything.
+    pub pending: bool,
     pub key_fingerprint: Option<String>,
     pub settings: Settings,
     pub shared_ips: Vec<IpAddr>,
+    /// The shared IPs this appliance holds now.
+    pub enabled_shared_ips: Vec<IpAddr>,
+    pub peer: Option<crate::failover::service::PeerReport>,
+    pub silent_seconds: f64,
+    pub countdown_seconds: Option<f64>,
+    pub conflict: Option<ConflictView>,
+    pub cut_off: bool,
+    pub isolated: bool,
+    pub untested: bool,
+    /// Why failover is not healthy, if it is not.
+    pub problem: Option<String>,
     pub warnings: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ConflictView {
+    pub kind: crate::failover::conflict::Kind,
+    pub message: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstablishRequest {
+    pub backup: Endpoint,
+    pub reverse: Endpoint,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct RoleChanged {
+    pub outcome: crate::failover::service::RoleOutcome,
+    pub role: String,
+    pub epoch: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct History {
+    pub entries: Vec<crate::failover::service::HistoryItem>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct TestIpResults {
+    pub results: Vec<crate::failover::testips::TestIpResult>,
 }
 
 async fn put_key(State(app): State<AppState>, body: Bytes) -> Result<Json<KeyView>, ApiError> {
@@ -121,31 +172,95 @@ async fn put_shared_ips(
 async fn status(State(app): State<AppState>) -> Result<Json<FailoverStatus>, ApiError> {
     let current = app.config.current();
     let f = current.failover;
-    let config_dir = app.settings.config_dir();
-    let appliance_id = crate::store::blocking(move || appliance_id(&config_dir)).await?;
+    let appliance_id = app.failover.appliance_id();
     let hostname = app.network.hostname().await.hostname;
+    let snapshot = app.failover.snapshot();
+    let report = app.failover.report();
     Ok(Json(FailoverStatus {
         appliance_id,
         hostname,
-        role: "none".into(),
-        epoch: 0,
+        version: app.failover.version(),
+        role: role_name(snapshot.role).into(),
+        epoch: snapshot.epoch,
+        pending: snapshot.pending,
         key_fingerprint: f.key.as_ref().map(InterApplianceKey::fingerprint),
         warnings: warnings(&f, &current.network),
         settings: f.backup,
         shared_ips: f.shared_ips,
+        enabled_shared_ips: snapshot.enabled_shared_ips,
+        peer: report.peer,
+        silent_seconds: report.silent_seconds,
+        countdown_seconds: report.countdown_seconds,
+        conflict: report.conflict.map(|kind| ConflictView {
+            kind,
+            message: crate::failover::conflict::message(kind),
+        }),
+        cut_off: report.cut_off,
+        isolated: report.isolated,
+        untested: report.untested,
+        problem: report.problem,
     }))
 }
 
-/// The appliance id, worked out once per process.
-fn appliance_id(config_dir: &std::path::Path) -> Result<String, ApiError> {
-    static ID: OnceLock<String> = OnceLock::new();
-    if let Some(id) = ID.get() {
-        return Ok(id.clone());
-    }
-    let smbios = crate::system::basics::identity().uuid;
-    let id = crate::config::appliance_id(config_dir, smbios.as_deref())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(ID.get_or_init(|| id).clone())
+async fn establish(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<FailoverStatus>, ApiError> {
+    let req: EstablishRequest = parse_required(&body)?;
+    app.failover.establish(req.backup, req.reverse).await?;
+    status(State(app)).await
+}
+
+async fn break_relationship(
+    State(app): State<AppState>,
+) -> Result<Json<FailoverStatus>, ApiError> {
+    app.failover.break_relationship().await?;
+    status(State(app)).await
+}
+
+fn role_changed(app: &AppState, outcome: crate::failover::service::RoleOutcome) -> Json<RoleChanged> {
+    let s = app.failover.snapshot();
+    Json(RoleChanged {
+        outcome,
+        role: role_name(s.role).into(),
+        epoch: s.epoch,
+    })
+}
+
+async fn become_primary(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<RoleChanged>, ApiError> {
+    let req: RoleRequest = parse_body(&body)?;
+    let outcome = app.failover.become_primary(req).await?;
+    Ok(role_changed(&app, outcome))
+}
+
+async fn become_backup(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<RoleChanged>, ApiError> {
+    let req: RoleRequest = parse_body(&body)?;
+    let outcome = app.failover.become_backup(req).await?;
+    Ok(role_changed(&app, outcome))
+}
+
+async fn fix(State(app): State<AppState>) -> Result<Json<RoleChanged>, ApiError> {
+    let outcome = app.failover.fix().await?;
+    Ok(role_changed(&app, outcome))
+}
+
+async fn history(State(app): State<AppState>) -> Json<History> {
+    Json(History {
+        entries: app.failover.history(),
+    })
+}
+
+async fn test_ips(State(app): State<AppState>) -> Json<TestIpResults> {
+    let ips = app.config.current().failover.backup.test_ips;
+    Json(TestIpResults {
+        results: crate::failover::testips::test_now(ips.as_slice()).await,
+    })
 }
 
 /// What status warns about in these settings.
@@ -217,6 +332,15 @@ pub fn routes() -> Router<AppState> {
             get(get_shared_ips).put(put_shared_ips),
         )
         .route("/failover/status", get(status))
+        .route(
+            "/failover/relationship",
+            post(establish).delete(break_relationship),
+        )
+        .route("/failover/become-primary", post(become_primary))
+        .route("/failover/become-backup", post(become_backup))
+        .route("/failover/fix", post(fix))
+        .route("/failover/history", get(history))
+        .route("/failover/test-ips/test", post(test_ips))
 }
 
 #[cfg(test)]

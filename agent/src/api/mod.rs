@@ -6,7 +6,7 @@
 //! | the site ([`login`]) | `/login/api/v1` | JSON | JSON | admin |
 //! | the vendor's command API ([`command`]) | `/api/command` | XML | `<error>` XML | admin |
 //! | the health probe ([`health`]) | `/check_health` | plain text | plain text | none |
-//! | the failover peer channel ([`peer`]) | `/peer/v1` | JSON | JSON | the inter-appliance key (to come) |
+//! | the failover peer channel ([`peer`]) | `/peer/v1` | JSON | JSON | the inter-appliance key, proved over the TLS session |
 //!
 //! Handlers parse requests into typed commands and hand them to the owning module
 //! (`system`, `net`); they never touch the kernel themselves. Every error leaves through
@@ -367,7 +367,7 @@ pub fn router(app: AppState) -> Router {
         )
         .nest(
             peer::PREFIX,
-            json_surface(peer::routes().fallback(fallback)),
+            json_surface(peer::routes(&app).fallback(fallback)),
         )
         .nest(command::PATH, command::surface(&app))
         .route(health::PATH, get(health::check_health))

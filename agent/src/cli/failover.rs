@@ -1,9 +1,13 @@
-//! `appliancectl failover status|key|settings|shared-ips`: this appliance's own failover
-//! settings on the site surface (`/login/api/v1`).
+//! `appliancectl failover status|history|key|establish|break|become-primary|become-backup|fix|settings|shared-ips|test-ips`:
+//! the failover pair on the site surface (`/login/api/v1`).
 
 use super::render::field;
 use super::{check, CliError, Outcome};
-use crate::api::login::{FailoverStatus, KeyView, SharedIps};
+use crate::api::login::{
+    EstablishRequest, FailoverStatus, History, KeyView, RoleChanged, SharedIps, TestIpResults,
+};
+use crate::failover::wire::Endpoint;
+use crate::failover::RoleRequest;
 use crate::client::Client;
 use crate::failover::{Settings, SettingsUpdate};
 use clap::Subcommand;
@@ -26,6 +30,62 @@ pub enum FailoverAction {
         #[command(subcommand)]
         action: Option<SharedIpsAction>,
     },
+    /// Role changes, lost and found peers, test-IP results, conflicts and fixes.
+    History,
+    /// Establish the relationship, on the intended primary.
+    Establish {
+        /// The backup, as HOST or HOST:PORT (IPv6 in brackets with a port).
+        #[arg(long)]
+        backup: String,
+        /// This appliance as the backup reaches it, HOST or HOST:PORT.
+        #[arg(long)]
+        reverse: String,
+    },
+    /// Break the relationship (from either side); the shared IPs stay as they are.
+    Break,
+    /// Make this backup the primary (the peer becomes backup when it can be reached).
+    #[command(name = "become-primary")]
+    BecomePrimary(RoleArgs),
+    /// Make this primary the backup (the peer becomes primary).
+    #[command(name = "become-backup")]
+    BecomeBackup(RoleArgs),
+    /// Settle a conflict (both primary or both backup) by evidence, on both appliances.
+    Fix,
+    /// Ping the network connectivity test IPs now.
+    #[command(name = "test-ips")]
+    TestIps,
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct RoleArgs {
+    /// Pull a data sync from the primary first.
+    #[arg(long)]
+    pub data_sync_first: bool,
+    /// Go ahead even when the peer cannot be contacted.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `HOST`, `HOST:PORT`, `[V6]:PORT` or a bare IPv6 address, as an endpoint (port 443 by
+/// default).
+pub fn endpoint(s: &str) -> Result<Endpoint, CliError> {
+    let bad = || CliError::Usage(format!("{s:?} is not HOST or HOST:PORT"));
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']').ok_or_else(bad)?;
+        match tail.strip_prefix(':') {
+            Some(p) => (h.to_string(), p.parse().map_err(|_| bad())?),
+            None if tail.is_empty() => (h.to_string(), 443),
+            None => return Err(bad()),
+        }
+    } else if s.matches(':').count() == 1 {
+        let (h, p) = s.split_once(':').ok_or_else(bad)?;
+        (h.to_string(), p.parse().map_err(|_| bad())?)
+    } else {
+        (s.to_string(), 443)
+    };
+    let e = Endpoint { host, port };
+    e.check().map_err(CliError::Usage)?;
+    Ok(e)
 }
 
 #[derive(Subcommand, Debug)]
@@ -130,7 +190,34 @@ pub(crate) fn status_text(st: &FailoverStatus) -> String {
         "Key",
         st.key_fingerprint.as_deref().unwrap_or("not set"),
     );
-    field(&mut out, "Shared IPs", list(&st.shared_ips));
+    if st.pending {
+        field(&mut out, "Pending", "yes: checking the peer before taking the shared IPs");
+    }
+    field(
+        &mut out,
+        "Shared IPs",
+        format_args!("{} (held here: {})", list(&st.shared_ips), list(&st.enabled_shared_ips)),
+    );
+    if let Some(p) = &st.peer {
+        let seen = match (&p.state, p.reachable) {
+            (Some(s), true) => format!("{} ({}), {} epoch {}", s.hostname, s.id, crate::failover::driver::role_name(s.role), s.epoch),
+            (_, false) => "unreachable".to_string(),
+            (None, true) => "reachable".to_string(),
+        };
+        field(&mut out, "Peer", format_args!("{} {seen}", p.endpoint));
+        if let Some(ago) = p.last_answer_seconds_ago {
+            field(&mut out, "Last answer", format_args!("{ago:.1} s ago"));
+        }
+    }
+    if let Some(c) = &st.countdown_seconds {
+        field(&mut out, "Takeover in", format_args!("{c:.1} s"));
+    }
+    if let Some(c) = &st.conflict {
+        field(&mut out, "Conflict", &c.message);
+    }
+    if let Some(p) = &st.problem {
+        field(&mut out, "Problem", p);
+    }
     settings_text(&st.settings, &mut out);
     for w in &st.warnings {
         field(&mut out, "Warning", w);
@@ -224,6 +311,86 @@ pub async fn execute(client: &Client, action: &FailoverAction) -> Outcome {
             let s: SharedIps = decode(&v)?;
             Ok((v, format!("Shared IPs: {}", list(&s.addresses))))
         }
+        FailoverAction::History => {
+            let v = check(client.request("GET", &api("/failover/history"), None).await?)?;
+            let h: History = decode(&v)?;
+            let lines: Vec<String> = h
+                .entries
+                .iter()
+                .map(|e| {
+                    let what = serde_json::to_value(&e.entry).unwrap_or_default();
+                    format!("{}  {}", e.unix_time, what)
+                })
+                .collect();
+            let text = if lines.is_empty() {
+                "No failover history".to_string()
+            } else {
+                lines.join("\n")
+            };
+            Ok((v, text))
+        }
+        FailoverAction::Establish { backup, reverse } => {
+            let req = EstablishRequest {
+                backup: endpoint(backup)?,
+                reverse: endpoint(reverse)?,
+            };
+            let v = check(
+                client
+                    .request("POST", &api("/failover/relationship"), body(&req)?)
+                    .await?,
+            )?;
+            let st: FailoverStatus = decode(&v)?;
+            Ok((v, status_text(&st)))
+        }
+        FailoverAction::Break => {
+            let v = check(
+                client
+                    .request("DELETE", &api("/failover/relationship"), None)
+                    .await?,
+            )?;
+            Ok((v, "Relationship broken; the shared IPs stay as they are".into()))
+        }
+        FailoverAction::BecomePrimary(a) | FailoverAction::BecomeBackup(a) => {
+            let path = match action {
+                FailoverAction::BecomePrimary(_) => "/failover/become-primary",
+                _ => "/failover/become-backup",
+            };
+            let req = RoleRequest {
+                data_sync_first: a.data_sync_first,
+                force: a.force,
+            };
+            let v = check(client.request("POST", &api(path), body(&req)?).await?)?;
+            let r: RoleChanged = decode(&v)?;
+            Ok((v, format!("Role: {} (epoch {})", r.role, r.epoch)))
+        }
+        FailoverAction::Fix => {
+            let v = check(client.request("POST", &api("/failover/fix"), None).await?)?;
+            let r: RoleChanged = decode(&v)?;
+            Ok((v, format!("Fixed; role here: {} (epoch {})", r.role, r.epoch)))
+        }
+        FailoverAction::TestIps => {
+            let v = check(
+                client
+                    .request("POST", &api("/failover/test-ips/test"), None)
+                    .await?,
+            )?;
+            let t: TestIpResults = decode(&v)?;
+            let lines: Vec<String> = t
+                .results
+                .iter()
+                .map(|r| match (r.answered, r.rtt_ms, &r.error) {
+                    (true, Some(ms), _) => format!("{}: answered in {ms:.1} ms", r.address),
+                    (_, _, Some(e)) => format!("{}: {e}", r.address),
+                    _ => format!("{}: no answer", r.address),
+                })
+                .collect();
+            let text = if lines.is_empty() {
+                "No test IPs are set".to_string()
+            } else {
+                lines.join("\n")
+            };
+            Ok((v, text))
+        }
     }
 }
 
@@ -293,6 +460,7 @@ mod tests {
             settings: Settings::default(),
             shared_ips: vec![],
             warnings: vec!["no inter-appliance key is set".into()],
+            ..Default::default()
         };
         let t = status_text(&st);
         assert!(t.contains("fw-1 (4c4c4544"), "{t}");
@@ -300,5 +468,50 @@ mod tests {
         assert!(t.contains("not set"), "{t}");
         assert!(t.contains("600 s"), "{t}");
         assert!(t.contains("no inter-appliance key"), "{t}");
+    }
+
+    #[test]
+    fn status_text_shows_the_peer_the_countdown_and_a_conflict() {
+        let st = FailoverStatus {
+            role: "backup".into(),
+            epoch: 4,
+            peer: Some(crate::failover::service::PeerReport {
+                endpoint: Endpoint {
+                    host: "192.0.2.1".into(),
+                    port: 443,
+                },
+                reachable: false,
+                state: None,
+                last_answer_seconds_ago: Some(2.5),
+            }),
+            countdown_seconds: Some(1.5),
+            conflict: Some(crate::api::login::ConflictView {
+                kind: crate::failover::conflict::Kind::BothBackup,
+                message: crate::failover::conflict::message(
+                    crate::failover::conflict::Kind::BothBackup,
+                ),
+            }),
+            ..Default::default()
+        };
+        let t = status_text(&st);
+        assert!(t.contains("192.0.2.1:443 unreachable"), "{t}");
+        assert!(t.contains("2.5 s ago"), "{t}");
+        assert!(t.contains("Takeover in"), "{t}");
+        assert!(t.contains("There is a conflict in the primary and secondary site instances."), "{t}");
+    }
+
+    #[test]
+    fn endpoints_parse_with_and_without_a_port() {
+        let e = endpoint("192.0.2.1").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("192.0.2.1", 443));
+        let e = endpoint("b2.example.net:8443").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("b2.example.net", 8443));
+        let e = endpoint("[2001:db8::1]:444").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("2001:db8::1", 444));
+        let e = endpoint("2001:db8::1").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("2001:db8::1", 443));
+        assert!(endpoint("x:y").is_err());
+        assert!(endpoint("[::1]x").is_err());
+        assert!(endpoint("a/b").is_err());
     }
 }

@@ -10,7 +10,7 @@
 //! which is what lets each side run it alone. Two appliances with the same id and the
 //! same evidence cannot be told apart; ids are unique (a cloned VM must get a new UUID).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What one appliance shows about itself in a conflict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub enum Winner {
 }
 
 /// The rule that decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     SharedIp,
@@ -68,7 +68,7 @@ pub fn decide_why(a: Evidence<'_>, b: Evidence<'_>) -> (Winner, Reason) {
 }
 
 /// The kind of conflict: both appliances in the same role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     BothPrimary,

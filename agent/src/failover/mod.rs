@@ -54,10 +54,14 @@
 //! machine can see.
 
 pub mod conflict;
+pub mod driver;
+pub mod link;
 pub mod proof;
 pub mod role;
 pub mod service;
 pub mod settings;
+pub mod testips;
+pub mod wire;
 
 pub use service::{FailoverError, FailoverService, Notifier, RoleRequest, Snapshot};
 pub use settings::{PrimaryTimeout, Settings, SettingsUpdate, TestIps};

@@ -214,7 +214,7 @@ pub struct Alert {
 }
 
 /// A history entry (the driver stamps it with the wall clock).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Entry {
     RoleChanged {

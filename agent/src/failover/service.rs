@@ -7,10 +7,17 @@
 //! come back as a result. Alerts leave through a [`Notifier`] (the site's e-mail).
 
 use super::conflict::Kind as ConflictKind;
-use super::role::{AlertKind, Role};
+use super::driver::{self, Ctx, Driver, Persisted};
+use super::link::{LinkError, PeerLink};
+use super::role::{AlertKind, Entry, Role};
+use super::wire::{self, CommandReply, CommandRequest, Endpoint, PeerState, RelationshipRequest};
+use crate::config::ConfigStore;
+use crate::net::service::NetworkService;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -25,7 +32,7 @@ pub struct RoleRequest {
 }
 
 /// How a role change request ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RoleOutcome {
     /// The role changed.
@@ -61,6 +68,10 @@ pub enum FailoverError {
     Persist(String),
     #[error("the failover service is not running")]
     NotRunning,
+    #[error("the peer already has a failover relationship; break it there first")]
+    PeerHasRelationship,
+    #[error("the peer refused: {0}")]
+    PeerRefused(String),
 }
 
 /// One line of what [`FailoverError`]s a route answers, as HTTP status and stable code.
@@ -79,6 +90,8 @@ impl FailoverError {
             FailoverError::Invalid(_) => (400, "bad_request"),
             FailoverError::Persist(_) => (500, "internal"),
             FailoverError::NotRunning => (503, "failover_unavailable"),
+            FailoverError::PeerHasRelationship => (409, "relationship_exists"),
+            FailoverError::PeerRefused(_) => (409, "peer_refused"),
         }
     }
 }
@@ -105,6 +118,43 @@ pub struct Snapshot {
     pub problem: Option<String>,
     /// The last data sync; `None` before the first one.
     pub last_sync: Option<SyncRecord>,
+    /// This appliance holds its shared IPs (a primary, not pending).
+    pub holding: bool,
+}
+
+/// What the JSON status shows beyond the [`Snapshot`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Report {
+    pub pending: bool,
+    pub holding: bool,
+    pub peer: Option<PeerReport>,
+    /// How long the peer has been silent (observed time, this appliance's stalls left out).
+    pub silent_seconds: f64,
+    /// Time left until this backup takes over, while it counts down.
+    pub countdown_seconds: Option<f64>,
+    pub conflict: Option<ConflictKind>,
+    pub cut_off: bool,
+    pub isolated: bool,
+    pub untested: bool,
+    pub problem: Option<String>,
+}
+
+/// The peer as this appliance sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerReport {
+    pub endpoint: Endpoint,
+    pub reachable: bool,
+    /// What it said about itself in its last answer.
+    pub state: Option<PeerState>,
+    pub last_answer_seconds_ago: Option<f64>,
+}
+
+/// One history entry, stamped with the wall clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryItem {
+    pub unix_time: u64,
+    #[serde(flatten)]
+    pub entry: Entry,
 }
 
 /// An alert for the notifier: what the role machine asked for, with who and where.
@@ -133,19 +183,61 @@ impl Notifier for NoNotifier {
     fn notify(&self, _alert: AlertMessage) {}
 }
 
+type Answer<T> = oneshot::Sender<Result<T, FailoverError>>;
+
 /// A command for the driver, with where its answer goes.
-#[allow(dead_code)] // read by the driver, which comes next
 pub(crate) enum Command {
-    BecomePrimary(RoleRequest, oneshot::Sender<Result<RoleOutcome, FailoverError>>),
-    BecomeBackup(RoleRequest, oneshot::Sender<Result<RoleOutcome, FailoverError>>),
+    Establish {
+        role: Role,
+        peer: Endpoint,
+        peer_epoch: u64,
+        answer: Answer<()>,
+    },
+    Break {
+        tell_peer: bool,
+        answer: Answer<()>,
+    },
+    BecomePrimary(RoleRequest, Answer<RoleOutcome>),
+    BecomeBackup(RoleRequest, Answer<RoleOutcome>),
+    Fix(Answer<RoleOutcome>),
+    Peer(CommandRequest, Answer<CommandReply>),
 }
+
+/// What the driver needs from the rest of the agent.
+pub struct Deps {
+    pub config_dir: std::path::PathBuf,
+    pub id: String,
+    pub version: String,
+    pub config: Arc<ConfigStore>,
+    pub network: NetworkService,
+    pub notifier: Arc<dyn Notifier>,
+}
+
+/// How long establishing may wait for each exchange with the other appliance.
+pub const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The handle: cheap to clone.
 #[derive(Clone)]
 pub struct FailoverService {
     snapshot: watch::Receiver<Snapshot>,
+    report: watch::Receiver<Report>,
     commands: mpsc::Sender<Command>,
-    _keep: Arc<watch::Sender<Snapshot>>,
+    ctx: Option<Arc<Ctx>>,
+    _keep: Arc<(watch::Sender<Snapshot>, watch::Sender<Report>)>,
+}
+
+fn link_error(e: LinkError, whose: &str) -> FailoverError {
+    match e {
+        LinkError::KeyMismatch => FailoverError::KeyMismatch,
+        LinkError::Refused { code, message, .. } => match code.as_str() {
+            "key_mismatch" | "no_key" => FailoverError::KeyMismatch,
+            "version_mismatch" => FailoverError::PeerRefused(message),
+            "relationship_exists" => FailoverError::PeerHasRelationship,
+            _ => FailoverError::PeerRefused(message),
+        },
+        LinkError::Unreachable(why) => FailoverError::PeerUnreachable(format!(" ({whose}): {why}")),
+        LinkError::Protocol(why) => FailoverError::PeerUnreachable(format!(" ({whose}): {why}")),
+    }
 }
 
 impl FailoverService {
@@ -153,11 +245,55 @@ impl FailoverService {
     /// [`FailoverError::NotRunning`]. For tests of the parts that only read.
     pub fn idle() -> FailoverService {
         let (tx, rx) = watch::channel(Snapshot::default());
+        let (rtx, rrx) = watch::channel(Report::default());
         let (commands, _) = mpsc::channel(1);
         FailoverService {
             snapshot: rx,
+            report: rrx,
             commands,
-            _keep: Arc::new(tx),
+            ctx: None,
+            _keep: Arc::new((tx, rtx)),
+        }
+    }
+
+    /// Starts the driver: restores the persisted role (a primary comes back pending
+    /// unless its shared IPs are still on the NICs) and states its claims on the
+    /// shared IPs before it returns.
+    pub async fn start(deps: Deps, tasks: &mut crate::runtime::Tasks) -> FailoverService {
+        let ctx = Arc::new(Ctx {
+            id: deps.id,
+            version: deps.version,
+            config: deps.config,
+            network: deps.network,
+            notifier: deps.notifier,
+            state: crate::store::Document::<Persisted>::load(
+                deps.config_dir.join(driver::STATE_FILE),
+            ),
+            history: Mutex::new(VecDeque::new()),
+        });
+        let (tx, rx) = watch::channel(Snapshot::default());
+        let (rtx, rrx) = watch::channel(Report::default());
+        let (commands, crx) = mpsc::channel(16);
+        let driver = Driver::start(ctx.clone(), crx, tx.clone(), rtx.clone()).await;
+        let slot = Arc::new(Mutex::new(Some(driver)));
+        tasks.spawn("failover", move || {
+            let slot = slot.clone();
+            async move {
+                let driver = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                match driver {
+                    Some(d) => d.run().await,
+                    // A driver that stopped is not rebuilt: its state is in the file, and
+                    // the next start of the agent restores it.
+                    None => std::future::pending().await,
+                }
+            }
+        });
+        FailoverService {
+            snapshot: rx,
+            report: rrx,
+            commands,
+            ctx: Some(ctx),
+            _keep: Arc::new((tx, rtx)),
         }
     }
 
@@ -166,16 +302,187 @@ impl FailoverService {
         self.snapshot.borrow().clone()
     }
 
-    async fn ask(
+    pub fn report(&self) -> Report {
+        self.report.borrow().clone()
+    }
+
+    pub fn history(&self) -> Vec<HistoryItem> {
+        match &self.ctx {
+            Some(c) => c.history.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// This appliance's id (the vendor API's GUID); empty when the service is idle.
+    pub fn appliance_id(&self) -> String {
+        self.ctx.as_ref().map(|c| c.id.clone()).unwrap_or_default()
+    }
+
+    /// The version a peer must match.
+    pub fn version(&self) -> String {
+        self.ctx.as_ref().map(|c| c.version.clone()).unwrap_or_default()
+    }
+
+    /// What this appliance says about itself to its peer.
+    pub fn peer_state(&self) -> PeerState {
+        let s = self.snapshot();
+        PeerState {
+            id: self.ctx.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
+            hostname: crate::system::host_name(),
+            version: self.version(),
+            role: s.role,
+            epoch: s.epoch,
+            pending: s.pending,
+            holds_shared_ip: s.holding,
+        }
+    }
+
+    fn ctx(&self) -> Result<&Arc<Ctx>, FailoverError> {
+        self.ctx.as_ref().ok_or(FailoverError::NotRunning)
+    }
+
+    fn key(&self) -> Result<Vec<u8>, FailoverError> {
+        let ctx = self.ctx()?;
+        ctx.config
+            .current()
+            .failover
+            .key
+            .map(|k| k.as_bytes().to_vec())
+            .ok_or(FailoverError::NoKey)
+    }
+
+    async fn ask<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<RoleOutcome, FailoverError>>) -> Command,
-    ) -> Result<RoleOutcome, FailoverError> {
+        make: impl FnOnce(oneshot::Sender<Result<T, FailoverError>>) -> Command,
+    ) -> Result<T, FailoverError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(make(tx))
             .await
             .map_err(|_| FailoverError::NotRunning)?;
         rx.await.map_err(|_| FailoverError::NotRunning)?
+    }
+
+    /// Establish Relationship, on the intended primary: checks the backup (reachable,
+    /// same key, same software, no relationship of its own), has it establish its side
+    /// (it checks that it reaches this appliance through `reverse`), then takes the
+    /// primary role here.
+    pub async fn establish(&self, backup: Endpoint, reverse: Endpoint) -> Result<(), FailoverError> {
+        backup.check().map_err(|e| FailoverError::Invalid(format!("backup: {e}")))?;
+        reverse.check().map_err(|e| FailoverError::Invalid(format!("reverse: {e}")))?;
+        if self.snapshot().role != Role::None {
+            return Err(FailoverError::RelationshipExists);
+        }
+        let key = self.key()?;
+        let me = self.peer_state();
+        let mut link = PeerLink::new(backup.clone(), &key);
+        let there: PeerState = link
+            .call("GET", wire::STATE, None, ESTABLISH_TIMEOUT)
+            .await
+            .map_err(|e| link_error(e, &format!("the backup at {backup}")))?;
+        if there.version != me.version {
+            return Err(FailoverError::VersionMismatch {
+                here: me.version,
+                there: there.version,
+            });
+        }
+        if there.id == me.id {
+            return Err(FailoverError::Invalid(format!(
+                "{backup} is this appliance: give the backup's connection details"
+            )));
+        }
+        if there.role != Role::None {
+            return Err(FailoverError::PeerHasRelationship);
+        }
+        let body = serde_json::to_vec(&RelationshipRequest {
+            reverse: reverse.clone(),
+            primary: me,
+        })
+        .map_err(|e| FailoverError::Invalid(e.to_string()))?;
+        let answer: PeerState = link
+            .call("POST", wire::RELATIONSHIP, Some(body), ESTABLISH_TIMEOUT * 2)
+            .await
+            .map_err(|e| link_error(e, &format!("the backup at {backup}")))?;
+        let result = self
+            .ask(|answer_tx| Command::Establish {
+                role: Role::Primary,
+                peer: backup.clone(),
+                peer_epoch: answer.epoch,
+                answer: answer_tx,
+            })
+            .await;
+        if result.is_err() {
+            // Undo the backup's side.
+            let _: Result<PeerState, _> = link
+                .call("DELETE", wire::RELATIONSHIP, None, ESTABLISH_TIMEOUT)
+                .await;
+        }
+        result
+    }
+
+    /// The backup's side of Establish Relationship, asked by the primary over the peer
+    /// channel (whose key proof has passed).
+    pub async fn accept_relationship(
+        &self,
+        req: RelationshipRequest,
+    ) -> Result<PeerState, FailoverError> {
+        req.reverse
+            .check()
+            .map_err(|e| FailoverError::Invalid(format!("reverse: {e}")))?;
+        if self.snapshot().role != Role::None {
+            return Err(FailoverError::RelationshipExists);
+        }
+        let version = self.version();
+        if req.primary.version != version {
+            return Err(FailoverError::VersionMismatch {
+                here: version,
+                there: req.primary.version,
+            });
+        }
+        let key = self.key()?;
+        let mut link = PeerLink::new(req.reverse.clone(), &key);
+        let there: PeerState = link
+            .call("GET", wire::STATE, None, ESTABLISH_TIMEOUT)
+            .await
+            .map_err(|e| {
+                link_error(
+                    e,
+                    &format!("the backup cannot reach the primary at {}", req.reverse),
+                )
+            })?;
+        if there.id != req.primary.id {
+            return Err(FailoverError::Invalid(format!(
+                "{} is not the appliance that asked: give the connection details the backup uses to reach the primary",
+                req.reverse
+            )));
+        }
+        self.ask(|answer| Command::Establish {
+            role: Role::Backup,
+            peer: req.reverse.clone(),
+            peer_epoch: req.primary.epoch,
+            answer,
+        })
+        .await?;
+        Ok(self.peer_state())
+    }
+
+    /// Break Relationship, here; the peer is told when it can be reached (else it sees
+    /// it at its next heartbeat).
+    pub async fn break_relationship(&self) -> Result<(), FailoverError> {
+        self.ask(|answer| Command::Break {
+            tell_peer: true,
+            answer,
+        })
+        .await
+    }
+
+    /// The peer broke the relationship (over the peer channel).
+    pub async fn peer_broke(&self) -> Result<(), FailoverError> {
+        self.ask(|answer| Command::Break {
+            tell_peer: false,
+            answer,
+        })
+        .await
     }
 
     /// Become Primary (on the backup).
@@ -187,4 +494,24 @@ impl FailoverService {
     pub async fn become_backup(&self, req: RoleRequest) -> Result<RoleOutcome, FailoverError> {
         self.ask(|tx| Command::BecomeBackup(req, tx)).await
     }
+
+    /// Fix This Error.
+    pub async fn fix(&self) -> Result<RoleOutcome, FailoverError> {
+        self.ask(Command::Fix).await
+    }
+
+    /// A role change the peer asks for.
+    pub async fn peer_command(&self, req: CommandRequest) -> Result<CommandReply, FailoverError> {
+        self.ask(|tx| Command::Peer(req, tx)).await
+    }
+
+    /// The key in force, for the peer channel's proofs.
+    pub fn key_bytes(&self) -> Option<Vec<u8>> {
+        self.key().ok()
+    }
+}
+
+/// The version string a peer must match (see [`driver::version`]).
+pub fn version(data_dir: &Path, debug: bool) -> String {
+    driver::version(data_dir, debug)
 }

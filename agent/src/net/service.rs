@@ -603,6 +603,30 @@ impl<K: Kernel> NetworkService<K> {
         kernel.announce(link.index, address).await
     }
 
+    /// ARP-probes `address` on `nic` (RFC 5227, the fast timing): whether another host has it.
+    pub async fn probe(
+        &self,
+        nic: &NicName,
+        address: std::net::Ipv4Addr,
+    ) -> Result<super::reconcile::ProbeOutcome, NetError> {
+        let kernel = self.inner.reconciler.kernel();
+        let actual = kernel.snapshot().await?;
+        let link = actual
+            .links
+            .iter()
+            .find(|l| l.name == nic.as_str() && !l.loopback)
+            .ok_or_else(|| NetError::NoSuchNic(nic.to_string()))?;
+        kernel.probe_ipv4(link.index, address).await
+    }
+
+    /// Whether `address` is on one of the NICs now.
+    pub async fn has_address(&self, address: IpAddr) -> bool {
+        match self.inner.reconciler.kernel().snapshot().await {
+            Ok(a) => a.addresses.iter().any(|s| s.address.ip() == address),
+            Err(_) => false,
+        }
+    }
+
     pub async fn hostname(&self) -> HostnameView {
         let hostname = match self.inner.reconciler.kernel().snapshot().await {
             Ok(a) => a.hostname,

@@ -211,7 +211,8 @@ fn rss_kib(pid: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn hostname() -> String {
+/// The kernel's host name now.
+pub fn host_name() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -269,7 +270,7 @@ pub fn status(
         product: "B Series appliance".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         build: build_id().into(),
-        hostname: hostname(),
+        hostname: host_name(),
         uptime_seconds: uptime_seconds(),
         boot_timeline: crate::boot::read(&settings.timeline())
             .into_iter()
