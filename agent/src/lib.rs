@@ -87,10 +87,13 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     // Restores a network change left unconfirmed, then reconciles in the background.
     let kernel =
         net::kernel::LiveKernel::start(nl.clone(), settings.resolv_conf.clone(), &mut tasks);
+    let overlay = net::overlay::OverlayHandle::new();
+    failover::driver::initial_claims(&settings.config_dir(), &config.current(), &overlay);
     let network = net::service::NetworkService::start(
         config.clone(),
         settings.config_dir(),
         kernel.clone(),
+        overlay,
         &mut tasks,
     );
     let factory_control = Arc::new(net::factory_control::FactoryControl::new(

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod capture;
+pub mod failover;
 pub mod lab;
 pub mod netns;
 pub mod qmp;

@@ -153,7 +153,8 @@ pub fn role_name(r: Role) -> &'static str {
 
 /// A role change the API waits on: answered when the peer's reply comes.
 struct Waiting {
-    wants: Role,
+    /// The role this appliance must end in; `None`: whatever the evidence decided (a fix).
+    wants: Option<Role>,
     answer: oneshot::Sender<Result<RoleOutcome, FailoverError>>,
 }
 
@@ -196,6 +197,12 @@ impl Driver {
             }
             all
         };
+        // A primary whose shared IPs are still on the NICs (the agent restarted, the
+        // box did not) keeps them without a flap, unless its peer took over meanwhile:
+        // one quick look at the peer first.
+        let present = present
+            && saved.role == Role::Primary
+            && !peer_took_over(&ctx, saved.peer.as_ref(), saved.epoch).await;
         let (machine, actions) =
             Machine::restore(&ctx.id, params, saved.role, saved.epoch, present, Duration::ZERO);
         let (events_tx, events) = mpsc::channel(64);
@@ -288,7 +295,7 @@ impl Driver {
                 let actions = self.machine.peer_replied(now, command, reply);
                 self.carry_out(actions).await;
                 if let Some(w) = self.waiting.take() {
-                    let result = if self.machine.role() == w.wants {
+                    let result = if w.wants.is_none_or(|r| r == self.machine.role()) {
                         Ok(RoleOutcome::Changed)
                     } else {
                         Err(FailoverError::PeerUnreachable(
@@ -350,16 +357,16 @@ impl Driver {
             Command::BecomePrimary(req, answer) => {
                 let reachable = self.machine.status().peer_reachable;
                 let r = self.machine.become_primary(now, req.force, reachable);
-                self.role_change(r, Role::Primary, answer).await;
+                self.role_change(r, Some(Role::Primary), answer).await;
             }
             Command::BecomeBackup(req, answer) => {
                 let reachable = self.machine.status().peer_reachable;
                 let r = self.machine.become_backup(now, req.force, reachable);
-                self.role_change(r, Role::Backup, answer).await;
+                self.role_change(r, Some(Role::Backup), answer).await;
             }
             Command::Fix(answer) => {
                 let r = self.machine.fix(now);
-                self.role_change(r, self.machine.role(), answer).await;
+                self.role_change(r, None, answer).await;
             }
             Command::Peer(req, answer) => match self.machine.peer_command(now, req.command, req.epoch) {
                 Ok(actions) => {
@@ -381,7 +388,7 @@ impl Driver {
     async fn role_change(
         &mut self,
         result: Result<Vec<Action>, Refusal>,
-        wants: Role,
+        wants: Option<Role>,
         answer: oneshot::Sender<Result<RoleOutcome, FailoverError>>,
     ) {
         match result {
@@ -392,13 +399,6 @@ impl Driver {
                 let asks = actions.iter().any(|a| matches!(a, Action::AskPeer(_)));
                 self.carry_out(actions).await;
                 if asks {
-                    // A fix decides the final role only when the peer answers: whatever
-                    // it is then is the outcome.
-                    let wants = if wants == self.machine.role() {
-                        wants
-                    } else {
-                        self.machine.role()
-                    };
                     self.waiting = Some(Waiting { wants, answer });
                 } else {
                     let _ = answer.send(match &self.persist_failed {
@@ -742,6 +742,37 @@ impl Driver {
                 st.silent_for.as_secs_f64()
             )),
             Role::Backup => None,
+        }
+    }
+}
+
+/// Whether the peer holds a newer role than `epoch` as primary (or holds the shared IPs),
+/// asked once with a short timeout; `false` when it cannot be asked.
+async fn peer_took_over(ctx: &Ctx, peer: Option<&Endpoint>, epoch: u64) -> bool {
+    let (Some(peer), Some(key)) = (peer, ctx.config.current().failover.key) else {
+        return false;
+    };
+    let mut link = PeerLink::new(peer.clone(), key.as_bytes());
+    match link
+        .call::<PeerState>("GET", wire::STATE, None, RESTORE_CHECK)
+        .await
+    {
+        Ok(s) => s.role == Role::Primary && (s.epoch > epoch || s.holds_shared_ip),
+        Err(_) => false,
+    }
+}
+
+/// How long a restarted primary asks its peer before it keeps its shared IPs.
+pub const RESTORE_CHECK: Duration = Duration::from_secs(1);
+
+/// The claims to state before the network's first pass, from the persisted role: a
+/// backup withholds its shared IPs at once (the configuration may enable them). A primary
+/// is decided by the driver's start.
+pub fn initial_claims(config_dir: &Path, config: &Config, overlay: &crate::net::overlay::OverlayHandle) {
+    let saved = Document::<Persisted>::load(config_dir.join(STATE_FILE)).current();
+    if saved.role == Role::Backup {
+        for (nic, cidr) in shared_targets(config) {
+            overlay.withhold(nic, cidr);
         }
     }
 }

@@ -521,6 +521,12 @@ impl<K: Kernel> Reconciler<K> {
         }
     }
 
+    /// The same reconciler with `overlay` as its run-time claims.
+    pub fn with_overlay(mut self, overlay: OverlayHandle) -> Reconciler<K> {
+        self.overlay = overlay;
+        self
+    }
+
     /// Every conflict seen (refused changes and defences included), oldest first, at
     /// most 32.
     pub fn history(&self) -> Vec<AddressConflict> {

@@ -147,17 +147,19 @@ impl<K> Clone for NetworkService<K> {
 impl NetworkService<LiveKernel> {
     /// Restores what an unconfirmed change replaced, then starts reconciling in the
     /// background. `config_dir` holds the rollback record.
+    /// `overlay`: the claims stated before the first pass (the failover role's).
     pub fn start(
         config: Arc<ConfigStore>,
         config_dir: PathBuf,
         kernel: LiveKernel,
+        overlay: OverlayHandle,
         tasks: &mut Tasks,
     ) -> NetworkService {
         let history = kernel.history();
         let svc = NetworkService::new(
             config,
             config_dir,
-            Reconciler::with_history(kernel, history),
+            Reconciler::with_history(kernel, history).with_overlay(overlay),
         );
         let s = svc.clone();
         tasks.spawn("network-reconcile", move || {
