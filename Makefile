@@ -16,7 +16,8 @@ BENCH_RUNS  ?= 5
 # e2fsprogs for the image, iproute2 for namespaces and bridges, python3-venv for the OpenAPI
 # validator).
 HOST_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev \
-                 cpio xz-utils build-essential e2fsprogs iproute2 kmod python3-venv
+                 cpio xz-utils build-essential e2fsprogs iproute2 kmod python3-venv \
+                 nftables
 
 .PHONY: help deps kernel binaries image run test test-unit test-openapi test-system bench-boot bench-acd clean
 

@@ -42,8 +42,8 @@ impl Pair {
         let hb = lab.host(0xb2);
         let client = lab.host(0xc3);
         client.add_address(&format!("{CLIENT}/24"));
-        let a = Agent::start(&lab, &ha, "a", Some(&config("192.0.2.1", true, backup)));
-        let b = Agent::start(&lab, &hb, "b", Some(&config("192.0.2.2", false, backup)));
+        let a = Agent::start_with(&lab, &ha, "a", Some(&config("192.0.2.1", true, backup)), true);
+        let b = Agent::start_with(&lab, &hb, "b", Some(&config("192.0.2.2", false, backup)), true);
         a.wait_api();
         b.wait_api();
         for (agent, own) in [(&a, "192.0.2.1/24"), (&b, "192.0.2.2/24")] {
@@ -237,4 +237,71 @@ pub fn client_neighbour(client: &Host) -> String {
         .nth(1)
         .unwrap_or("")
         .to_string()
+}
+
+/// Loads an nftables ruleset into namespace `ns`.
+pub fn nft(ns: &str, rules: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(rules.as_bytes())
+        .expect("write rules");
+    let out = child.wait_with_output().expect("nft");
+    assert!(
+        out.status.success(),
+        "nft: {}\n{rules}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Cuts (or heals) the path between `a` and `b` at the switch; both still reach the client.
+pub fn partition(p: &Pair, cut: bool) {
+    let (pa, pb) = (p.a.host.port(), p.b.host.port());
+    let rules = if cut {
+        format!(
+            "table bridge partition {{\n chain pass {{\n  type filter hook forward priority 0;\n  \
+             iifname \"{pa}\" oifname \"{pb}\" drop\n  iifname \"{pb}\" oifname \"{pa}\" drop\n }}\n}}\n"
+        )
+    } else {
+        "delete table bridge partition\n".to_string()
+    };
+    nft(&p.lab.switch, &rules);
+}
+
+/// Polls `probe` every 50 ms for up to `secs` seconds.
+pub fn until<T>(what: &str, secs: u64, probe: impl FnMut() -> Result<T, String>) -> T {
+    crate::wait::until(what, Duration::from_secs(secs), Duration::from_millis(50), probe)
+}
+
+/// Establishes the pair and waits until each sees the other in its role.
+pub fn established(p: &Pair) {
+    let (s, body) = p.establish();
+    assert_eq!(s, 200, "{body}");
+    wait_role(&p.a, "primary", Duration::from_secs(10));
+    wait_role(&p.b, "backup", Duration::from_secs(10));
+    until("b to see its primary", 10, || {
+        let st = status(&p.b);
+        if st["peer"]["reachable"] == true && st["peer"]["state"]["role"] == "primary" {
+            Ok(())
+        } else {
+            Err(st.to_string())
+        }
+    });
+}
+
+/// The MAC of `host`'s eth0, as `aa:bb:...`.
+pub fn mac_text(host: &Host) -> String {
+    host.mac()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

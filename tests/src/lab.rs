@@ -116,6 +116,11 @@ impl Drop for Lab {
 }
 
 impl Host {
+    /// The switch-side end of its cable (a port of `br0` in the switch namespace).
+    pub fn port(&self) -> &str {
+        &self.port
+    }
+
     /// Plugs or unplugs the cable at the switch (the host sees carrier go and come).
     pub fn cable(&self, plugged: bool) {
         ip(&[
@@ -191,12 +196,26 @@ pub struct Agent {
     child: Option<Child>,
     pub data: PathBuf,
     pub log: PathBuf,
+    /// The file the agent reads as its kernel command line.
+    cmdline: PathBuf,
 }
 
 impl Agent {
     /// Starts the agent with `<data>/config/appliance.toml` = `config` (if given). Its API
     /// listens on every address, so the tests reach it at 127.0.0.1 inside the host.
     pub fn start(lab: &Lab, host: &Host, name: &str, config: Option<&str>) -> Agent {
+        Agent::start_with(lab, host, name, config, false)
+    }
+
+    /// [`Agent::start`], with `appliance.debug=1` on its command line when `debug` (the
+    /// debug hooks, and the version override of `<data>/debug/version`).
+    pub fn start_with(
+        lab: &Lab,
+        host: &Host,
+        name: &str,
+        config: Option<&str>,
+        debug: bool,
+    ) -> Agent {
         let data = lab.dir.join(name).join("data");
         let run = lab.dir.join(name).join("run");
         std::fs::create_dir_all(data.join("config")).expect("data dir");
@@ -204,11 +223,19 @@ impl Agent {
         if let Some(text) = config {
             std::fs::write(data.join("config/appliance.toml"), text).expect("write config");
         }
+        let cmdline = if debug {
+            let file = lab.dir.join(name).join("cmdline");
+            std::fs::write(&file, "appliance.debug=1\n").expect("write cmdline");
+            file
+        } else {
+            PathBuf::from("/dev/null")
+        };
         let mut a = Agent {
             host: host.clone(),
             child: None,
             data,
             log: lab.dir.join(format!("{name}.log")),
+            cmdline,
         };
         a.spawn();
         a
@@ -236,7 +263,8 @@ impl Agent {
             .arg(run)
             .arg("--resolv-conf")
             .arg(self.resolv_conf())
-            .args(["--nic", "eth0", "--cmdline", "/dev/null"])
+            .args(["--nic", "eth0", "--cmdline"])
+            .arg(&self.cmdline)
             .env("APPLIANCE_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
