@@ -131,6 +131,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         factory_control,
         network,
         failover: failover::FailoverService::idle(),
+        api_accounts: Default::default(),
     };
     let handle = axum_server::Handle::new();
     {

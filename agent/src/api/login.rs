@@ -13,7 +13,6 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-use std::sync::OnceLock;
 
 /// Every path this module serves (relative to `/login/api/v1`), in OpenAPI's spelling.
 #[cfg(test)]
@@ -138,14 +137,7 @@ async fn status(State(app): State<AppState>) -> Result<Json<FailoverStatus>, Api
 
 /// The appliance id, worked out once per process.
 fn appliance_id(config_dir: &std::path::Path) -> Result<String, ApiError> {
-    static ID: OnceLock<String> = OnceLock::new();
-    if let Some(id) = ID.get() {
-        return Ok(id.clone());
-    }
-    let smbios = crate::system::basics::identity().uuid;
-    let id = crate::config::appliance_id(config_dir, smbios.as_deref())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(ID.get_or_init(|| id).clone())
+    crate::system::appliance_id(config_dir).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// What status warns about in these settings.
