@@ -136,14 +136,8 @@ impl Notifier for NoNotifier {
 /// A command for the driver, with where its answer goes.
 #[allow(dead_code)] // read by the driver, which comes next
 pub(crate) enum Command {
-    BecomePrimary(
-        RoleRequest,
-        oneshot::Sender<Result<RoleOutcome, FailoverError>>,
-    ),
-    BecomeBackup(
-        RoleRequest,
-        oneshot::Sender<Result<RoleOutcome, FailoverError>>,
-    ),
+    BecomePrimary(RoleRequest, oneshot::Sender<Result<RoleOutcome, FailoverError>>),
+    BecomeBackup(RoleRequest, oneshot::Sender<Result<RoleOutcome, FailoverError>>),
 }
 
 /// The handle: cheap to clone.
