@@ -385,6 +385,25 @@ mod tests {
     }
 
     #[test]
+    fn accounts_are_kept_in_the_site_settings_without_their_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = crate::site::SiteStore::open(dir.path());
+        let new = site
+            .settings()
+            .try_update(|s| add(&mut s.api_accounts, "ops", Access::Full, 7))
+            .unwrap();
+        let text = std::fs::read_to_string(dir.path().join(crate::site::SETTINGS_FILE)).unwrap();
+        assert!(text.contains("[[api_accounts]]"), "{text}");
+        assert!(!text.contains(&new.client_secret), "{text}");
+        let again = crate::site::SiteStore::open(dir.path());
+        let accounts = again.settings().current().api_accounts;
+        assert_eq!(
+            verify(&accounts, &new.client_id, &new.client_secret),
+            Some(Access::Full)
+        );
+    }
+
+    #[test]
     fn the_secret_is_compared_by_digest_with_the_constant_time_comparison() {
         let mut accounts = Vec::new();
         let new = add(&mut accounts, "ops", Access::Full, 0).unwrap();

@@ -276,7 +276,7 @@ mod tests {
     #[test]
     fn every_login_path_is_in_the_openapi_document_with_its_server() {
         let doc = include_str!("../../openapi.yaml");
-        for p in PATHS {
+        for p in PATHS.iter().chain(super::super::api_accounts::PATHS) {
             let line = format!("\n  {p}:\n    servers:\n      - url: /login/api/v1\n");
             assert!(
                 doc.contains(&line),

@@ -267,6 +267,16 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_token_endpoint_is_in_the_openapi_document_at_the_root() {
+        let doc = include_str!("../../openapi.yaml");
+        let entry = format!("\n  {PATH}:\n    servers:\n      - url: /\n");
+        assert!(
+            doc.contains(&entry),
+            "{PATH} is not documented with its servers entry"
+        );
+    }
+
     #[tokio::test]
     async fn errors_have_the_rfc_shape_and_headers() {
         let r = TokenError::InvalidClient("no".into()).into_response();
