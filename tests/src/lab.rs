@@ -299,6 +299,13 @@ impl Agent {
         (a.status, String::from_utf8_lossy(&a.body).into_owned())
     }
 
+    /// `curl -sk` inside the agent's host (add the options and the URL).
+    pub fn curl(&self) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.host.ns, "curl", "-sk"]);
+        c
+    }
+
     /// Runs `appliancectl` inside the agent's host as the administrator (the harness's
     /// session token): whether it succeeded, and its stdout and stderr together.
     pub fn ctl(&self, args: &[&str]) -> (bool, String) {

@@ -12,6 +12,7 @@ use appliance_tests::vm::TestDir;
 use serde_json::{json, Value};
 
 const LOCAL: &str = "127.0.0.1";
+const GRANT: &str = "grant_type=client_credentials";
 const OPEN: &str = "<error xmlns=\"http://www.bomgar.com/namespaces/API/command\">";
 
 /// What curl saw: status, content type, body.
@@ -23,16 +24,9 @@ struct Seen {
 
 /// Runs curl inside the agent's host against `https://127.0.0.1{path}`.
 fn curl(agent: &Agent, path: &str, args: &[&str]) -> Seen {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &agent.host.ns,
-            "curl",
-            "-sk",
-            "--max-time",
-            "20",
-        ])
+    let out = agent
+        .curl()
+        .args(["--max-time", "20"])
         .args(args)
         .args(["-w", "\n%{http_code} %{content_type}"])
         .arg(format!("https://{LOCAL}{path}"))
@@ -48,18 +42,19 @@ fn curl(agent: &Agent, path: &str, args: &[&str]) -> Seen {
     }
 }
 
+/// `POST /oauth2/token` with `id:secret` (if given) as HTTP Basic and `form` as the body.
+fn token_call(agent: &Agent, credentials: Option<(&str, &str)>, form: &str) -> Seen {
+    let user = credentials.map(|(id, secret)| format!("{id}:{secret}"));
+    let mut args = vec!["-d", form];
+    if let Some(u) = &user {
+        args.extend(["-u", u.as_str()]);
+    }
+    curl(agent, "/oauth2/token", &args)
+}
+
 /// An access token for `id` and `secret` from `/oauth2/token`.
 fn token_for(agent: &Agent, id: &str, secret: &str) -> String {
-    let seen = curl(
-        agent,
-        "/oauth2/token",
-        &[
-            "-u",
-            &format!("{id}:{secret}"),
-            "-d",
-            "grant_type=client_credentials",
-        ],
-    );
+    let seen = token_call(agent, Some((id, secret)), GRANT);
     assert_eq!(seen.status, 200, "{}", seen.body);
     let v = json_of(&seen.body);
     assert_eq!(v["token_type"], "Bearer", "{v}");
@@ -175,35 +170,17 @@ fn scripts_use_the_command_api_with_oauth_api_accounts() {
     assert_eq!(listed[1]["access"], "read_only");
 
     // The token endpoint: a wrong secret, a wrong grant, no credentials.
-    let wrong = curl(
-        &agent,
-        "/oauth2/token",
-        &[
-            "-u",
-            &format!("{full_id}:nope"),
-            "-d",
-            "grant_type=client_credentials",
-        ],
-    );
+    let wrong = token_call(&agent, Some((&full_id, "nope")), GRANT);
     assert_eq!(wrong.status, 401, "{}", wrong.body);
     assert_eq!(json_of(&wrong.body)["error"], "invalid_client");
-    let grant = curl(
+    let grant = token_call(
         &agent,
-        "/oauth2/token",
-        &[
-            "-u",
-            &format!("{full_id}:{full_secret}"),
-            "-d",
-            "grant_type=password",
-        ],
+        Some((&full_id, &full_secret)),
+        "grant_type=password",
     );
     assert_eq!(grant.status, 400, "{}", grant.body);
     assert_eq!(json_of(&grant.body)["error"], "unsupported_grant_type");
-    let anonymous = curl(
-        &agent,
-        "/oauth2/token",
-        &["-d", "grant_type=client_credentials"],
-    );
+    let anonymous = token_call(&agent, None, GRANT);
     assert_eq!(anonymous.status, 401, "{}", anonymous.body);
     let full = token_for(&agent, &full_id, &full_secret);
     let read_only = token_for(&agent, &ro_id, &ro_secret);
