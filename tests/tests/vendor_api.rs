@@ -3,8 +3,10 @@
 //! OAuth client credentials token, `check_health` as XML checked element by element (GET
 //! and POST), read-only accounts refused `set_failover_role`, 401 without or with a bad
 //! token (the admin's session is not one), a removed account's token dead at once,
-//! tokens gone and accounts kept across an agent restart, and `set_failover_role` on an
-//! appliance with no failover relationship answered as the failover error, in `<error>`.
+//! tokens gone and accounts kept across an agent restart, failed client authentications
+//! limited per address, `set_failover_role` on an appliance with no failover relationship
+//! answered as the failover error, in `<error>`, and one health assessment for
+//! `check_health` and `/check_health`.
 
 use appliance_tests::api;
 use appliance_tests::lab::{Agent, Lab};
@@ -297,4 +299,40 @@ fn scripts_use_the_command_api_with_oauth_api_accounts() {
         command(&agent, Some(&after), "action=check_health").status,
         200
     );
+
+    // Guessing secrets locks that client address out, as logins do; others carry on.
+    let guess = |n: usize| {
+        let user = format!("{job_id}:guess-{n}");
+        curl(
+            &agent,
+            "/oauth2/token",
+            &["--interface", "127.0.1.7", "-u", &user, "-d", GRANT],
+        )
+    };
+    for n in 1..5 {
+        assert_eq!(guess(n).status, 401, "guess {n}");
+    }
+    let locked = guess(5);
+    assert_eq!(locked.status, 429, "{}", locked.body);
+    assert_eq!(json_of(&locked.body)["error"], "too_many_attempts");
+    token_for(&agent, &job_id, &job_secret);
+
+    // One assessment for both probes: a settings file that does not parse makes
+    // check_health answer success 0 with the reason, and /check_health 500.
+    agent.kill();
+    std::fs::write(agent.data.join("config/appliance.toml"), "version = ").expect("write");
+    agent.restart();
+    agent.wait_api();
+    let token = token_for(&agent, &job_id, &job_secret);
+    let seen = command(&agent, Some(&token), "action=check_health");
+    assert_eq!(seen.status, 200, "{}", seen.body);
+    let lines = children(&seen.body);
+    assert_eq!(lines[2], "<success>0</success>", "{}", seen.body);
+    assert!(
+        lines[3].starts_with("<error_message>the settings file does not parse"),
+        "{}",
+        seen.body
+    );
+    assert_eq!(lines[4], "<failover_role>none</failover_role>");
+    assert_eq!(agent.at("GET", "/check_health", None, None).0, 500);
 }
