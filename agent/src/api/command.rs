@@ -299,11 +299,15 @@ async fn set_failover_role(
         Target::Primary => app.failover.become_primary(request).await?,
         Target::Backup => app.failover.become_backup(request).await?,
     };
-    let text = match outcome {
+    Ok(xml(StatusCode::OK, "success", success_text(outcome)))
+}
+
+/// What `<success>` says for each way a role change request ends.
+fn success_text(outcome: RoleOutcome) -> &'static str {
+    match outcome {
         RoleOutcome::Changed => CHANGED,
         RoleOutcome::SyncStarted => SYNC_STARTED,
-    };
-    Ok(xml(StatusCode::OK, "success", text))
+    }
 }
 
 /// The caller a request's bearer token stands for.
@@ -500,6 +504,22 @@ mod tests {
         ));
         assert!(authorize(&who(Access::Full), &set).is_ok());
         assert!(authorize(&who(Access::Full), &Action::CheckHealth).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_role_change_answers_the_vendor_success_texts() {
+        let r = xml(
+            StatusCode::OK,
+            "success",
+            success_text(RoleOutcome::Changed),
+        );
+        assert!(body_of(r)
+            .await
+            .ends_with(">Successfully changed role.</success>\n"));
+        assert_eq!(
+            success_text(RoleOutcome::SyncStarted),
+            "Successfully started data sync. Role change will occur upon successful completion."
+        );
     }
 
     fn report() -> HealthReport {
