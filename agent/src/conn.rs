@@ -299,7 +299,11 @@ pub struct SessionAcceptor<A> {
 
 impl<A, I, S> axum_server::accept::Accept<I, S> for SessionAcceptor<A>
 where
-    A: axum_server::accept::Accept<I, S, Stream = tokio_rustls::server::TlsStream<Watched<tokio::net::TcpStream>>>,
+    A: axum_server::accept::Accept<
+        I,
+        S,
+        Stream = tokio_rustls::server::TlsStream<Watched<tokio::net::TcpStream>>,
+    >,
     A::Future: Send + 'static,
 {
     type Stream = A::Stream;

@@ -112,15 +112,12 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         tasks.spawn("factory-address", move || service.clone().run());
     }
     let id_dir = settings.config_dir();
-    let appliance_id = tokio::task::spawn_blocking(move || {
-        let smbios = system::basics::identity().uuid;
-        config::appliance_id(&id_dir, smbios.as_deref())
-    })
-    .await?
-    .unwrap_or_else(|e| {
-        tracing::error!("no appliance id ({e}): failover cannot tell this appliance apart");
-        String::new()
-    });
+    let appliance_id = tokio::task::spawn_blocking(move || system::appliance_id(&id_dir))
+        .await?
+        .unwrap_or_else(|e| {
+            tracing::error!("no appliance id ({e}): failover cannot tell this appliance apart");
+            String::new()
+        });
     let failover = failover::FailoverService::start(
         failover::service::Deps {
             config_dir: settings.config_dir(),
@@ -156,6 +153,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         factory_control,
         network,
         failover,
+        api_accounts: Default::default(),
     };
     let handle = axum_server::Handle::new();
     {

@@ -60,6 +60,9 @@ impl EmailSettings {
 pub struct SiteSettings {
     #[serde(default, skip_serializing_if = "EmailSettings::is_unset")]
     pub email: EmailSettings,
+    /// The vendor command API's OAuth clients (`crate::admin::api_accounts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_accounts: Vec<crate::admin::api_accounts::ApiAccount>,
 }
 
 /// Why site settings are refused.

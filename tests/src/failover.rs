@@ -42,8 +42,20 @@ impl Pair {
         let hb = lab.host(0xb2);
         let client = lab.host(0xc3);
         client.add_address(&format!("{CLIENT}/24"));
-        let a = Agent::start_with(&lab, &ha, "a", Some(&config("192.0.2.1", true, backup)), true);
-        let b = Agent::start_with(&lab, &hb, "b", Some(&config("192.0.2.2", false, backup)), true);
+        let a = Agent::start_with(
+            &lab,
+            &ha,
+            "a",
+            Some(&config("192.0.2.1", true, backup)),
+            true,
+        );
+        let b = Agent::start_with(
+            &lab,
+            &hb,
+            "b",
+            Some(&config("192.0.2.2", false, backup)),
+            true,
+        );
         a.wait_api();
         b.wait_api();
         for (agent, own) in [(&a, "192.0.2.1/24"), (&b, "192.0.2.2/24")] {
@@ -94,7 +106,10 @@ pub fn json_of(body: &str) -> Value {
 }
 
 pub fn code(body: &str) -> String {
-    json_of(body)["error"]["code"].as_str().unwrap_or("").to_string()
+    json_of(body)["error"]["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 pub fn status(agent: &Agent) -> Value {
@@ -123,7 +138,9 @@ pub fn wait_role(agent: &Agent, role: &str, timeout: Duration) -> Value {
 
 /// Whether `host` has the shared IP on its NIC (the kernel's view).
 pub fn holds(host: &Host) -> bool {
-    host.addresses().iter().any(|a| a == &format!("{SHARED}/24"))
+    host.addresses()
+        .iter()
+        .any(|a| a == &format!("{SHARED}/24"))
 }
 
 /// Whether `host` holds the shared IP where the network can see it: on its NIC, with the
@@ -167,7 +184,10 @@ impl HolderWatch {
     /// (samples, samples with two holders).
     pub fn finish(mut self) -> (u32, u32) {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().map(|t| t.join().unwrap_or((0, 0))).unwrap_or((0, 0))
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap_or((0, 0)))
+            .unwrap_or((0, 0))
     }
 }
 
@@ -278,7 +298,12 @@ pub fn partition(p: &Pair, cut: bool) {
 
 /// Polls `probe` every 50 ms for up to `secs` seconds.
 pub fn until<T>(what: &str, secs: u64, probe: impl FnMut() -> Result<T, String>) -> T {
-    crate::wait::until(what, Duration::from_secs(secs), Duration::from_millis(50), probe)
+    crate::wait::until(
+        what,
+        Duration::from_secs(secs),
+        Duration::from_millis(50),
+        probe,
+    )
 }
 
 /// Establishes the pair and waits until each sees the other in its role.

@@ -327,6 +327,33 @@ impl Agent {
         (a.status, String::from_utf8_lossy(&a.body).into_owned())
     }
 
+    /// `curl -sk` inside the agent's host (add the options and the URL).
+    pub fn curl(&self) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.host.ns, "curl", "-sk"]);
+        c
+    }
+
+    /// Runs `appliancectl` inside the agent's host as the administrator (the harness's
+    /// session token): whether it succeeded, and its stdout and stderr together.
+    pub fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let token = crate::api::token(&self.host.ns, "127.0.0.1").expect("login");
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.host.ns])
+            .arg(crate::bin("appliancectl"))
+            .args(["--insecure", "--host", "127.0.0.1"])
+            .args(args)
+            .env("APPLIANCE_TOKEN", token)
+            .output()
+            .expect("run appliancectl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     /// Waits until the agent's API answers (any HTTP answer counts).
     pub fn wait_api(&self) {
         crate::wait::until(

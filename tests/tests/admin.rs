@@ -422,16 +422,9 @@ fn memory_kib(agent: &Agent) -> (u64, u64) {
 /// address) by curl: (status, Retry-After, body).
 fn curl_login(agent: &Agent, source: &str, password: &str) -> std::process::Child {
     let body = json!({"username": "admin", "password": password}).to_string();
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &agent.host.ns,
-            "curl",
-            "-sk",
-            "--max-time",
-            "60",
-        ])
+    agent
+        .curl()
+        .args(["--max-time", "60"])
         .args(["--interface", source])
         .args(["-H", "content-type: application/json", "--data", &body])
         .args(["-w", "\n%{http_code} %header{retry-after}"])

@@ -45,7 +45,10 @@ fn a_backup_whose_own_uplink_is_down_does_not_take_over() {
     });
     assert_eq!(st["role"], "backup", "{st}");
     assert!(
-        st["problem"].as_str().unwrap_or("").contains("none of its test IPs"),
+        st["problem"]
+            .as_str()
+            .unwrap_or("")
+            .contains("none of its test IPs"),
         "{st}"
     );
     // A whole new timeout of silence before it tries again; it never takes over.
@@ -122,9 +125,11 @@ fn a_healed_partition_with_both_primary_ends_with_one_holder() {
     partition(&p, false);
     // Settled by evidence: both hold the address, so the newer epoch (b's) keeps it.
     wait_role(&p.a, "backup", Duration::from_secs(10));
-    until("one holder, b", 10, || match (holds(&p.a.host), holds(&p.b.host)) {
-        (false, true) => Ok(()),
-        other => Err(format!("{other:?}")),
+    until("one holder, b", 10, || {
+        match (holds(&p.a.host), holds(&p.b.host)) {
+            (false, true) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
     });
     assert_eq!(status(&p.b)["role"], "primary");
     // b announced again: the client's neighbour entry moves to b.
@@ -143,7 +148,10 @@ fn a_healed_partition_with_both_primary_ends_with_one_holder() {
 
 #[test]
 fn the_primarys_agent_killed_changes_no_role_and_keeps_the_address() {
-    let (_d, mut p) = pair("fo_agent_kill", "automatic_failover = true\nprimary_timeout_seconds = 3.0\ntest_ips = [\"192.0.2.50\"]");
+    let (_d, mut p) = pair(
+        "fo_agent_kill",
+        "automatic_failover = true\nprimary_timeout_seconds = 3.0\ntest_ips = [\"192.0.2.50\"]",
+    );
     established(&p);
     let epoch = status(&p.a)["epoch"].clone();
     let pinger = Pinger::start(&p.client);
@@ -166,7 +174,10 @@ fn the_primarys_agent_killed_changes_no_role_and_keeps_the_address() {
 #[test]
 fn manual_role_changes_with_and_without_the_peer_and_a_conflict_fixed_by_hand() {
     // Automatic failover off: only the manual paths move roles.
-    let (_d, p) = pair("fo_manual", "automatic_failover = false\nprimary_timeout_seconds = 1.0");
+    let (_d, p) = pair(
+        "fo_manual",
+        "automatic_failover = false\nprimary_timeout_seconds = 1.0",
+    );
     established(&p);
     p.b.host.cable(false);
     until("a to lose b", 10, || {
@@ -181,7 +192,12 @@ fn manual_role_changes_with_and_without_the_peer_and_a_conflict_fixed_by_hand() 
     let (s, body) = login(&p.a, "POST", "/failover/become-backup", Some(json!({})));
     assert_eq!((s, code(&body)), (409, "peer_unreachable".into()), "{body}");
     assert_eq!(status(&p.a)["role"], "primary");
-    let (s, body) = login(&p.a, "POST", "/failover/become-backup", Some(json!({"force": true})));
+    let (s, body) = login(
+        &p.a,
+        "POST",
+        "/failover/become-backup",
+        Some(json!({"force": true})),
+    );
     assert_eq!(s, 200, "{body}");
     assert_eq!(json_of(&body)["role"], "backup");
     until("a to give up the shared IP", 10, || {
@@ -213,9 +229,11 @@ fn manual_role_changes_with_and_without_the_peer_and_a_conflict_fixed_by_hand() 
     assert_eq!(s, 200, "{body}");
     wait_role(&p.a, "primary", Duration::from_secs(10));
     wait_role(&p.b, "backup", Duration::from_secs(10));
-    until("one holder, a", 10, || match (holds(&p.a.host), holds(&p.b.host)) {
-        (true, false) => Ok(()),
-        other => Err(format!("{other:?}")),
+    until("one holder, a", 10, || {
+        match (holds(&p.a.host), holds(&p.b.host)) {
+            (true, false) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
     });
     let (s, body) = login(&p.a, "POST", "/failover/fix", None);
     assert_eq!((s, code(&body)), (409, "no_conflict".into()), "{body}");
@@ -273,7 +291,10 @@ fn a_replayed_proof_and_another_version_are_refused() {
         (first, second)
     });
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-    assert!(first.contains("appliance-peer-proof"), "the answer is proved: {first}");
+    assert!(
+        first.contains("appliance-peer-proof"),
+        "the answer is proved: {first}"
+    );
     assert!(second.starts_with("HTTP/1.1 401"), "{second}");
     assert!(second.contains("key_mismatch"), "{second}");
 

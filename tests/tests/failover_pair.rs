@@ -51,7 +51,10 @@ fn a_pair_establishes_fails_over_and_swaps_back() {
     // Each role change takes max(own, peer's) + 1: the backup recorded its side first.
     let st = wait_role(&p.a, "primary", Duration::from_secs(10));
     assert_eq!(st["epoch"], 2, "{st}");
-    assert_eq!(wait_role(&p.b, "backup", Duration::from_secs(10))["epoch"], 1);
+    assert_eq!(
+        wait_role(&p.b, "backup", Duration::from_secs(10))["epoch"],
+        1
+    );
     appliance_tests::wait::until(
         "the shared IP on a only",
         Duration::from_secs(10),
@@ -62,7 +65,11 @@ fn a_pair_establishes_fails_over_and_swaps_back() {
         },
     );
     let (s, body) = p.establish();
-    assert_eq!((s, code(&body)), (409, "relationship_exists".into()), "{body}");
+    assert_eq!(
+        (s, code(&body)),
+        (409, "relationship_exists".into()),
+        "{body}"
+    );
     appliance_tests::wait::until(
         "b to see its primary",
         Duration::from_secs(10),
@@ -100,7 +107,10 @@ fn a_pair_establishes_fails_over_and_swaps_back() {
         },
     );
     let outage = pinger.finish();
-    eprintln!("client-observed outage at a 1 s timeout: {} ms", outage.as_millis());
+    eprintln!(
+        "client-observed outage at a 1 s timeout: {} ms",
+        outage.as_millis()
+    );
 
     // The old primary comes back (rebooted with its link still out, then the link): it
     // starts pending, holds nothing, sees b's newer epoch and becomes backup.
@@ -115,7 +125,10 @@ fn a_pair_establishes_fails_over_and_swaps_back() {
     assert_eq!(status(&p.a)["pending"], true);
     p.a.host.cable(true);
     wait_role(&p.a, "backup", Duration::from_secs(15));
-    assert!(holds(&p.b.host) && !holds(&p.a.host), "b keeps the shared IP");
+    assert!(
+        holds(&p.b.host) && !holds(&p.a.host),
+        "b keeps the shared IP"
+    );
 
     // A planned swap back, from a (the backup): b steps down first, then a takes over.
     let (s, body) = login(&p.a, "POST", "/failover/become-primary", Some(json!({})));

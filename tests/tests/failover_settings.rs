@@ -53,25 +53,6 @@ fn appliance(agent: &Agent, method: &str, path: &str, body: Value) -> (u16, Stri
     (a.status, String::from_utf8_lossy(&a.body).into_owned())
 }
 
-/// Runs appliancectl inside the agent's host with the harness's session token.
-fn ctl(agent: &Agent, args: &[&str]) -> (bool, String) {
-    let token = api::token(&agent.host.ns, LOCAL).expect("login");
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &agent.host.ns])
-        .arg(appliance_tests::bin("appliancectl"))
-        .args(["--insecure", "--host", LOCAL])
-        .args(args)
-        .env("APPLIANCE_TOKEN", token)
-        .output()
-        .expect("run appliancectl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 /// Removes 192.0.2.100 from eth0 through the network API.
 fn remove_shared_address(agent: &Agent) -> (u16, String) {
     let a = agent
@@ -261,22 +242,19 @@ fn local_failover_settings_through_the_login_api() {
     assert!(file.contains(KEY), "the key is kept in the local settings");
 
     // The same through appliancectl.
-    let (ok, text) = ctl(&agent, &["failover", "status"]);
+    let (ok, text) = agent.ctl(&["failover", "status"]);
     assert!(ok, "{text}");
     assert!(
         text.contains(&fingerprint) && text.contains("192.0.2.100"),
         "{text}"
     );
     assert!(!text.contains(KEY), "{text}");
-    let (ok, text) = ctl(
-        &agent,
-        &["--json", "failover", "settings", "--primary-timeout", "3"],
-    );
+    let (ok, text) = agent.ctl(&["--json", "failover", "settings", "--primary-timeout", "3"]);
     assert!(ok, "{text}");
     let s = json_of(&text);
     assert_eq!(s["primary_timeout_seconds"], 3.0);
     assert_eq!(s["backup_operations"], false, "kept: {text}");
-    let (ok, text) = ctl(&agent, &["failover", "shared-ips", "set", "198.51.100.9"]);
+    let (ok, text) = agent.ctl(&["failover", "shared-ips", "set", "198.51.100.9"]);
     assert!(!ok, "{text}");
     assert!(
         text.contains("answered 400: 198.51.100.9 is not an address configured"),
@@ -284,16 +262,13 @@ fn local_failover_settings_through_the_login_api() {
     );
     let key_file = dir.path.join("key");
     std::fs::write(&key_file, "another key, long enough\n").unwrap();
-    let (ok, text) = ctl(
-        &agent,
-        &[
-            "failover",
-            "key",
-            "set",
-            "--key-file",
-            key_file.to_str().unwrap(),
-        ],
-    );
+    let (ok, text) = agent.ctl(&[
+        "failover",
+        "key",
+        "set",
+        "--key-file",
+        key_file.to_str().unwrap(),
+    ]);
     assert!(ok, "{text}");
     assert!(
         text.contains("fingerprint") && !text.contains(&fingerprint),

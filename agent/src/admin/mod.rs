@@ -4,12 +4,14 @@
 //! - [`password`]: password rules and the slow salted hash (argon2id);
 //! - [`sessions`]: login sessions (random bearer tokens, idle and absolute expiry);
 //! - [`limiter`]: failed-login rate limiting per client address;
+//! - [`api_accounts`]: the vendor command API's OAuth clients and their access tokens;
 //! - [`store`]: the account and API tokens on /data (`config/admin.toml`, atomic writes).
 //!
 //! The factory default account is `admin` / `password`. Until that password is changed,
 //! every API call except login and the password change answers "change the default
 //! password first".
 
+pub mod api_accounts;
 pub mod limiter;
 pub mod password;
 pub mod sessions;
@@ -36,4 +38,13 @@ pub fn random_token(prefix: &str) -> String {
 /// Constant-time comparison of two byte strings of equal length.
 pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// SHA-256 of `s`, in lowercase hex (how tokens and secrets are kept: never themselves).
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -25,10 +25,10 @@
 use super::limiter::{Failure, Limiter, Refused};
 use super::password::{self, PasswordError, DEFAULT_PASSWORD, DEFAULT_USERNAME};
 use super::sessions::Sessions;
+use super::sha256_hex;
 use crate::model::{unix_now, TokenScope};
 use crate::store::{Document, DocumentError, Schema};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -265,13 +265,6 @@ impl Drop for Attempt {
     fn drop(&mut self) {
         lock(&self.admin.limiter).end(self.ip);
     }
-}
-
-fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -211,14 +211,15 @@ async fn establish(
     status(State(app)).await
 }
 
-async fn break_relationship(
-    State(app): State<AppState>,
-) -> Result<Json<FailoverStatus>, ApiError> {
+async fn break_relationship(State(app): State<AppState>) -> Result<Json<FailoverStatus>, ApiError> {
     app.failover.break_relationship().await?;
     status(State(app)).await
 }
 
-fn role_changed(app: &AppState, outcome: crate::failover::service::RoleOutcome) -> Json<RoleChanged> {
+fn role_changed(
+    app: &AppState,
+    outcome: crate::failover::service::RoleOutcome,
+) -> Json<RoleChanged> {
     let s = app.failover.snapshot();
     Json(RoleChanged {
         outcome,
@@ -408,7 +409,7 @@ mod tests {
     #[test]
     fn every_login_path_is_in_the_openapi_document_with_its_server() {
         let doc = include_str!("../../openapi.yaml");
-        for p in PATHS {
+        for p in PATHS.iter().chain(super::super::api_accounts::PATHS) {
             let line = format!("\n  {p}:\n    servers:\n      - url: /login/api/v1\n");
             assert!(
                 doc.contains(&line),

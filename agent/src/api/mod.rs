@@ -3,8 +3,9 @@
 //! | surface | prefix | body | errors | auth |
 //! | --- | --- | --- | --- | --- |
 //! | the appliance ([`system`], [`network`], [`net_config`], [`debug`]) | `/appliance/api/v1` | JSON | JSON | admin (login and password change open) |
-//! | the site ([`login`]) | `/login/api/v1` | JSON | JSON | admin |
-//! | the vendor's command API ([`command`]) | `/api/command` | XML | `<error>` XML | admin |
+//! | the site ([`login`], [`api_accounts`]) | `/login/api/v1` | JSON | JSON | admin |
+//! | the vendor's command API ([`command`]) | `/api/command` | XML | `<error>` XML | an OAuth access token of an API account |
+//! | its token endpoint ([`oauth`]) | `/oauth2/token` | form | RFC 6749 JSON | the API account's id and secret (HTTP Basic) |
 //! | the health probe ([`health`]) | `/check_health` | plain text | plain text | none |
 //! | the failover peer channel ([`peer`]) | `/peer/v1` | JSON | JSON | the inter-appliance key, proved over the TLS session |
 //!
@@ -14,6 +15,7 @@
 //! own layer renders it (JSON, XML or text). Bodies are read by one parser
 //! ([`parse_body`], [`parse_required`]).
 
+mod api_accounts;
 pub mod auth;
 mod command;
 mod debug;
@@ -21,6 +23,7 @@ mod health;
 pub mod login;
 mod net_config;
 mod network;
+mod oauth;
 mod peer;
 mod system;
 
@@ -87,6 +90,8 @@ pub enum ApiError {
     Certificate(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Failover(#[from] crate::failover::FailoverError),
+    #[error(transparent)]
+    ApiAccount(#[from] crate::admin::api_accounts::AccountError),
 }
 
 impl ApiError {
@@ -172,6 +177,7 @@ impl ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
             ApiError::Certificate(e) => system::certificate_status_and_code(e),
+            ApiError::ApiAccount(e) => api_accounts::status_and_code(e),
             ApiError::Failover(e) => {
                 let (status, code) = e.status_and_code();
                 (
@@ -286,6 +292,8 @@ pub struct AppState {
     pub network: crate::net::service::NetworkService,
     /// The failover pair: role, shared IPs, commands to the driver.
     pub failover: crate::failover::FailoverService,
+    /// The command API's access tokens (the accounts themselves are site settings).
+    pub api_accounts: Arc<crate::admin::api_accounts::ApiAccounts>,
 }
 
 async fn status(State(app): State<AppState>) -> Json<model::Status> {
@@ -363,13 +371,19 @@ pub fn router(app: AppState) -> Router {
         // Nothing there is public: unknown paths answer 401 too until logged in.
         .nest(
             LOGIN_PREFIX,
-            json_surface(login::routes().fallback(fallback).layer(require_admin())),
+            json_surface(
+                login::routes()
+                    .merge(api_accounts::routes())
+                    .fallback(fallback)
+                    .layer(require_admin()),
+            ),
         )
         .nest(
             peer::PREFIX,
             json_surface(peer::routes(&app).fallback(fallback)),
         )
-        .nest(command::PATH, command::surface(&app))
+        .nest(command::PATH, command::surface())
+        .merge(oauth::routes())
         .route(health::PATH, get(health::check_health))
         .fallback(fallback)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -102,5 +102,8 @@ pub fn routes(app: &AppState) -> Router<AppState> {
         .route("/state", get(state))
         .route("/relationship", post(relationship).delete(broken))
         .route("/command", post(command))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), require_proof))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            require_proof,
+        ))
 }

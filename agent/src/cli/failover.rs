@@ -6,9 +6,9 @@ use super::{check, CliError, Outcome};
 use crate::api::login::{
     EstablishRequest, FailoverStatus, History, KeyView, RoleChanged, SharedIps, TestIpResults,
 };
+use crate::client::Client;
 use crate::failover::wire::Endpoint;
 use crate::failover::RoleRequest;
-use crate::client::Client;
 use crate::failover::{Settings, SettingsUpdate};
 use clap::Subcommand;
 use std::net::IpAddr;
@@ -191,16 +191,30 @@ pub(crate) fn status_text(st: &FailoverStatus) -> String {
         st.key_fingerprint.as_deref().unwrap_or("not set"),
     );
     if st.pending {
-        field(&mut out, "Pending", "yes: checking the peer before taking the shared IPs");
+        field(
+            &mut out,
+            "Pending",
+            "yes: checking the peer before taking the shared IPs",
+        );
     }
     field(
         &mut out,
         "Shared IPs",
-        format_args!("{} (held here: {})", list(&st.shared_ips), list(&st.enabled_shared_ips)),
+        format_args!(
+            "{} (held here: {})",
+            list(&st.shared_ips),
+            list(&st.enabled_shared_ips)
+        ),
     );
     if let Some(p) = &st.peer {
         let seen = match (&p.state, p.reachable) {
-            (Some(s), true) => format!("{} ({}), {} epoch {}", s.hostname, s.id, crate::failover::driver::role_name(s.role), s.epoch),
+            (Some(s), true) => format!(
+                "{} ({}), {} epoch {}",
+                s.hostname,
+                s.id,
+                crate::failover::driver::role_name(s.role),
+                s.epoch
+            ),
             (_, false) => "unreachable".to_string(),
             (None, true) => "reachable".to_string(),
         };
@@ -312,7 +326,11 @@ pub async fn execute(client: &Client, action: &FailoverAction) -> Outcome {
             Ok((v, format!("Shared IPs: {}", list(&s.addresses))))
         }
         FailoverAction::History => {
-            let v = check(client.request("GET", &api("/failover/history"), None).await?)?;
+            let v = check(
+                client
+                    .request("GET", &api("/failover/history"), None)
+                    .await?,
+            )?;
             let h: History = decode(&v)?;
             let lines: Vec<String> = h
                 .entries
@@ -348,7 +366,10 @@ pub async fn execute(client: &Client, action: &FailoverAction) -> Outcome {
                     .request("DELETE", &api("/failover/relationship"), None)
                     .await?,
             )?;
-            Ok((v, "Relationship broken; the shared IPs stay as they are".into()))
+            Ok((
+                v,
+                "Relationship broken; the shared IPs stay as they are".into(),
+            ))
         }
         FailoverAction::BecomePrimary(a) | FailoverAction::BecomeBackup(a) => {
             let path = match action {
@@ -366,7 +387,10 @@ pub async fn execute(client: &Client, action: &FailoverAction) -> Outcome {
         FailoverAction::Fix => {
             let v = check(client.request("POST", &api("/failover/fix"), None).await?)?;
             let r: RoleChanged = decode(&v)?;
-            Ok((v, format!("Fixed; role here: {} (epoch {})", r.role, r.epoch)))
+            Ok((
+                v,
+                format!("Fixed; role here: {} (epoch {})", r.role, r.epoch),
+            ))
         }
         FailoverAction::TestIps => {
             let v = check(
@@ -497,7 +521,10 @@ mod tests {
         assert!(t.contains("192.0.2.1:443 unreachable"), "{t}");
         assert!(t.contains("2.5 s ago"), "{t}");
         assert!(t.contains("Takeover in"), "{t}");
-        assert!(t.contains("There is a conflict in the primary and secondary site instances."), "{t}");
+        assert!(
+            t.contains("There is a conflict in the primary and secondary site instances."),
+            "{t}"
+        );
     }
 
     #[test]

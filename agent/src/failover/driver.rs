@@ -203,8 +203,14 @@ impl Driver {
         let present = present
             && saved.role == Role::Primary
             && !peer_took_over(&ctx, saved.peer.as_ref(), saved.epoch).await;
-        let (machine, actions) =
-            Machine::restore(&ctx.id, params, saved.role, saved.epoch, present, Duration::ZERO);
+        let (machine, actions) = Machine::restore(
+            &ctx.id,
+            params,
+            saved.role,
+            saved.epoch,
+            present,
+            Duration::ZERO,
+        );
         let (events_tx, events) = mpsc::channel(64);
         let mut d = Driver {
             ctx,
@@ -226,7 +232,12 @@ impl Driver {
             last_answer_at: None,
         };
         if saved.role != Role::None {
-            tracing::info!(role = role_name(saved.role), epoch = saved.epoch, pending = d.machine.status().pending, "failover: restored the role");
+            tracing::info!(
+                role = role_name(saved.role),
+                epoch = saved.epoch,
+                pending = d.machine.status().pending,
+                "failover: restored the role"
+            );
             d.start_monitor();
         }
         d.carry_out(actions).await;
@@ -368,18 +379,20 @@ impl Driver {
                 let r = self.machine.fix(now);
                 self.role_change(r, None, answer).await;
             }
-            Command::Peer(req, answer) => match self.machine.peer_command(now, req.command, req.epoch) {
-                Ok(actions) => {
-                    self.carry_out(actions).await;
-                    let _ = answer.send(Ok(CommandReply {
-                        epoch: self.machine.epoch(),
-                        role: self.machine.role(),
-                    }));
+            Command::Peer(req, answer) => {
+                match self.machine.peer_command(now, req.command, req.epoch) {
+                    Ok(actions) => {
+                        self.carry_out(actions).await;
+                        let _ = answer.send(Ok(CommandReply {
+                            epoch: self.machine.epoch(),
+                            role: self.machine.role(),
+                        }));
+                    }
+                    Err(r) => {
+                        let _ = answer.send(Err(refusal(r)));
+                    }
                 }
-                Err(r) => {
-                    let _ = answer.send(Err(refusal(r)));
-                }
-            },
+            }
         }
     }
 
@@ -556,7 +569,11 @@ impl Driver {
                     silent_for: a.silent_for,
                     remaining: a.remaining,
                     appliance: crate::system::host_name(),
-                    peer: self.peer.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    peer: self
+                        .peer
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                 }),
                 Action::Record(entry) => self.record(entry),
             }
@@ -608,7 +625,9 @@ impl Driver {
         })
         .await;
         if let Err(e) = written {
-            tracing::error!("failover: cannot record the shared IPs' state in the configuration: {e}");
+            tracing::error!(
+                "failover: cannot record the shared IPs' state in the configuration: {e}"
+            );
         }
         let overlay = self.ctx.network.overlay();
         for (nic, cidr) in &self.targets {
@@ -698,9 +717,7 @@ impl Driver {
             endpoint: endpoint.clone(),
             reachable: st.peer_reachable,
             state: self.last_peer.clone(),
-            last_answer_seconds_ago: self
-                .last_answer_at
-                .map(|t| t.elapsed().as_secs_f64()),
+            last_answer_seconds_ago: self.last_answer_at.map(|t| t.elapsed().as_secs_f64()),
         });
         self.report.send_replace(Report {
             pending: st.pending,
@@ -768,7 +785,11 @@ pub const RESTORE_CHECK: Duration = Duration::from_secs(1);
 /// The claims to state before the network's first pass, from the persisted role: a
 /// backup withholds its shared IPs at once (the configuration may enable them). A primary
 /// is decided by the driver's start.
-pub fn initial_claims(config_dir: &Path, config: &Config, overlay: &crate::net::overlay::OverlayHandle) {
+pub fn initial_claims(
+    config_dir: &Path,
+    config: &Config,
+    overlay: &crate::net::overlay::OverlayHandle,
+) {
     let saved = Document::<Persisted>::load(config_dir.join(STATE_FILE)).current();
     if saved.role == Role::Backup {
         for (nic, cidr) in shared_targets(config) {
@@ -796,7 +817,10 @@ async fn monitor(
         let interval = *heartbeat.borrow();
         let started = Instant::now();
         let timeout = interval.max(MIN_HEARTBEAT_TIMEOUT);
-        let event = match link.call::<PeerState>("GET", wire::STATE, None, timeout).await {
+        let event = match link
+            .call::<PeerState>("GET", wire::STATE, None, timeout)
+            .await
+        {
             Ok(state) => Event::Answered(state),
             Err(e) => Event::Missed(e.to_string()),
         };
@@ -810,7 +834,7 @@ async fn monitor(
 /// The version a peer must match: the software version and build, or in debug mode the
 /// content of `<data>/debug/version` when it exists (the tests' version mismatch).
 pub fn version(data_dir: &Path, debug: bool) -> String {
-    let real = format!("{}+{}", env!("CARGO_PKG_VERSION"), crate::system::build_id());
+    let real = crate::system::version_string();
     if debug {
         if let Ok(Some(v)) = crate::store::read_if_present(&data_dir.join("debug/version")) {
             let v = v.trim();

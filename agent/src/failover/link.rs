@@ -99,8 +99,8 @@ impl PeerLink {
             .connect(name, tcp)
             .await
             .map_err(|e| unreachable("TLS with", &e))?;
-        let exporter = proof::exporter(tls.get_ref().1)
-            .map_err(|e| LinkError::Protocol(e.to_string()))?;
+        let exporter =
+            proof::exporter(tls.get_ref().1).map_err(|e| LinkError::Protocol(e.to_string()))?;
         let (sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await

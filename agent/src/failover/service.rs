@@ -14,8 +14,8 @@ use super::wire::{self, CommandReply, CommandRequest, Endpoint, PeerState, Relat
 use crate::config::ConfigStore;
 use crate::net::service::NetworkService;
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -308,7 +308,13 @@ impl FailoverService {
 
     pub fn history(&self) -> Vec<HistoryItem> {
         match &self.ctx {
-            Some(c) => c.history.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect(),
+            Some(c) => c
+                .history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
             None => Vec::new(),
         }
     }
@@ -320,7 +326,10 @@ impl FailoverService {
 
     /// The version a peer must match.
     pub fn version(&self) -> String {
-        self.ctx.as_ref().map(|c| c.version.clone()).unwrap_or_default()
+        self.ctx
+            .as_ref()
+            .map(|c| c.version.clone())
+            .unwrap_or_default()
     }
 
     /// What this appliance says about itself to its peer.
@@ -367,9 +376,17 @@ impl FailoverService {
     /// same key, same software, no relationship of its own), has it establish its side
     /// (it checks that it reaches this appliance through `reverse`), then takes the
     /// primary role here.
-    pub async fn establish(&self, backup: Endpoint, reverse: Endpoint) -> Result<(), FailoverError> {
-        backup.check().map_err(|e| FailoverError::Invalid(format!("backup: {e}")))?;
-        reverse.check().map_err(|e| FailoverError::Invalid(format!("reverse: {e}")))?;
+    pub async fn establish(
+        &self,
+        backup: Endpoint,
+        reverse: Endpoint,
+    ) -> Result<(), FailoverError> {
+        backup
+            .check()
+            .map_err(|e| FailoverError::Invalid(format!("backup: {e}")))?;
+        reverse
+            .check()
+            .map_err(|e| FailoverError::Invalid(format!("reverse: {e}")))?;
         if self.snapshot().role != Role::None {
             return Err(FailoverError::RelationshipExists);
         }
@@ -400,7 +417,12 @@ impl FailoverService {
         })
         .map_err(|e| FailoverError::Invalid(e.to_string()))?;
         let answer: PeerState = link
-            .call("POST", wire::RELATIONSHIP, Some(body), ESTABLISH_TIMEOUT * 2)
+            .call(
+                "POST",
+                wire::RELATIONSHIP,
+                Some(body),
+                ESTABLISH_TIMEOUT * 2,
+            )
             .await
             .map_err(|e| link_error(e, &format!("the backup at {backup}")))?;
         let result = self

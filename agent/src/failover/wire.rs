@@ -89,8 +89,7 @@ impl Endpoint {
         let h = &self.host;
         let ok = !h.is_empty()
             && h.len() <= 253
-            && h
-                .chars()
+            && h.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '%' | '_'));
         if !ok {
             return Err(format!(
@@ -165,8 +164,22 @@ mod tests {
         let exp = [7u8; EXPORTER_LEN];
         let p = proof_hex(key, &exp, Side::Client, "GET", STATE);
         assert!(check(key, &exp, Side::Client, "GET", STATE, Some(&p)));
-        assert!(!check(b"0123456789abcdeX", &exp, Side::Client, "GET", STATE, Some(&p)));
-        assert!(!check(key, &[8u8; EXPORTER_LEN], Side::Client, "GET", STATE, Some(&p)));
+        assert!(!check(
+            b"0123456789abcdeX",
+            &exp,
+            Side::Client,
+            "GET",
+            STATE,
+            Some(&p)
+        ));
+        assert!(!check(
+            key,
+            &[8u8; EXPORTER_LEN],
+            Side::Client,
+            "GET",
+            STATE,
+            Some(&p)
+        ));
         assert!(!check(key, &exp, Side::Server, "GET", STATE, Some(&p)));
         assert!(!check(key, &exp, Side::Client, "POST", STATE, Some(&p)));
         assert!(!check(key, &exp, Side::Client, "GET", COMMAND, Some(&p)));
@@ -177,7 +190,10 @@ mod tests {
 
     #[test]
     fn endpoints_are_checked() {
-        let e = |h: &str, p| Endpoint { host: h.into(), port: p };
+        let e = |h: &str, p| Endpoint {
+            host: h.into(),
+            port: p,
+        };
         assert!(e("192.0.2.1", 443).check().is_ok());
         assert!(e("fe80::1%eth0", 443).check().is_ok());
         assert!(e("b2.example.net", 8443).check().is_ok());

@@ -224,6 +224,25 @@ pub fn build_id() -> &'static str {
     option_env!("APPLIANCE_BUILD").unwrap_or("dev")
 }
 
+/// The software this agent runs as one string, `version+build` (the vendor API's
+/// `<version>`).
+pub fn version_string() -> String {
+    format!("{}+{}", env!("CARGO_PKG_VERSION"), build_id())
+}
+
+/// This appliance's id (the vendor API's `GUID`), worked out once per process: the SMBIOS
+/// system UUID, else the one kept in `config_dir` (see [`crate::config::appliance_id`]).
+/// Reads firmware tables and maybe writes a file: call it off the async workers.
+pub fn appliance_id(config_dir: &std::path::Path) -> Result<String, crate::config::IdError> {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(id) = ID.get() {
+        return Ok(id.clone());
+    }
+    let smbios = basics::identity().uuid;
+    let id = crate::config::appliance_id(config_dir, smbios.as_deref())?;
+    Ok(ID.get_or_init(|| id).clone())
+}
+
 /// Where `/data` is this boot, from init's record.
 pub fn data_status(settings: &Settings) -> model::DataStatus {
     match read_small(&settings.data_state()).and_then(|t| DataState::parse(&t)) {
