@@ -57,6 +57,7 @@ fn each_surface_answers_in_its_own_shape() {
         vec![
             "address-defence",
             "factory-address",
+            "failover",
             "network-reconcile",
             "network-rollback-timer"
         ]
