@@ -53,6 +53,9 @@ pub const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// connection must fit in it).
 pub const MIN_HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(150);
 
+/// The longest wait for withheld shared IPs to leave the NICs.
+pub const WITHHOLD_WAIT: Duration = Duration::from_secs(2);
+
 /// What is kept across restarts: role, epoch, the peer, the cause of the last change.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -550,6 +553,10 @@ impl Driver {
                     for (nic, cidr) in &self.targets {
                         overlay.withhold(nic.clone(), *cidr);
                     }
+                    // The rest of the batch (an answer to the peer that takes over next)
+                    // waits until the addresses are off the NICs: the peer's probe must
+                    // not find them here.
+                    self.wait_withheld().await;
                 }
                 Action::ReleaseSharedIps { enabled } => self.release(enabled).await,
                 Action::Announce => {
@@ -577,6 +584,25 @@ impl Driver {
                 }),
                 Action::Record(entry) => self.record(entry),
             }
+        }
+    }
+
+    /// Waits (at most [`WITHHOLD_WAIT`]) until no shared IP is on a NIC.
+    async fn wait_withheld(&self) {
+        let deadline = Instant::now() + WITHHOLD_WAIT;
+        loop {
+            let mut any = false;
+            for (_, cidr) in &self.targets {
+                any |= self.ctx.network.has_address(cidr.ip()).await;
+            }
+            if !any {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!("failover: the shared IPs are still on the NICs {WITHHOLD_WAIT:?} after withholding them");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
