@@ -17,7 +17,7 @@ pub struct Text {
 /// A duration for people: "4 minutes", "1 minute 30 seconds", "0.5 seconds", "2 hours".
 pub fn human(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms < 10_000 && ms % 1000 != 0 {
+    if ms < 10_000 && !ms.is_multiple_of(1000) {
         return format!("{:.1} seconds", d.as_secs_f64());
     }
     let secs = d.as_secs() + u64::from(d.subsec_millis() >= 500);
@@ -112,19 +112,53 @@ pub fn alert(a: &AlertMessage) -> Text {
     let _ = writeln!(body, "Failover in:   {left}");
     Text {
         subject: format!("[{me}] {subject}"),
-        body,
+        body: wrap(&body, WIDTH),
     }
+}
+
+/// Body lines are wrapped at this many characters: plain 7-bit text any mail reader
+/// shows as it is (longer lines would be sent quoted-printable).
+pub const WIDTH: usize = 72;
+
+/// `text` with each line longer than `width` broken at spaces.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / width);
+    for line in text.split_inclusive('\n') {
+        let (line, end) = match line.strip_suffix('\n') {
+            Some(l) => (l, "\n"),
+            None => (line, ""),
+        };
+        let mut len = 0;
+        for (i, word) in line.split(' ').enumerate() {
+            if i > 0 {
+                if len + 1 + word.len() > width {
+                    out.push('\n');
+                    len = 0;
+                } else {
+                    out.push(' ');
+                    len += 1;
+                }
+            }
+            out.push_str(word);
+            len += word.len();
+        }
+        out.push_str(end);
+    }
+    out
 }
 
 /// The message `POST /login/api/v1/email/test` sends.
 pub fn test(appliance: &str, relay: &str) -> Text {
     Text {
         subject: format!("[{appliance}] Test of the alert e-mail"),
-        body: format!(
-            "This test message from the appliance {appliance} went through the mail relay \
+        body: wrap(
+            &format!(
+                "This test message from the appliance {appliance} went through the mail relay \
              {relay}.\n\nFailover alerts reach you the same way: when the primary appliance \
              becomes unreachable, the backup sends a series of e-mails counting down to the \
              automatic failover.\n"
+            ),
+            WIDTH,
         ),
     }
 }
@@ -135,6 +169,11 @@ mod tests {
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
+    }
+
+    /// The body with its line breaks inside paragraphs undone.
+    fn flat(t: &Text) -> String {
+        t.body.replace('\n', " ")
     }
 
     fn msg(kind: AlertKind, silent: Duration, remaining: Option<Duration>) -> AlertMessage {
@@ -160,6 +199,24 @@ mod tests {
     }
 
     #[test]
+    fn body_lines_are_wrapped_at_72_characters() {
+        for kind in [
+            AlertKind::FirstMissed,
+            AlertKind::HalfTimeout,
+            AlertKind::Takeover,
+            AlertKind::CutOff,
+        ] {
+            let t = alert(&msg(kind, secs(2), Some(secs(598))));
+            assert!(t.body.lines().all(|l| l.len() <= WIDTH), "{}", t.body);
+        }
+        assert_eq!(wrap("aaa bbb ccc\nd", 7), "aaa bbb\nccc\nd");
+        assert!(test("b2", "192.0.2.25:25")
+            .body
+            .lines()
+            .all(|l| l.len() <= WIDTH));
+    }
+
+    #[test]
     fn the_first_alert_counts_down_to_the_failover() {
         let t = alert(&msg(AlertKind::FirstMissed, secs(2), Some(secs(598))));
         assert_eq!(
@@ -167,8 +224,7 @@ mod tests {
             "[b2] Primary appliance 192.0.2.1:443 unreachable: automatic failover in 9 minutes 58 seconds"
         );
         assert!(
-            t.body
-                .contains("b2 has lost contact with its primary, 192.0.2.1:443"),
+            flat(&t).contains("b2 has lost contact with its primary, 192.0.2.1:443"),
             "{}",
             t.body
         );
@@ -187,7 +243,7 @@ mod tests {
             t.subject,
             "[b2] Primary appliance 192.0.2.1:443 still unreachable: automatic failover in 5 minutes"
         );
-        assert!(t.body.contains("silent for 5 minutes"), "{}", t.body);
+        assert!(flat(&t).contains("silent for 5 minutes"), "{}", t.body);
     }
 
     #[test]
@@ -197,7 +253,7 @@ mod tests {
             t.subject,
             "[b2] Primary appliance 192.0.2.1:443 unreachable: no automatic failover"
         );
-        assert!(t.body.contains("by hand"), "{}", t.body);
+        assert!(flat(&t).contains("by hand"), "{}", t.body);
         assert!(t.body.contains("Failover in:   none"), "{}", t.body);
     }
 
@@ -208,7 +264,7 @@ mod tests {
             t.subject,
             "[b2] b2 took over as primary: 192.0.2.1:443 silent for 10 minutes"
         );
-        assert!(t.body.contains("is now the primary"), "{}", t.body);
+        assert!(flat(&t).contains("is now the primary"), "{}", t.body);
         assert!(t.body.contains("Failover in:   done"), "{}", t.body);
     }
 
@@ -216,7 +272,7 @@ mod tests {
     fn the_cut_off_alert_says_there_is_no_failover() {
         let t = alert(&msg(AlertKind::CutOff, secs(600), Some(Duration::ZERO)));
         assert_eq!(t.subject, "[b2] b2 cannot reach its test IPs: no failover");
-        assert!(t.body.contains("does not take over"), "{}", t.body);
+        assert!(flat(&t).contains("does not take over"), "{}", t.body);
         assert!(
             t.body
                 .contains("Failover in:   none (this backup is cut off)"),
