@@ -9,6 +9,7 @@ pub mod capture;
 pub mod lab;
 pub mod netns;
 pub mod qmp;
+pub mod smtp;
 pub mod vm;
 pub mod wait;
 

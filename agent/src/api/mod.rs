@@ -17,7 +17,7 @@
 pub mod auth;
 mod command;
 mod debug;
-mod email;
+pub mod email;
 mod health;
 pub mod login;
 mod net_config;

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 the appliance refused (its error is printed), 2 usage,
 //! 3 could not reach the appliance, 4 TLS or certificate trouble.
 
+mod email;
 mod failover;
 mod network;
 mod render;
@@ -86,6 +87,11 @@ pub enum Command {
     Failover {
         #[command(subcommand)]
         action: failover::FailoverAction,
+    },
+    /// The site's alert e-mail: show, change (set), send a test message (test).
+    Email {
+        #[command(subcommand)]
+        action: email::EmailAction,
     },
     /// Show or change the factory address (169.254.1.x): enable, disable, timing.
     #[command(name = "factory-address")]
@@ -179,6 +185,7 @@ async fn execute(cli: &Cli, client: &Client) -> Result<String, CliError> {
         Command::Reboot(p) => system::power(client, "reboot", p).await?,
         Command::Network(cmd) => network::execute(client, cmd).await?,
         Command::Failover { action } => failover::execute(client, action).await?,
+        Command::Email { action } => email::execute(client, action).await?,
         Command::FactoryAddress { action } => {
             let path = format!("{api}/network/factory-address");
             let update = match action {
