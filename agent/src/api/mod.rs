@@ -282,7 +282,7 @@ pub struct AppState {
     pub power: Power,
     /// The local settings.
     pub config: Arc<crate::config::ConfigStore>,
-    /// The site settings and files (no routes yet).
+    /// The site settings (alert e-mail: [`email`]) and files.
     pub site: Arc<crate::site::SiteStore>,
     pub admin: Arc<crate::admin::Admin>,
     /// The live TLS configuration, reloaded when a certificate is imported.

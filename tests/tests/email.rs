@@ -1,0 +1,247 @@
+//! The site's alert e-mail with a real agent in a namespace and an SMTP sink beside it:
+//! the settings through `/login/api/v1/email` (the password stored, never shown), a test
+//! message that arrives with its sender, recipients, subject and login, a relay with
+//! nothing listening and one that refuses (502 `smtp_failed` with its words), e-mail
+//! disabled (409), a bad value refused without a change, `appliancectl email`, and the
+//! settings kept across an agent restart.
+
+use appliance_tests::api;
+use appliance_tests::lab::{Agent, Lab};
+use appliance_tests::smtp::{Behaviour, Sink};
+use appliance_tests::vm::TestDir;
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+const LOCAL: &str = "127.0.0.1";
+const PASSWORD: &str = "relay-secret-42";
+
+fn email_call(agent: &Agent, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let token = api::token(&agent.host.ns, LOCAL).expect("login");
+    let (status, text) = agent.at(
+        method,
+        &format!("/login/api/v1{path}"),
+        body.map(|b| b.to_string().into_bytes()),
+        Some(&token),
+    );
+    assert!(
+        !text.contains(PASSWORD),
+        "{method} {path} showed the password: {text}"
+    );
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, value)
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+/// Runs appliancectl inside the agent's host with the harness's session token.
+fn ctl(agent: &Agent, args: &[&str]) -> (bool, String) {
+    let token = api::token(&agent.host.ns, LOCAL).expect("login");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &agent.host.ns])
+        .arg(appliance_tests::bin("appliancectl"))
+        .args(["--insecure", "--host", LOCAL])
+        .args(args)
+        .env("APPLIANCE_TOKEN", token)
+        .output()
+        .expect("run appliancectl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A port on the host's loopback with nothing listening.
+fn closed_port(agent: &Agent) -> u16 {
+    agent.host.block_on(async {
+        let l = tokio::net::TcpListener::bind((LOCAL, 0))
+            .await
+            .expect("bind");
+        l.local_addr().expect("addr").port()
+    })
+}
+
+#[test]
+fn alert_e_mail_settings_and_a_test_message_through_a_real_relay() {
+    let dir = TestDir::new("email");
+    let mut lab = Lab::new(dir.path.clone());
+    let host = lab.host(0xe1);
+    let mut agent = Agent::start(&lab, &host, "agent", None);
+    agent.wait_api();
+    let sink = Sink::start(&agent.host.ns, LOCAL.parse().unwrap());
+
+    // Fresh: off, nothing set, STARTTLS on 587 by default.
+    let (status, v) = email_call(&agent, "GET", "/email", None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["enabled"], false);
+    assert_eq!(v["security"], "starttls");
+    assert_eq!(v["smtp_port"], 587);
+    assert_eq!(v["password_set"], false);
+
+    // Disabled: the test message is refused, nothing sent.
+    let (status, v) = email_call(&agent, "POST", "/email/test", None);
+    assert_eq!((status, code(&v)), (409, "email_not_configured"), "{v}");
+
+    // Enabling without a sender is refused and changes nothing.
+    let (status, v) = email_call(
+        &agent,
+        "PUT",
+        "/email",
+        Some(json!({"enabled": true, "smtp_host": LOCAL, "to": ["noc@example.net"]})),
+    );
+    assert_eq!((status, code(&v)), (400, "bad_request"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("from"),
+        "{v}"
+    );
+    let (_, v) = email_call(&agent, "GET", "/email", None);
+    assert_eq!(v["smtp_host"], Value::Null, "{v}");
+
+    // The whole set, with a login: the password comes back only as password_set.
+    let (status, v) = email_call(
+        &agent,
+        "PUT",
+        "/email",
+        Some(json!({
+            "enabled": true,
+            "smtp_host": LOCAL,
+            "smtp_port": sink.addr().port(),
+            "security": "none",
+            "username": "appliance",
+            "password": PASSWORD,
+            "from": "b-series@example.net",
+            "to": ["noc@example.net", "oncall@example.net"],
+        })),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["password_set"], true, "{v}");
+    assert!(v.get("password").is_none(), "{v}");
+    assert_eq!(v["smtp_port"], sink.addr().port());
+
+    // Stored in the site settings, mode 0600.
+    let file = agent.data.join("site/settings.toml");
+    let mode = std::fs::metadata(&file)
+        .expect("settings")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    let text = std::fs::read_to_string(&file).expect("read settings");
+    assert!(text.contains(PASSWORD), "the relay needs it: {text}");
+
+    // The test message arrives: envelope, headers, login.
+    let (status, v) = email_call(&agent, "POST", "/email/test", None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["relay"], format!("{LOCAL}:{}", sink.addr().port()));
+    let mails = sink.wait_for(1, Duration::from_secs(10));
+    let m = &mails[0];
+    assert_eq!(m.from, "b-series@example.net");
+    assert_eq!(m.to, ["noc@example.net", "oncall@example.net"]);
+    assert_eq!(
+        m.login,
+        Some(("appliance".to_string(), PASSWORD.to_string()))
+    );
+    assert_eq!(m.header("From").as_deref(), Some("b-series@example.net"));
+    assert_eq!(
+        m.header("To").as_deref(),
+        Some("noc@example.net, oncall@example.net")
+    );
+    assert!(m.subject().ends_with("Test of the alert e-mail"), "{m:?}");
+    let body = m.body().replace('\n', " ");
+    let relay = format!("mail relay {LOCAL}:{}.", sink.addr().port());
+    assert!(body.contains(&relay), "{body}");
+    assert!(!m.hello.is_empty(), "{m:?}");
+
+    // A bad recipient is refused and changes nothing.
+    let (status, v) = email_call(&agent, "PUT", "/email", Some(json!({"to": ["noc"]})));
+    assert_eq!((status, code(&v)), (400, "bad_request"), "{v}");
+    let (_, v) = email_call(&agent, "GET", "/email", None);
+    assert_eq!(v["to"], json!(["noc@example.net", "oncall@example.net"]));
+
+    // Nothing listening at the relay's port: 502 with what went wrong.
+    let port = closed_port(&agent);
+    let (status, _) = email_call(&agent, "PUT", "/email", Some(json!({"smtp_port": port})));
+    assert_eq!(status, 200);
+    let (status, v) = email_call(&agent, "POST", "/email/test", None);
+    assert_eq!((status, code(&v)), (502, "smtp_failed"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("{LOCAL}:{port}")),
+        "{v}"
+    );
+
+    // A relay that refuses the recipients: 502 with the relay's own words.
+    let refusing = Sink::start_with(
+        &agent.host.ns,
+        LOCAL.parse().unwrap(),
+        Behaviour::RefuseRecipients("550 5.1.1 no such mailbox here".into()),
+    );
+    let (status, _) = email_call(
+        &agent,
+        "PUT",
+        "/email",
+        Some(json!({"smtp_port": refusing.addr().port()})),
+    );
+    assert_eq!(status, 200);
+    let (status, v) = email_call(&agent, "POST", "/email/test", None);
+    assert_eq!((status, code(&v)), (502, "smtp_failed"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no such mailbox here"),
+        "{v}"
+    );
+
+    // The CLI: show (no password), set back to the sink and clear the login, test.
+    let (ok, out) = ctl(&agent, &["email", "show"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("appliance (password set)"), "{out}");
+    assert!(!out.contains(PASSWORD), "{out}");
+    let port = sink.addr().port().to_string();
+    let (ok, out) = ctl(
+        &agent,
+        &[
+            "email",
+            "set",
+            "--smtp-port",
+            &port,
+            "--no-login",
+            "--to",
+            "ops@example.net",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("Login") && out.contains("none"), "{out}");
+    let (ok, out) = ctl(&agent, &["email", "test"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("Test message sent"), "{out}");
+    let mails = sink.wait_for(2, Duration::from_secs(10));
+    assert_eq!(mails[1].to, ["ops@example.net"]);
+    assert_eq!(mails[1].login, None);
+    let (ok, out) = ctl(&agent, &["email", "set", "--to", "nobody"]);
+    assert!(!ok, "{out}");
+
+    // Disabled again: 409, and it stays so across a restart.
+    let (status, v) = email_call(&agent, "PUT", "/email", Some(json!({"enabled": false})));
+    assert_eq!((status, v["enabled"].clone()), (200, json!(false)), "{v}");
+    agent.restart();
+    agent.wait_api();
+    // Sessions do not outlive the agent.
+    api::login(&agent.host.ns, LOCAL).expect("log in again");
+    let (status, v) = email_call(&agent, "GET", "/email", None);
+    assert_eq!((status, v["enabled"].clone()), (200, json!(false)), "{v}");
+    assert_eq!(v["to"], json!(["ops@example.net"]));
+    assert_eq!(v["from"], "b-series@example.net");
+    let (status, v) = email_call(&agent, "POST", "/email/test", None);
+    assert_eq!((status, code(&v)), (409, "email_not_configured"), "{v}");
+    assert_eq!(sink.mails().len(), 2, "nothing more was sent");
+}
