@@ -299,6 +299,26 @@ impl Agent {
         (a.status, String::from_utf8_lossy(&a.body).into_owned())
     }
 
+    /// Runs `appliancectl` inside the agent's host against it, with the harness's session
+    /// token: whether it succeeded, and its output and errors.
+    pub fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let token = crate::api::token(&self.host.ns, "127.0.0.1").expect("login");
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.host.ns])
+            .arg(crate::bin("appliancectl"))
+            .args(["--insecure", "--host", "127.0.0.1"])
+            .args(args)
+            .env("APPLIANCE_TOKEN", token)
+            .output()
+            .expect("run appliancectl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     /// Waits until the agent's API answers (any HTTP answer counts).
     pub fn wait_api(&self) {
         crate::wait::until(

@@ -36,25 +36,6 @@ fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
-/// Runs appliancectl inside the agent's host with the harness's session token.
-fn ctl(agent: &Agent, args: &[&str]) -> (bool, String) {
-    let token = api::token(&agent.host.ns, LOCAL).expect("login");
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &agent.host.ns])
-        .arg(appliance_tests::bin("appliancectl"))
-        .args(["--insecure", "--host", LOCAL])
-        .args(args)
-        .env("APPLIANCE_TOKEN", token)
-        .output()
-        .expect("run appliancectl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 /// A port on the host's loopback with nothing listening.
 fn closed_port(agent: &Agent) -> u16 {
     agent.host.block_on(async {
@@ -63,6 +44,17 @@ fn closed_port(agent: &Agent) -> u16 {
             .expect("bind");
         l.local_addr().expect("addr").port()
     })
+}
+
+/// Points the relay port at `port`; the test message then fails with 502 `smtp_failed`
+/// and a message that says `words`.
+fn test_fails_at(agent: &Agent, port: u16, words: &str) {
+    let (status, v) = email_call(agent, "PUT", "/email", Some(json!({ "smtp_port": port })));
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = email_call(agent, "POST", "/email/test", None);
+    assert_eq!((status, code(&v)), (502, "smtp_failed"), "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains(words), "{v}");
 }
 
 #[test]
@@ -166,17 +158,7 @@ fn alert_e_mail_settings_and_a_test_message_through_a_real_relay() {
 
     // Nothing listening at the relay's port: 502 with what went wrong.
     let port = closed_port(&agent);
-    let (status, _) = email_call(&agent, "PUT", "/email", Some(json!({"smtp_port": port})));
-    assert_eq!(status, 200);
-    let (status, v) = email_call(&agent, "POST", "/email/test", None);
-    assert_eq!((status, code(&v)), (502, "smtp_failed"), "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains(&format!("{LOCAL}:{port}")),
-        "{v}"
-    );
+    test_fails_at(&agent, port, &format!("{LOCAL}:{port}"));
 
     // A relay that refuses the recipients: 502 with the relay's own words.
     let refusing = Sink::start_with(
@@ -184,50 +166,32 @@ fn alert_e_mail_settings_and_a_test_message_through_a_real_relay() {
         LOCAL.parse().unwrap(),
         Behaviour::RefuseRecipients("550 5.1.1 no such mailbox here".into()),
     );
-    let (status, _) = email_call(
-        &agent,
-        "PUT",
-        "/email",
-        Some(json!({"smtp_port": refusing.addr().port()})),
-    );
-    assert_eq!(status, 200);
-    let (status, v) = email_call(&agent, "POST", "/email/test", None);
-    assert_eq!((status, code(&v)), (502, "smtp_failed"), "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("no such mailbox here"),
-        "{v}"
-    );
+    test_fails_at(&agent, refusing.addr().port(), "no such mailbox here");
 
     // The CLI: show (no password), set back to the sink and clear the login, test.
-    let (ok, out) = ctl(&agent, &["email", "show"]);
+    let (ok, out) = agent.ctl(&["email", "show"]);
     assert!(ok, "{out}");
     assert!(out.contains("appliance (password set)"), "{out}");
     assert!(!out.contains(PASSWORD), "{out}");
     let port = sink.addr().port().to_string();
-    let (ok, out) = ctl(
-        &agent,
-        &[
-            "email",
-            "set",
-            "--smtp-port",
-            &port,
-            "--no-login",
-            "--to",
-            "ops@example.net",
-        ],
-    );
+    let (ok, out) = agent.ctl(&[
+        "email",
+        "set",
+        "--smtp-port",
+        &port,
+        "--no-login",
+        "--to",
+        "ops@example.net",
+    ]);
     assert!(ok, "{out}");
     assert!(out.contains("Login") && out.contains("none"), "{out}");
-    let (ok, out) = ctl(&agent, &["email", "test"]);
+    let (ok, out) = agent.ctl(&["email", "test"]);
     assert!(ok, "{out}");
     assert!(out.contains("Test message sent"), "{out}");
     let mails = sink.wait_for(2, Duration::from_secs(10));
     assert_eq!(mails[1].to, ["ops@example.net"]);
     assert_eq!(mails[1].login, None);
-    let (ok, out) = ctl(&agent, &["email", "set", "--to", "nobody"]);
+    let (ok, out) = agent.ctl(&["email", "set", "--to", "nobody"]);
     assert!(!ok, "{out}");
 
     // Disabled again: 409, and it stays so across a restart.

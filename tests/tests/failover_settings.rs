@@ -55,21 +55,7 @@ fn appliance(agent: &Agent, method: &str, path: &str, body: Value) -> (u16, Stri
 
 /// Runs appliancectl inside the agent's host with the harness's session token.
 fn ctl(agent: &Agent, args: &[&str]) -> (bool, String) {
-    let token = api::token(&agent.host.ns, LOCAL).expect("login");
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &agent.host.ns])
-        .arg(appliance_tests::bin("appliancectl"))
-        .args(["--insecure", "--host", LOCAL])
-        .args(args)
-        .env("APPLIANCE_TOKEN", token)
-        .output()
-        .expect("run appliancectl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    agent.ctl(args)
 }
 
 /// Removes 192.0.2.100 from eth0 through the network API.
