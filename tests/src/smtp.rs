@@ -12,16 +12,18 @@
 //! ```
 //!
 //! It speaks enough of SMTP for `lettre` and the like: EHLO/HELO, AUTH PLAIN (the user
-//! name and password are recorded), MAIL, RCPT, DATA (dot-unstuffed), RSET, NOOP, QUIT.
-//! No STARTTLS or TLS: the tests use `security = "none"`. It runs on a thread of its own
-//! that entered the namespace, with a tokio runtime, until dropped.
+//! name and password are recorded), MAIL, RCPT, DATA (dot-unstuffed), RSET, NOOP, QUIT,
+//! and with [`Options::tls`] STARTTLS or TLS from the first byte, with a self-signed
+//! certificate for its address made at start. It runs on a thread of its own that
+//! entered the namespace, with a tokio runtime, until dropped.
 
 use crate::netns::enter_and_run;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 /// What the sink answers.
 #[derive(Clone, Debug, Default)]
@@ -31,6 +33,23 @@ pub enum Behaviour {
     Accept,
     /// Answers every `RCPT TO` with this line (e.g. `550 5.1.1 no such mailbox here`).
     RefuseRecipients(String),
+}
+
+/// How the sink protects its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Offers STARTTLS (and takes mail without it too).
+    StartTls,
+    /// TLS from the first byte ("SMTPS").
+    Wrapper,
+}
+
+/// How a sink behaves.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub behaviour: Behaviour,
+    /// `None`: plain SMTP only.
+    pub tls: Option<TlsMode>,
 }
 
 /// One message the sink took.
@@ -45,6 +64,8 @@ pub struct Mail {
     pub to: Vec<String>,
     /// The message as sent (headers and body, CRLF, dot-unstuffed).
     pub data: String,
+    /// Whether it came over TLS.
+    pub tls: bool,
 }
 
 impl Mail {
@@ -161,18 +182,30 @@ impl Sink {
     }
 
     pub fn start_with(ns: &str, ip: IpAddr, behaviour: Behaviour) -> Sink {
+        Sink::start_opts(
+            ns,
+            ip,
+            Options {
+                behaviour,
+                tls: None,
+            },
+        )
+    }
+
+    pub fn start_opts(ns: &str, ip: IpAddr, options: Options) -> Sink {
         let shared = Arc::new(Shared::default());
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let (ready, bound) = std::sync::mpsc::channel();
         let ns = ns.to_string();
         let state = shared.clone();
+        let acceptor = options.tls.map(|_| acceptor(ip));
         let thread = std::thread::spawn(move || {
             enter_and_run(&ns, move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .expect("runtime");
-                rt.block_on(serve(ip, behaviour, state, ready, stopped));
+                rt.block_on(serve(ip, options, acceptor, state, ready, stopped));
             })
         });
         let addr = bound
@@ -233,13 +266,29 @@ impl Drop for Sink {
     }
 }
 
+/// A TLS acceptor with a self-signed certificate for `ip`.
+fn acceptor(ip: IpAddr) -> TlsAcceptor {
+    let made = rcgen::generate_simple_self_signed(vec![ip.to_string()]).expect("certificate");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![made.cert.der().clone()], key)
+    .expect("TLS config");
+    TlsAcceptor::from(Arc::new(config))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn serve(
     ip: IpAddr,
-    behaviour: Behaviour,
+    options: Options,
+    acceptor: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
@@ -257,45 +306,95 @@ async fn serve(
             _ = &mut stopped => return,
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    tokio::spawn(session(stream, behaviour.clone(), shared.clone()));
+                    let session = session(stream, options.clone(), acceptor.clone(), shared.clone());
+                    tokio::spawn(async move {
+                        let _ = session.await;
+                    });
                 }
             }
         }
     }
 }
 
-/// One SMTP connection.
-async fn session(stream: TcpStream, behaviour: Behaviour, shared: Arc<Shared>) {
-    let _ = converse(stream, behaviour, shared).await;
+/// How a conversation ended.
+#[derive(PartialEq, Eq)]
+enum End {
+    Closed,
+    StartTls,
 }
 
-async fn converse(
+/// One SMTP connection, upgraded to TLS as the options say.
+async fn session(
     stream: TcpStream,
-    behaviour: Behaviour,
+    options: Options,
+    acceptor: Option<TlsAcceptor>,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read);
     let mut mail = Mail::default();
-    write
-        .write_all(b"220 sink.test ESMTP test sink\r\n")
-        .await?;
+    let behaviour = &options.behaviour;
+    match (options.tls, acceptor) {
+        (Some(TlsMode::Wrapper), Some(acceptor)) => {
+            let mut s = BufReader::new(acceptor.accept(stream).await?);
+            mail.tls = true;
+            converse(&mut s, &mut mail, behaviour, &shared, false, true).await?;
+        }
+        (Some(TlsMode::StartTls), Some(acceptor)) => {
+            let mut s = BufReader::new(stream);
+            let end = converse(&mut s, &mut mail, behaviour, &shared, true, true).await?;
+            if end == End::StartTls {
+                // The client speaks first after the upgrade (EHLO again): no greeting.
+                let mut s = BufReader::new(acceptor.accept(s.into_inner()).await?);
+                mail = Mail {
+                    tls: true,
+                    ..Mail::default()
+                };
+                converse(&mut s, &mut mail, behaviour, &shared, false, false).await?;
+            }
+        }
+        _ => {
+            let mut s = BufReader::new(stream);
+            converse(&mut s, &mut mail, behaviour, &shared, false, true).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut BufReader<S>,
+    mail: &mut Mail,
+    behaviour: &Behaviour,
+    shared: &Shared,
+    offer_tls: bool,
+    greet: bool,
+) -> std::io::Result<End> {
+    if greet {
+        stream
+            .write_all(b"220 sink.test ESMTP test sink\r\n")
+            .await?;
+    }
     let mut line = String::new();
     loop {
         line.clear();
-        if lines.read_line(&mut line).await? == 0 {
-            return Ok(());
+        if stream.read_line(&mut line).await? == 0 {
+            return Ok(End::Closed);
         }
         let command = line.trim_end_matches(['\r', '\n']);
         let (verb, arg) = command.split_once(' ').unwrap_or((command, ""));
         let reply = match verb.to_ascii_uppercase().as_str() {
             "EHLO" => {
                 mail.hello = arg.to_string();
-                "250-sink.test\r\n250-AUTH PLAIN\r\n250-8BITMIME\r\n250 SMTPUTF8".to_string()
+                let starttls = if offer_tls { "250-STARTTLS\r\n" } else { "" };
+                format!("250-sink.test\r\n{starttls}250-AUTH PLAIN\r\n250-8BITMIME\r\n250 SMTPUTF8")
             }
             "HELO" => {
                 mail.hello = arg.to_string();
                 "250 sink.test".into()
+            }
+            "STARTTLS" if offer_tls => {
+                stream
+                    .write_all(b"220 2.0.0 ready to start TLS\r\n")
+                    .await?;
+                return Ok(End::StartTls);
             }
             "AUTH" => {
                 let plain = arg
@@ -315,7 +414,7 @@ async fn converse(
                 mail.to.clear();
                 "250 2.1.0 ok".into()
             }
-            "RCPT" => match &behaviour {
+            "RCPT" => match behaviour {
                 Behaviour::RefuseRecipients(answer) => answer.clone(),
                 Behaviour::Accept => {
                     mail.to.push(path(arg));
@@ -323,12 +422,12 @@ async fn converse(
                 }
             },
             "DATA" => {
-                write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
+                stream.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
                 let mut data = String::new();
                 loop {
                     line.clear();
-                    if lines.read_line(&mut line).await? == 0 {
-                        return Ok(());
+                    if stream.read_line(&mut line).await? == 0 {
+                        return Ok(End::Closed);
                     }
                     if line == ".\r\n" || line == ".\n" {
                         break;
@@ -348,12 +447,12 @@ async fn converse(
             }
             "NOOP" => "250 2.0.0 ok".into(),
             "QUIT" => {
-                write.write_all(b"221 2.0.0 bye\r\n").await?;
-                return Ok(());
+                stream.write_all(b"221 2.0.0 bye\r\n").await?;
+                return Ok(End::Closed);
             }
             _ => "502 5.5.2 command not recognised".into(),
         };
-        write.write_all(format!("{reply}\r\n").as_bytes()).await?;
+        stream.write_all(format!("{reply}\r\n").as_bytes()).await?;
     }
 }
 

@@ -1,16 +1,23 @@
-//! The site's alert e-mail with a real agent in a namespace and an SMTP sink beside it:
+//! The site's alert e-mail with an SMTP sink in a namespace. With a real agent beside it:
 //! the settings through `/login/api/v1/email` (the password stored, never shown), a test
 //! message that arrives with its sender, recipients, subject and login, a relay with
 //! nothing listening and one that refuses (502 `smtp_failed` with its words), e-mail
 //! disabled (409), a bad value refused without a change, `appliancectl email`, and the
-//! settings kept across an agent restart.
+//! settings kept across an agent restart. In the test's own process: the mailer turning
+//! each countdown alert into one e-mail through the sink, and a TLS or STARTTLS relay
+//! with a self-signed certificate refused unless `accept_invalid_certs` is on.
 
+use appliance_agent::email::{self, smtp::Smtp, Mailer};
+use appliance_agent::failover::role::AlertKind;
+use appliance_agent::failover::service::{AlertMessage, Notifier};
+use appliance_agent::site::SiteStore;
 use appliance_tests::api;
 use appliance_tests::lab::{Agent, Lab};
-use appliance_tests::smtp::{Behaviour, Sink};
+use appliance_tests::smtp::{Behaviour, Options, Sink, TlsMode};
 use appliance_tests::vm::TestDir;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 use std::time::Duration;
 
 const LOCAL: &str = "127.0.0.1";
@@ -208,4 +215,121 @@ fn alert_e_mail_settings_and_a_test_message_through_a_real_relay() {
     let (status, v) = email_call(&agent, "POST", "/email/test", None);
     assert_eq!((status, code(&v)), (409, "email_not_configured"), "{v}");
     assert_eq!(sink.mails().len(), 2, "nothing more was sent");
+}
+
+/// Site settings in `dir` sending to `sink` with `security`, from the test's own process.
+fn site_for(
+    dir: &std::path::Path,
+    sink: &Sink,
+    security: &str,
+    accept_invalid_certs: bool,
+) -> Arc<SiteStore> {
+    let site = Arc::new(SiteStore::open(dir));
+    let update = serde_json::from_value(json!({
+        "enabled": true,
+        "smtp_host": LOCAL,
+        "smtp_port": sink.addr().port(),
+        "security": security,
+        "accept_invalid_certs": accept_invalid_certs,
+        "from": "b-series@example.net",
+        "to": ["noc@example.net"],
+    }))
+    .expect("an update");
+    email::change(&site, update).expect("settings");
+    site
+}
+
+fn alert(kind: AlertKind, silent: u64, remaining: Option<u64>) -> AlertMessage {
+    AlertMessage {
+        kind,
+        silent_for: Duration::from_secs(silent),
+        remaining: remaining.map(Duration::from_secs),
+        appliance: "b2".into(),
+        peer: "192.0.2.1:443".into(),
+    }
+}
+
+/// Waits (on the runtime, so the mailer's task runs) until `sink` holds `n` e-mails.
+async fn arrived(sink: &Sink, n: usize) -> Vec<appliance_tests::smtp::Mail> {
+    for _ in 0..1000 {
+        let mails = sink.mails();
+        if mails.len() >= n {
+            return mails;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{n} e-mails never arrived: {:?}", sink.mails());
+}
+
+#[test]
+fn the_mailer_sends_one_e_mail_per_countdown_alert_through_a_real_relay() {
+    let dir = TestDir::new("email_mailer");
+    let mut lab = Lab::new(dir.path.clone());
+    let host = lab.host(0xe2);
+    let sink = Sink::start(&host.ns, LOCAL.parse().unwrap());
+    let site = site_for(&dir.path, &sink, "none", false);
+    let mails = host.block_on(async {
+        let mailer = Mailer::new(site);
+        mailer.notify(alert(AlertKind::FirstMissed, 1, Some(239)));
+        mailer.notify(alert(AlertKind::HalfTimeout, 120, Some(120)));
+        mailer.notify(alert(AlertKind::Takeover, 240, None));
+        let mails = arrived(&sink, 3).await;
+        assert_eq!(mailer.dropped(), 0);
+        mails
+    });
+    let subjects: Vec<String> = mails.iter().map(|m| m.subject()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "[b2] Primary appliance 192.0.2.1:443 unreachable: automatic failover in 3 minutes 59 seconds",
+            "[b2] Primary appliance 192.0.2.1:443 still unreachable: automatic failover in 2 minutes",
+            "[b2] b2 took over as primary: 192.0.2.1:443 silent for 4 minutes",
+        ]
+    );
+    assert!(
+        mails[1].body().contains("Failover in:   2 minutes\n"),
+        "{}",
+        mails[1].body()
+    );
+    assert!(mails.iter().all(|m| m.to == ["noc@example.net"]));
+}
+
+#[test]
+fn a_relay_with_a_self_signed_certificate_needs_accept_invalid_certs() {
+    appliance_tests::crypto();
+    let dir = TestDir::new("email_tls");
+    let mut lab = Lab::new(dir.path.clone());
+    let host = lab.host(0xe3);
+    for (mode, security) in [(TlsMode::Wrapper, "tls"), (TlsMode::StartTls, "starttls")] {
+        let sink = Sink::start_opts(
+            &host.ns,
+            LOCAL.parse().unwrap(),
+            Options {
+                behaviour: Behaviour::Accept,
+                tls: Some(mode),
+            },
+        );
+        let checked = dir.path.join(format!("{security}-checked"));
+        let settings = site_for(&checked, &sink, security, false)
+            .settings()
+            .current()
+            .email;
+        let e = host
+            .block_on(email::send_test(&Smtp, &settings, "b2"))
+            .expect_err("a self-signed relay is refused by default");
+        assert_eq!(e.status_and_code(), (502, "smtp_failed"), "{security}: {e}");
+        assert!(e.to_string().contains("certificate"), "{security}: {e}");
+        assert!(sink.mails().is_empty(), "{security}");
+
+        let trusting = dir.path.join(format!("{security}-trusting"));
+        let settings = site_for(&trusting, &sink, security, true)
+            .settings()
+            .current()
+            .email;
+        host.block_on(email::send_test(&Smtp, &settings, "b2"))
+            .unwrap_or_else(|e| panic!("{security}: {e}"));
+        let mails = sink.wait_for(1, Duration::from_secs(10));
+        assert!(mails[0].tls, "{security}: the message came over TLS");
+        assert!(mails[0].subject().ends_with("Test of the alert e-mail"));
+    }
 }
