@@ -76,6 +76,8 @@ pub struct Counters {
     pub sent: AtomicU64,
     /// E-mails the relay refused or never answered for.
     pub failed: AtomicU64,
+    /// Failure log lines held back by the rate limit.
+    pub suppressed: AtomicU64,
 }
 
 /// The alert mailer; see the module documentation.
@@ -151,6 +153,7 @@ async fn sender<R: Relay>(
                     tracing::warn!(suppressed, "alert e-mail not sent: {e}");
                     suppressed = 0;
                 } else {
+                    counters.suppressed.fetch_add(1, Ordering::Relaxed);
                     suppressed += 1;
                 }
             }
@@ -329,6 +332,27 @@ mod tests {
         })
         .await;
         assert_eq!(relay.sent.lock().unwrap().len(), 3);
+        assert_eq!(mailer.counters().suppressed.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn failures_past_the_burst_are_not_logged_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let relay = Recording {
+            fail: true,
+            ..Default::default()
+        };
+        let n = crate::logging::BURST as u64 + 5;
+        let mailer = Mailer::with_relay(site(dir.path(), true), relay.clone(), n as usize);
+        for _ in 0..n {
+            mailer.notify(alert(AlertKind::FirstMissed));
+        }
+        let failed = || mailer.counters().failed.load(Ordering::Relaxed);
+        until("every failure", || failed() == n).await;
+        // Far faster than the refill of one a second: the burst is logged, (nearly) all the
+        // rest only counted.
+        let suppressed = mailer.counters().suppressed.load(Ordering::Relaxed);
+        assert!((1..=5).contains(&suppressed), "{suppressed}");
     }
 
     #[tokio::test]
