@@ -17,7 +17,8 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::future::Future;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The longest wait for the connection and for each answer of the relay.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,6 +48,20 @@ pub fn relay_name(settings: &EmailSettings) -> String {
     }
 }
 
+/// A Message-ID unique to this agent's run, in the sender's domain (RFC 5322 3.6.4).
+fn message_id(from: &str) -> String {
+    static SENT: AtomicU64 = AtomicU64::new(0);
+    let domain = from
+        .rsplit_once('@')
+        .map_or("appliance.invalid", |(_, d)| d);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let n = SENT.fetch_add(1, Ordering::Relaxed);
+    format!("<alert.{now:x}.{}.{n}@{domain}>", std::process::id())
+}
+
 /// The message itself: from, every recipient, subject, plain text.
 fn message(settings: &EmailSettings, text: &Text) -> Result<Message, EmailError> {
     let not_configured = |what: &str| EmailError::NotConfigured(format!("no {what} is set"));
@@ -59,6 +74,7 @@ fn message(settings: &EmailSettings, text: &Text) -> Result<Message, EmailError>
         .as_ref()
         .ok_or_else(|| not_configured("from"))?;
     let mut builder = Message::builder()
+        .message_id(Some(message_id(from.as_str())))
         .from(mailbox(from.as_str())?)
         .subject(text.subject.clone())
         .header(ContentType::TEXT_PLAIN);
@@ -175,6 +191,15 @@ mod tests {
             "{raw}"
         );
         assert!(raw.contains("Date: "), "{raw}");
+        let id = raw
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: "))
+            .unwrap_or_else(|| panic!("no Message-ID: {raw}"));
+        assert!(
+            id.starts_with("<alert.") && id.ends_with("@example.net>"),
+            "{id}"
+        );
+        assert_ne!(message_id("b@example.net"), message_id("b@example.net"));
         let envelope = m.envelope();
         assert_eq!(envelope.to().len(), 2);
     }
