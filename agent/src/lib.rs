@@ -9,6 +9,7 @@
 //! | [`net`] | factory address, NICs, addresses, routes, DNS, through rtnetlink |
 //! | [`config`] | the local settings (`/data/config/appliance.toml`): factory address, network |
 //! | [`site`] | the site settings and files (`/data/site/`), what failover synchronises |
+//! | [`email`] | alert e-mail: the site's SMTP settings, the alert texts, the mailer behind the failover notifier |
 //! | [`failover`] | the primary/backup pair: role machine, conflict rules, peer key proofs, backup settings (pure core) |
 //! | [`tls`] | the HTTPS identity: made on first boot, imported, exported |
 //! | [`store`] | atomic writes; `Document`, the typed, versioned settings file |
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod email;
 pub mod failover;
 pub mod logging;
 pub mod model;
@@ -125,7 +127,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
             version: failover::service::version(&settings.data_dir, settings.boot.debug),
             config: config.clone(),
             network: network.clone(),
-            notifier: Arc::new(failover::service::NoNotifier),
+            notifier: Arc::new(email::Mailer::new(site.clone())),
         },
         &mut tasks,
     )

@@ -11,10 +11,11 @@
 //! version = 1
 //! revision = 2
 //!
-//! [email]             # alert e-mail
+//! [email]             # alert e-mail: crate::email::settings
 //! enabled = true
-//! to = ["noc@example.net"]
 //! smtp_host = "smtp.example.net"
+//! from = "appliance@example.net"
+//! to = ["noc@example.net"]
 //! ```
 //!
 //! The rule that keeps the swap safe: nothing under `<data>/site/` refers to local state
@@ -22,9 +23,11 @@
 //! lives here. Local settings are in `<data>/config/` (`crate::config`, `admin.toml`, the
 //! TLS identity); a setting that differs between the two boxes of a pair is local.
 //!
-//! Limits: only the alert e-mail settings exist so far, and nothing sends mail yet; the
-//! vendor-API accounts and the files come with their issues. There are no API routes.
+//! Limits: only the alert e-mail settings exist so far (`/login/api/v1/email`, sent by
+//! [`crate::email`]); the vendor-API accounts and the files come with their issues.
 
+pub use crate::email::settings::EmailSettings;
+use crate::email::InvalidEmail;
 use crate::store::{self, Document, DocumentError, Schema};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -33,26 +36,6 @@ use std::path::{Path, PathBuf};
 pub const VERSION: u32 = 1;
 pub const SETTINGS_FILE: &str = "settings.toml";
 pub const FILES_DIR: &str = "files";
-
-/// Alert e-mail.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmailSettings {
-    #[serde(default)]
-    pub enabled: bool,
-    /// Who gets the alerts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub to: Vec<String>,
-    /// The mail relay.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub smtp_host: Option<String>,
-}
-
-impl EmailSettings {
-    pub fn is_unset(&self) -> bool {
-        *self == EmailSettings::default()
-    }
-}
 
 /// The site settings, `<data>/site/settings.toml`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,8 +51,8 @@ pub struct SiteSettings {
 /// Why site settings are refused.
 #[derive(Debug, thiserror::Error)]
 pub enum InvalidSite {
-    #[error("alert e-mail is enabled without a recipient or a mail relay: set email.to and email.smtp_host")]
-    EmailIncomplete,
+    #[error("email: {0}")]
+    Email(#[from] InvalidEmail),
 }
 
 impl Schema for SiteSettings {
@@ -77,10 +60,7 @@ impl Schema for SiteSettings {
     type Invalid = InvalidSite;
 
     fn validate(&self) -> Result<(), InvalidSite> {
-        let e = &self.email;
-        if e.enabled && (e.to.is_empty() || e.smtp_host.is_none()) {
-            return Err(InvalidSite::EmailIncomplete);
-        }
+        self.email.validate()?;
         Ok(())
     }
 }
@@ -139,11 +119,11 @@ mod tests {
 
         site.settings()
             .update(|s| {
-                s.email = EmailSettings {
-                    enabled: true,
-                    to: vec!["noc@example.net".into()],
-                    smtp_host: Some("smtp.example.net".into()),
-                }
+                s.email = toml::from_str(
+                    "enabled = true\nsmtp_host = \"smtp.example.net\"\n\
+                     from = \"b@example.net\"\nto = [\"noc@example.net\"]\n",
+                )
+                .unwrap()
             })
             .unwrap();
         let text = std::fs::read_to_string(site_dir.join(SETTINGS_FILE)).unwrap();
@@ -168,5 +148,22 @@ mod tests {
             Path::new("settings.toml"),
         );
         assert!(e.unwrap_err().to_string().contains("smtp_host"));
+    }
+
+    #[test]
+    fn a_file_of_the_first_schema_1_firmware_still_loads() {
+        // Written before the relay port, security, credentials and sender existed: the new
+        // fields are additive, so the schema stays version 1.
+        let loaded = store::document::parse::<SiteSettings>(
+            "version = 1\nrevision = 3\n[email]\nenabled = true\nto = [\"noc@example.net\"]\n\
+             smtp_host = \"smtp.example.net\"\n",
+            Path::new("settings.toml"),
+        )
+        .unwrap();
+        let e = loaded.value.email;
+        assert!(e.enabled);
+        assert_eq!(e.port(), 587, "STARTTLS on the submission port by default");
+        assert_eq!(e.from, None);
+        assert_eq!(e.to.as_slice()[0].as_str(), "noc@example.net");
     }
 }

@@ -5,6 +5,7 @@
 //! 3 could not reach the appliance, 4 TLS or certificate trouble.
 
 mod api_account;
+mod email;
 mod failover;
 mod network;
 mod render;
@@ -93,6 +94,11 @@ pub enum Command {
     ApiAccount {
         #[command(subcommand)]
         action: api_account::ApiAccountAction,
+    },
+    /// The site's alert e-mail: show, change (set), send a test message (test).
+    Email {
+        #[command(subcommand)]
+        action: email::EmailAction,
     },
     /// Show or change the factory address (169.254.1.x): enable, disable, timing.
     #[command(name = "factory-address")]
@@ -187,6 +193,7 @@ async fn execute(cli: &Cli, client: &Client) -> Result<String, CliError> {
         Command::Network(cmd) => network::execute(client, cmd).await?,
         Command::Failover { action } => failover::execute(client, action).await?,
         Command::ApiAccount { action } => api_account::execute(client, action).await?,
+        Command::Email { action } => email::execute(client, action).await?,
         Command::FactoryAddress { action } => {
             let path = format!("{api}/network/factory-address");
             let update = match action {
