@@ -84,6 +84,17 @@ fn a_pair_establishes_fails_over_and_swaps_back() {
         },
     );
 
+    // b's alert e-mail goes to a relay in its host.
+    let sink = appliance_tests::smtp::Sink::start(&p.b.host.ns, "127.0.0.1".parse().unwrap());
+    let (s, body) = login(
+        &p.b,
+        "PUT",
+        "/email",
+        Some(json!({"enabled": true, "smtp_host": "127.0.0.1", "smtp_port": sink.addr().port(),
+                    "security": "none", "from": "fw-b@example.net", "to": ["noc@example.net"]})),
+    );
+    assert_eq!(s, 200, "{body}");
+
     let watch = HolderWatch::start(&p.a.host, &p.b.host);
     let pinger = Pinger::start(&p.client);
     std::thread::sleep(Duration::from_millis(300));
