@@ -160,23 +160,19 @@ impl ServerCertVerifier for Pin {
 /// A TLS client configuration that accepts any server certificate, for clients that
 /// speak raw HTTP over TLS (the tests of partial requests).
 pub fn insecure_tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let pin = Arc::new(Pin {
-        expected: None,
-        seen: Mutex::new(None),
-        provider: provider.clone(),
-    });
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(pin)
-        .with_no_client_auth())
+    any_certificate(rustls::DEFAULT_VERSIONS)
 }
 
 /// The TLS configuration of the failover peer link: TLS 1.3 only (its exporter is what
 /// the key proof binds), any certificate (the key proof authenticates the peer, and a
 /// machine in the middle with its own certificate cannot make it).
 pub fn peer_tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    any_certificate(&[&rustls::version::TLS13])
+}
+
+fn any_certificate(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let pin = Arc::new(Pin {
         expected: None,
@@ -184,7 +180,7 @@ pub fn peer_tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
         provider: provider.clone(),
     });
     Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_protocol_versions(versions)?
         .dangerous()
         .with_custom_certificate_verifier(pin)
         .with_no_client_auth())

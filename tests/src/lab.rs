@@ -190,6 +190,13 @@ impl Host {
     }
 }
 
+/// What curl saw: status, content type, body.
+pub struct Seen {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
 /// A real `appliance-agent` process on a lab host; killed on drop.
 pub struct Agent {
     pub host: Host,
@@ -332,6 +339,27 @@ impl Agent {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.host.ns, "curl", "-sk"]);
         c
+    }
+
+    /// Runs curl inside the agent's host against `https://127.0.0.1{path}` with `args`
+    /// (20 s at most).
+    pub fn https(&self, path: &str, args: &[&str]) -> Seen {
+        let out = self
+            .curl()
+            .args(["--max-time", "20"])
+            .args(args)
+            .args(["-w", "\n%{http_code} %{content_type}"])
+            .arg(format!("https://127.0.0.1{path}"))
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let (status, content_type) = tail.split_once(' ').unwrap_or((tail, ""));
+        Seen {
+            status: status.parse().unwrap_or(0),
+            content_type: content_type.to_string(),
+            body: body.to_string(),
+        }
     }
 
     /// Runs `appliancectl` inside the agent's host as the administrator (the harness's

@@ -90,8 +90,10 @@ fn a_pair_establishes_fails_over_and_swaps_back() {
         &p.b,
         "PUT",
         "/email",
-        Some(json!({"enabled": true, "smtp_host": "127.0.0.1", "smtp_port": sink.addr().port(),
-                    "security": "none", "from": "fw-b@example.net", "to": ["noc@example.net"]})),
+        Some(
+            json!({"enabled": true, "smtp_host": "127.0.0.1", "smtp_port": sink.addr().port(),
+                    "security": "none", "from": "fw-b@example.net", "to": ["noc@example.net"]}),
+        ),
     );
     assert_eq!(s, 200, "{body}");
 

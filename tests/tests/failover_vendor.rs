@@ -9,19 +9,10 @@ use appliance_tests::vm::TestDir;
 use serde_json::json;
 use std::time::Duration;
 
-/// Runs curl in the agent's host: the body and the status.
+/// Runs curl in the agent's host: the status and the body.
 fn curl(agent: &Agent, path: &str, args: &[&str]) -> (u16, String) {
-    let out = agent
-        .curl()
-        .args(["--max-time", "20"])
-        .args(args)
-        .args(["-w", "\n%{http_code}"])
-        .arg(format!("https://127.0.0.1{path}"))
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (status.trim().parse().unwrap_or(0), body.to_string())
+    let seen = agent.https(path, args);
+    (seen.status, seen.body)
 }
 
 /// A full-access API account on `agent` and a token for it.

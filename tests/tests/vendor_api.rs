@@ -17,31 +17,10 @@ const LOCAL: &str = "127.0.0.1";
 const GRANT: &str = "grant_type=client_credentials";
 const OPEN: &str = "<error xmlns=\"http://www.bomgar.com/namespaces/API/command\">";
 
-/// What curl saw: status, content type, body.
-struct Seen {
-    status: u16,
-    content_type: String,
-    body: String,
-}
+use appliance_tests::lab::Seen;
 
-/// Runs curl inside the agent's host against `https://127.0.0.1{path}`.
 fn curl(agent: &Agent, path: &str, args: &[&str]) -> Seen {
-    let out = agent
-        .curl()
-        .args(["--max-time", "20"])
-        .args(args)
-        .args(["-w", "\n%{http_code} %{content_type}"])
-        .arg(format!("https://{LOCAL}{path}"))
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let (status, content_type) = tail.split_once(' ').unwrap_or((tail, ""));
-    Seen {
-        status: status.parse().unwrap_or(0),
-        content_type: content_type.to_string(),
-        body: body.to_string(),
-    }
+    agent.https(path, args)
 }
 
 /// `POST /oauth2/token` with `id:secret` (if given) as HTTP Basic and `form` as the body.

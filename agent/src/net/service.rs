@@ -595,14 +595,23 @@ impl<K: Kernel> NetworkService<K> {
     /// Announces `address` on `nic` (gratuitous ARP in request and reply form, or an
     /// unsolicited neighbour advertisement once DAD is done).
     pub async fn announce(&self, nic: &NicName, address: IpAddr) -> Result<(), NetError> {
-        let kernel = self.inner.reconciler.kernel();
-        let actual = kernel.snapshot().await?;
-        let link = actual
+        let index = self.index_of(nic).await?;
+        self.inner
+            .reconciler
+            .kernel()
+            .announce(index, address)
+            .await
+    }
+
+    /// The kernel's index of `nic`.
+    async fn index_of(&self, nic: &NicName) -> Result<u32, NetError> {
+        let actual = self.inner.reconciler.kernel().snapshot().await?;
+        actual
             .links
             .iter()
             .find(|l| l.name == nic.as_str() && !l.loopback)
-            .ok_or_else(|| NetError::NoSuchNic(nic.to_string()))?;
-        kernel.announce(link.index, address).await
+            .map(|l| l.index)
+            .ok_or_else(|| NetError::NoSuchNic(nic.to_string()))
     }
 
     /// ARP-probes `address` on `nic` (RFC 5227, the fast timing): whether another host has it.
@@ -611,14 +620,12 @@ impl<K: Kernel> NetworkService<K> {
         nic: &NicName,
         address: std::net::Ipv4Addr,
     ) -> Result<super::reconcile::ProbeOutcome, NetError> {
-        let kernel = self.inner.reconciler.kernel();
-        let actual = kernel.snapshot().await?;
-        let link = actual
-            .links
-            .iter()
-            .find(|l| l.name == nic.as_str() && !l.loopback)
-            .ok_or_else(|| NetError::NoSuchNic(nic.to_string()))?;
-        kernel.probe_ipv4(link.index, address).await
+        let index = self.index_of(nic).await?;
+        self.inner
+            .reconciler
+            .kernel()
+            .probe_ipv4(index, address)
+            .await
     }
 
     /// Whether `address` is on one of the NICs now.
