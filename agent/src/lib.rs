@@ -154,7 +154,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         site,
         factory_control,
         network,
-        failover,
+        failover: failover.clone(),
         api_accounts: Default::default(),
     };
     let handle = axum_server::Handle::new();
@@ -190,8 +190,9 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         addr: settings.listen,
         source,
     })?;
-    // The failover code will fill the peer set (addresses with reserved slots).
-    let (_peers, gate) = conn::Gate::new(conn::Limits::APPLIANCE);
+    // The failover peer's addresses get the reserved connection slots.
+    let (peers, gate) = conn::Gate::new(conn::Limits::APPLIANCE);
+    tokio::spawn(failover.feed_peer_addresses(peers));
     let served = serve(listener, tls, gate, conn::Timeouts::APPLIANCE)
         .map_err(|source| AgentError::Serve {
             addr: settings.listen,

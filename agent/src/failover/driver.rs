@@ -871,3 +871,94 @@ pub fn version(data_dir: &Path, debug: bool) -> String {
     }
     real
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, Path::new("x")).unwrap()
+    }
+
+    #[test]
+    fn shared_targets_are_the_selected_addresses_where_they_are_configured() {
+        let c = config(
+            "version = 2\n[[network.interfaces]]\nname = \"eth0\"\n\
+             [[network.interfaces.addresses]]\naddress = \"192.0.2.1/24\"\n\
+             [[network.interfaces]]\nname = \"eth1\"\n\
+             [[network.interfaces.addresses]]\naddress = \"198.51.100.100/25\"\nenabled = false\n\
+             [failover]\nshared_ips = [\"198.51.100.100\"]\n",
+        );
+        let t = shared_targets(&c);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].0.as_str(), "eth1");
+        assert_eq!(t[0].1.to_string(), "198.51.100.100/25");
+        assert!(params_of(&c).has_shared_ip);
+
+        // A rollback took the address away: failover treats it as absent.
+        let mut gone = c.clone();
+        gone.network.interfaces.truncate(1);
+        assert!(shared_targets(&gone).is_empty());
+        assert!(!params_of(&gone).has_shared_ip);
+    }
+
+    #[test]
+    fn a_persisted_role_needs_a_peer_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = Document::<Persisted>::load(dir.path().join(STATE_FILE));
+        assert_eq!(doc.current(), Persisted::default());
+        assert!(doc
+            .update(|s| {
+                s.role = Role::Backup;
+                s.epoch = 3;
+            })
+            .is_err());
+        let peer = Endpoint {
+            host: "192.0.2.2".into(),
+            port: 443,
+        };
+        doc.update(|s| {
+            s.role = Role::Primary;
+            s.epoch = 4;
+            s.peer = Some(peer.clone());
+            s.cause = Some(Cause::AutomaticFailover);
+        })
+        .unwrap();
+        let again = Document::<Persisted>::load(dir.path().join(STATE_FILE)).current();
+        assert_eq!(
+            (again.role, again.epoch, again.peer, again.cause),
+            (Role::Primary, 4, Some(peer), Some(Cause::AutomaticFailover))
+        );
+    }
+
+    #[test]
+    fn the_version_override_works_in_debug_mode_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = crate::system::version_string();
+        assert_eq!(version(dir.path(), true), real);
+        std::fs::create_dir_all(dir.path().join("debug")).unwrap();
+        std::fs::write(dir.path().join("debug/version"), "9.9.9+other\n").unwrap();
+        assert_eq!(version(dir.path(), false), real);
+        assert_eq!(version(dir.path(), true), "9.9.9+other");
+    }
+
+    #[test]
+    fn refusals_keep_their_stable_codes() {
+        let code = |r| refusal(r).status_and_code();
+        assert_eq!(code(Refusal::NoRelationship), (409, "no_relationship"));
+        assert_eq!(
+            code(Refusal::RelationshipExists),
+            (409, "relationship_exists")
+        );
+        assert_eq!(code(Refusal::PeerUnreachable), (409, "peer_unreachable"));
+        assert_eq!(
+            code(Refusal::WrongRole {
+                role: Role::Backup,
+                needs: Role::Primary
+            }),
+            (409, "wrong_role")
+        );
+        assert_eq!(code(Refusal::NoConflict), (409, "no_conflict"));
+        assert_eq!(code(Refusal::Busy), (409, "busy"));
+    }
+}

@@ -297,6 +297,45 @@ impl FailoverService {
         }
     }
 
+    /// Keeps `peers` (the connection caps' reserved set) at the peer's address while a
+    /// relationship exists: heartbeats get in however many clients crowd the port. A
+    /// peer given by name is looked up each time it changes.
+    pub async fn feed_peer_addresses(
+        self,
+        peers: watch::Sender<std::collections::HashSet<IpAddr>>,
+    ) {
+        let mut report = self.report.clone();
+        let mut last: Option<Endpoint> = None;
+        loop {
+            let endpoint = report
+                .borrow_and_update()
+                .peer
+                .as_ref()
+                .map(|p| p.endpoint.clone());
+            if endpoint != last {
+                let mut set = std::collections::HashSet::new();
+                if let Some(e) = &endpoint {
+                    let host = e.host.split('%').next().unwrap_or_default();
+                    match host.parse::<IpAddr>() {
+                        Ok(ip) => {
+                            set.insert(ip);
+                        }
+                        Err(_) => {
+                            if let Ok(found) = tokio::net::lookup_host(e.to_string()).await {
+                                set.extend(found.map(|a| a.ip()));
+                            }
+                        }
+                    }
+                }
+                peers.send_replace(set);
+                last = endpoint;
+            }
+            if report.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// What the driver published last.
     pub fn snapshot(&self) -> Snapshot {
         self.snapshot.borrow().clone()
