@@ -53,6 +53,8 @@ pub const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// connection must fit in it).
 pub const MIN_HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(150);
 
+/// A probe started with a test-IP round stands for the takeover's probe this long.
+pub const PRE_PROBE_FRESH: Duration = Duration::from_millis(1500);
 /// The longest wait for withheld shared IPs to leave the NICs.
 pub const WITHHOLD_WAIT: Duration = Duration::from_secs(2);
 
@@ -178,6 +180,8 @@ pub(crate) struct Driver {
     targets: Vec<(NicName, IpCidr)>,
     persist_failed: Option<String>,
     waiting: Option<Waiting>,
+    /// A probe of the shared IPs started with the last test-IP round, and when.
+    pre_probe: Option<(Instant, tokio::task::JoinHandle<bool>)>,
     last_peer: Option<PeerState>,
     last_answer_at: Option<Instant>,
 }
@@ -231,6 +235,7 @@ impl Driver {
             targets,
             persist_failed: None,
             waiting: None,
+            pre_probe: None,
             last_peer: None,
             last_answer_at: None,
         };
@@ -569,7 +574,10 @@ impl Driver {
                         });
                     }
                 }
-                Action::PingTestIps { until } => self.ping_test_ips(until),
+                Action::PingTestIps { until } => {
+                    self.ping_test_ips(until);
+                    self.start_pre_probe();
+                }
                 Action::AskPeer(command) => self.ask_peer(command),
                 Action::Alert(a) => self.ctx.notifier.notify(AlertMessage {
                     kind: a.kind,
@@ -614,23 +622,35 @@ impl Driver {
             .map_err(|e| e.to_string())
     }
 
-    /// ARP-probes every IPv4 shared IP (IPv6 ones are added with the kernel's DAD);
-    /// `true` when another host answers for one.
-    async fn in_use(&self) -> bool {
-        for (nic, cidr) in &self.targets {
-            let IpAddr::V4(v4) = cidr.ip() else { continue };
-            match self.ctx.network.probe(nic, v4).await {
-                Ok(ProbeOutcome::InUse { mac }) => {
-                    tracing::warn!(nic = %nic, address = %v4, mac = %crate::net::arp::format_mac(&mac), "failover: the shared IP is in use by another host: not taking it");
-                    return true;
+    /// Whether another host answers for a shared IP: the probe that ran alongside the
+    /// last test-IP round when it is recent and found them free (waiting for it if it
+    /// still runs), else one now.
+    async fn in_use(&mut self) -> bool {
+        if let Some((started, probe)) = self.pre_probe.take() {
+            if started.elapsed() < PRE_PROBE_FRESH {
+                // Free then counts; in use then is checked again now (the holder may have
+                // gone since).
+                if let Ok(false) = probe.await {
+                    return false;
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(nic = %nic, address = %v4, "failover: cannot probe the shared IP ({e}); taking it")
-                }
+            } else {
+                probe.abort();
             }
         }
-        false
+        probe_all(self.ctx.network.clone(), self.targets.clone()).await
+    }
+
+    /// Starts probing the shared IPs in the background (during the last part of the
+    /// timeout, with the test IPs), so that a takeover at the timeout need not wait for it.
+    fn start_pre_probe(&mut self) {
+        if self.machine.status().holding || self.targets.is_empty() {
+            return;
+        }
+        if let Some((_, old)) = self.pre_probe.take() {
+            old.abort();
+        }
+        let probe = tokio::spawn(probe_all(self.ctx.network.clone(), self.targets.clone()));
+        self.pre_probe = Some((Instant::now(), probe));
     }
 
     /// Leaves the shared IPs as they are: their enabled state goes into the
@@ -822,6 +842,25 @@ pub fn initial_claims(
             overlay.withhold(nic, cidr);
         }
     }
+}
+
+/// ARP-probes every IPv4 shared IP (IPv6 ones are added with the kernel's DAD): `true`
+/// when another host answers for one.
+async fn probe_all(network: NetworkService, targets: Vec<(NicName, IpCidr)>) -> bool {
+    for (nic, cidr) in &targets {
+        let IpAddr::V4(v4) = cidr.ip() else { continue };
+        match network.probe(nic, v4).await {
+            Ok(ProbeOutcome::InUse { mac }) => {
+                tracing::warn!(nic = %nic, address = %v4, mac = %crate::net::arp::format_mac(&mac), "failover: the shared IP is in use by another host: not taking it");
+                return true;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(nic = %nic, address = %v4, "failover: cannot probe the shared IP ({e}); taking it")
+            }
+        }
+    }
+    false
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
