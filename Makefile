@@ -11,6 +11,7 @@ BIN         := out/bin
 BUILD_ID    := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 BENCH_RUNS  ?= 5
+BENCH_FAILOVER_RUNS ?= 10
 
 # Debian packages the build and the tests need (QEMU, kernel source and its build tools,
 # e2fsprogs for the image, iproute2 for namespaces and bridges, python3-venv for the OpenAPI
@@ -19,7 +20,7 @@ HOST_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libss
                  cpio xz-utils build-essential e2fsprogs iproute2 kmod python3-venv \
                  nftables
 
-.PHONY: help deps kernel binaries image run test test-unit test-openapi test-system bench-boot bench-acd clean
+.PHONY: help deps kernel binaries image run test test-unit test-openapi test-system bench-boot bench-acd bench-failover clean
 
 help:
 	@echo "make run        build everything and boot the appliance in QEMU on a bridge"
@@ -28,6 +29,7 @@ help:
 	@echo "make image      build kernel, binaries and images into $(IMAGES)/"
 	@echo "make bench-boot boot $(BENCH_RUNS) times and print the boot-phase medians and sizes"
 	@echo "make bench-acd  time the factory address (link up to usable) per profile, in namespaces"
+	@echo "make bench-failover  client-observed failover outage per timeout, beside keepalived"
 
 deps:
 	@missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -82,6 +84,12 @@ bench-boot: deps image
 
 bench-acd: deps binaries
 	cargo run --locked -q -p appliance-tests --bin bench-acd
+
+# keepalived (VRRPv3) is measured beside our failover in the same run; only here.
+BENCH_PACKAGES := keepalived
+bench-failover: deps binaries
+	@$(MAKE) -s deps HOST_PACKAGES="$(BENCH_PACKAGES)"
+	cargo run --locked -q -p appliance-tests --bin bench-failover -- --runs $(BENCH_FAILOVER_RUNS)
 
 clean:
 	rm -rf out target

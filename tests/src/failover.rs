@@ -224,6 +224,15 @@ impl Pinger {
         }
     }
 
+    /// Whether a ping sent after `t` was answered.
+    pub fn answered_since(&self, t: Instant) -> bool {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(at, ok)| *ok && *at > t)
+    }
+
     /// Stops; the longest outage seen (from the last answered ping to the next one).
     pub fn finish(mut self) -> Duration {
         self.stop.store(true, Ordering::Relaxed);

@@ -53,6 +53,9 @@ pub const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// connection must fit in it).
 pub const MIN_HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(150);
 
+/// A backup starts probing the shared IPs this long before its timeout runs out (a
+/// probe takes about 0.3 s).
+pub const PROBE_LEAD: Duration = Duration::from_millis(350);
 /// A probe started with a test-IP round stands for the takeover's probe this long.
 pub const PRE_PROBE_FRESH: Duration = Duration::from_millis(1500);
 /// The longest wait for withheld shared IPs to leave the NICs.
@@ -307,7 +310,22 @@ impl Driver {
             }
             Event::Missed(why) => {
                 tracing::debug!("failover: heartbeat missed: {why}");
-                self.machine.peer_missed(now)
+                let actions = self.machine.peer_missed(now);
+                self.carry_out(actions).await;
+                // A takeover is near: have the probe of the shared IPs done by then.
+                let st = self.machine.status();
+                let timeout = self.ctx.config.current().failover.backup.timeout();
+                if st.role == Role::Backup
+                    && st.countdown.is_some()
+                    && st.silent_for + PROBE_LEAD >= timeout
+                    && self
+                        .pre_probe
+                        .as_ref()
+                        .is_none_or(|(t, _)| t.elapsed() >= PRE_PROBE_FRESH)
+                {
+                    self.start_pre_probe();
+                }
+                return;
             }
             Event::TestIps(answered) => self.machine.test_ips_result(now, answered),
             Event::PeerReplied(command, reply) => {
@@ -576,7 +594,13 @@ impl Driver {
                 }
                 Action::PingTestIps { until } => {
                     self.ping_test_ips(until);
-                    self.start_pre_probe();
+                    if self
+                        .pre_probe
+                        .as_ref()
+                        .is_none_or(|(t, _)| t.elapsed() >= PRE_PROBE_FRESH)
+                    {
+                        self.start_pre_probe();
+                    }
                 }
                 Action::AskPeer(command) => self.ask_peer(command),
                 Action::Alert(a) => self.ctx.notifier.notify(AlertMessage {
