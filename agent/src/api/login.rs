@@ -1,8 +1,10 @@
 //! `/login/api/v1`: the site's API. JSON, admin auth (a `read` token may GET only), JSON
-//! errors. What is here now are this appliance's own failover settings (issue 10): the
-//! inter-appliance key, the backup settings, the choice of shared IPs, and a status that
-//! shows them. They are local (`[failover]` in `appliance.toml`) and never synchronised;
-//! nothing here talks to a peer yet, so the role is always `none`.
+//! errors. This module serves failover: this appliance's own settings (the
+//! inter-appliance key, the backup settings, the choice of shared IPs: local, in
+//! `[failover]` of `appliance.toml`, never synchronised), the relationship, manual role
+//! changes, Fix, the history, the test-IP check and the status. The work is the failover
+//! service's (`crate::failover::FailoverService`); the e-mail and API-account routes live in
+//! their own modules.
 
 use super::{parse_body, parse_required, ApiError, AppState};
 use crate::config::{FailoverSettings, InterApplianceKey};

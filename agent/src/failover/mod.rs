@@ -1,9 +1,9 @@
 //! Failover: two appliances serving one site, one primary and one backup, a shared IP only
 //! the primary holds, and automatic failover when the primary goes silent (issue 10).
 //!
-//! This module is the pure core: no I/O, no clock, no tasks. Everything here is driven by
-//! events with the time passed in and answers with values, so its tests run in
-//! microseconds and cover every transition.
+//! The core is pure ([`role`], [`conflict`], [`proof`], [`settings`]): no I/O, no clock,
+//! driven by events with the time passed in, so its tests run in microseconds and cover
+//! every transition. Around it, the driver carries out what the core decides.
 //!
 //! | module | what it holds |
 //! | --- | --- |
@@ -11,47 +11,34 @@
 //! | [`conflict`] | who keeps the role when both appliances claim the same one, and the conflict message status shows |
 //! | [`proof`] | proving knowledge of the inter-appliance key over one TLS session without sending it; the key's fingerprint |
 //! | [`settings`] | the backup settings (per appliance, never synchronised) and their partial update |
+//! | [`wire`] | what the two appliances say on `/peer/v1`, and the proof on every request and answer |
+//! | [`link`] | the client end of the peer channel: one kept-alive TLS 1.3 connection, proofs checked both ways |
+//! | [`driver`] | the task that owns the machine: persists role and epoch before any network change, probes, holds and announces the shared IPs, heartbeats, test IPs, alerts, history |
+//! | [`service`] | the handle the API uses: snapshot, status, commands (establish, break, become primary or backup, fix), the notifier seam |
+//! | [`testips`] | pinging the test IPs, in a round and on demand |
 //!
-//! # What the next step wires (the seams)
-//! - **Persistence.** [`role::Action::Persist`] comes first in every batch that changes
-//!   the role; the driver writes `{role, epoch}` with `store::Document` (atomic, fsynced)
-//!   and only then carries out the rest of the batch. On start it rebuilds the machine
-//!   with [`role::Machine::restore`]: a persisted primary comes back *pending*.
-//! - **The peer link.** A monitor task under `runtime::Tasks` keeps one authenticated
-//!   HTTPS connection to the peer (`client.rs`, pinned certificate), sends a heartbeat
-//!   every [`settings::Settings::heartbeat_interval`] and reports each outcome as
-//!   [`role::Machine::peer_answered`] or [`role::Machine::peer_missed`]; it calls
-//!   [`role::Machine::tick`] no later than [`role::Machine::deadline`]. The same task
-//!   carries out [`role::Action::AskPeer`] and reports [`role::Machine::peer_replied`].
-//! - **`/peer/v1`** (`agent/src/api/peer.rs`): the routes the peer calls. Each side proves
-//!   the key with [`proof::proof`] over [`proof::exporter`] of that very TLS session
-//!   (TLS 1.3 only); a command from the peer goes to [`role::Machine::peer_command`].
-//! - **The shared IPs.** [`role::Action::HoldSharedIps`]: ARP-probe each address (IPv6:
-//!   the agent's own DAD), report [`role::Machine::address_in_use`] if anyone answers,
-//!   else hold it through the address overlay (`net/overlay.rs`) with `Probe::Skip`,
-//!   since the probe is done. [`role::Action::WithholdSharedIps`] withholds them;
-//!   [`role::Action::ReleaseSharedIps`] writes the current enabled state into the
-//!   configuration and takes the overlay entries away (breaking the relationship leaves
-//!   the addresses as they are). [`role::Action::Announce`]: one burst of gratuitous ARP
-//!   (request and reply form) and IPv6 unsolicited neighbour advertisements; the machine
-//!   asks for the second burst itself, [`role::ANNOUNCE_AGAIN`] later. Another host
-//!   claiming a shared IP this appliance holds (the ARP watcher of `net/defence.rs` does
-//!   not defend overlay addresses) goes to [`role::Machine::address_claimed`].
-//! - **Settings.** A `PUT .../failover/settings` or a change of the selected shared IPs
-//!   calls [`role::Machine::set_params`] with [`role::Params::new`]; a new list of shared
-//!   IPs is re-stated to the overlay from [`role::Status::holding`].
-//! - **Test IPs.** [`role::Action::PingTestIps`] pings every test IP in parallel until the
-//!   given time and reports [`role::Machine::test_ips_result`].
-//! - **Alerts** go out by e-mail through the site's SMTP settings; **history entries** are
-//!   stamped with the wall clock and kept in a bounded log for `GET .../history`.
-//! - **Status** reads [`role::Machine::status`]; the conflict text is
-//!   [`conflict::message`].
-//! - `data_sync_first` on a manual role change waits on the data-sync hook before the
-//!   driver calls [`role::Machine::become_primary`] / [`role::Machine::become_backup`].
+//! # How the pieces meet
+//! - **Persistence.** [`role::Action::Persist`] comes first in every batch that changes the
+//!   role; the driver writes `{role, epoch, peer}` (`failover-state.toml`, atomic, fsynced)
+//!   and only then carries out the rest. On start it restores the machine: a persisted
+//!   primary comes back *pending* unless its shared IPs are still on the NICs and its peer
+//!   has not taken over (an agent restart, not a reboot); a backup withholds its shared
+//!   IPs before the network's first pass.
+//! - **The peer link.** A monitor task asks the peer for its state every heartbeat
+//!   interval (`GET /peer/v1/state`) and reports answers and misses to the driver, which
+//!   ticks the machine no later than [`role::Machine::deadline`].
+//! - **The shared IPs** are held and withheld through the address overlay
+//!   (`net/overlay.rs`), after an ARP probe (started ahead of a takeover so it is done
+//!   when the timeout runs out); a withdrawal finishes when the addresses are off the NICs,
+//!   so the peer's probe that follows cannot find them here.
+//! - **Alerts** go to the [`service::Notifier`] (the site's e-mail).
+//! - `data_sync_first` is accepted and has nothing to wait for until data sync exists.
 //!
-//! Current limits: the machine knows one peer; whether the peer "holds the shared IP and
-//! answers on it" is what the peer reports and the driver checks, not something the
-//! machine can see.
+//! Current limits: one peer; IPv6 shared IPs are added with the kernel's own duplicate
+//! address detection (about a second before they answer), not an agent probe; another
+//! host claiming a held shared IP after it is taken is not watched (the probe before every
+//! take and the conflict rules between the peers cover a peer); the history lives in
+//! memory.
 
 pub mod conflict;
 pub mod driver;
