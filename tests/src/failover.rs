@@ -126,7 +126,9 @@ pub fn wait_role(agent: &Agent, role: &str, timeout: Duration) -> Value {
         Duration::from_millis(50),
         || {
             let st = status(agent);
-            let holds = st["enabled_shared_ips"] == json!([SHARED]);
+            let holds = st["enabled_shared_ips"]
+                .as_array()
+                .is_some_and(|a| a.contains(&json!(SHARED)));
             if st["role"] == role && (role != "primary" || holds) {
                 Ok(st)
             } else {

@@ -323,3 +323,66 @@ async fn exchange(
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The IPv6 address flags of `cidr` on `host`'s eth0 (`ip -6 addr` words after it), or
+/// `None` when it is not there.
+fn v6_flags(host: &appliance_tests::lab::Host, cidr: &str) -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &host.ns, "-6", "-o", "addr", "show", "dev", "eth0"])
+        .output()
+        .expect("ip addr");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.split_whitespace().any(|w| w == cidr))
+        .map(str::to_string)
+}
+
+#[test]
+fn an_ipv6_shared_ip_is_probed_by_the_agent_and_added_without_the_kernels_dad() {
+    const V6: &str = "2001:db8::100/64";
+    let (_d, p) = pair("fo_ipv6", ONE_SECOND);
+    for (agent, own) in [(&p.a, "2001:db8::1/64"), (&p.b, "2001:db8::2/64")] {
+        for (address, enabled) in [(own, true), (V6, false)] {
+            let a = agent
+                .call(
+                    "POST",
+                    "/network/interfaces/eth0/addresses",
+                    Some(
+                        json!({ "address": address, "enabled": enabled })
+                            .to_string()
+                            .into_bytes(),
+                    ),
+                )
+                .expect("add");
+            assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        }
+        let (s, body) = login(
+            agent,
+            "PUT",
+            "/failover/shared-ips",
+            Some(json!({"addresses": [SHARED, "2001:db8::100"]})),
+        );
+        assert_eq!(s, 200, "{body}");
+    }
+    established(&p);
+    let on_a = until("the IPv6 shared IP on a", 10, || {
+        v6_flags(&p.a.host, V6).ok_or_else(|| "absent".to_string())
+    });
+    assert!(
+        on_a.contains("nodad") && !on_a.contains("tentative"),
+        "{on_a}"
+    );
+    assert!(v6_flags(&p.b.host, V6).is_none());
+    p.a.host.cable(false);
+    let mut a = p.a;
+    a.kill();
+    let p = Pair { a, ..p };
+    wait_role(&p.b, "primary", Duration::from_secs(10));
+    let on_b = until("the IPv6 shared IP on b", 10, || {
+        v6_flags(&p.b.host, V6).ok_or_else(|| "absent".to_string())
+    });
+    assert!(
+        on_b.contains("nodad") && !on_b.contains("tentative"),
+        "usable at once: {on_b}"
+    );
+}

@@ -868,23 +868,30 @@ pub fn initial_claims(
     }
 }
 
-/// ARP-probes every IPv4 shared IP (IPv6 ones are added with the kernel's DAD): `true`
-/// when another host answers for one.
+/// Probes every shared IP (ARP for IPv4, neighbour solicitations for IPv6, which are then
+/// added without the kernel's DAD): `true` when another host answers for one.
 async fn probe_all(network: NetworkService, targets: Vec<(NicName, IpCidr)>) -> bool {
-    for (nic, cidr) in &targets {
-        let IpAddr::V4(v4) = cidr.ip() else { continue };
-        match network.probe(nic, v4).await {
-            Ok(ProbeOutcome::InUse { mac }) => {
-                tracing::warn!(nic = %nic, address = %v4, mac = %crate::net::arp::format_mac(&mac), "failover: the shared IP is in use by another host: not taking it");
-                return true;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(nic = %nic, address = %v4, "failover: cannot probe the shared IP ({e}); taking it")
+    let probes = targets.iter().map(|(nic, cidr)| {
+        let network = network.clone();
+        async move {
+            let ip = cidr.ip();
+            match network.probe(nic, ip).await {
+                Ok(ProbeOutcome::InUse { mac }) => {
+                    tracing::warn!(nic = %nic, address = %ip, mac = %crate::net::arp::format_mac(&mac), "failover: the shared IP is in use by another host: not taking it");
+                    true
+                }
+                Ok(_) => false,
+                Err(e) => {
+                    tracing::warn!(nic = %nic, address = %ip, "failover: cannot probe the shared IP ({e}); taking it");
+                    false
+                }
             }
         }
-    }
-    false
+    });
+    futures_util::future::join_all(probes)
+        .await
+        .into_iter()
+        .any(|in_use| in_use)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

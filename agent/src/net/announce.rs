@@ -120,6 +120,37 @@ pub fn neighbour_advertisement(target: Ipv6Addr, mac: Mac) -> [u8; 32] {
     p
 }
 
+const ICMPV6_NEIGHBOUR_SOLICITATION: u8 = 135;
+const OPTION_SOURCE_LINK_LAYER: u8 = 1;
+
+/// A neighbour solicitation for `target` (RFC 4861 §4.3) with our link-layer address, as
+/// a probe asks whether anyone has the address (checksum left to the kernel).
+pub fn neighbour_solicitation(target: Ipv6Addr, mac: Mac) -> [u8; 32] {
+    let mut p = [0u8; 32];
+    p[0] = ICMPV6_NEIGHBOUR_SOLICITATION;
+    p[8..24].copy_from_slice(&target.octets());
+    p[24] = OPTION_SOURCE_LINK_LAYER;
+    p[25] = 1;
+    p[26..32].copy_from_slice(&mac);
+    p
+}
+
+/// The solicited-node multicast address of `target` (RFC 4291 §2.7.1): ff02::1:ffXX:XXXX
+/// with its last 24 bits.
+pub fn solicited_node(target: Ipv6Addr) -> Ipv6Addr {
+    let o = target.octets();
+    Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(o[13]),
+        u16::from_be_bytes([o[14], o[15]]),
+    )
+}
+
 /// What a received ICMPv6 message says, if it is a neighbour advertisement: the target
 /// address, the override flag, and the target link-layer address option.
 pub fn parse_neighbour_advertisement(icmp: &[u8]) -> Option<(Ipv6Addr, bool, Option<Mac>)> {
@@ -194,6 +225,14 @@ mod tests {
         let mut solicitation = p;
         solicitation[0] = 135;
         assert_eq!(parse_neighbour_advertisement(&solicitation), None);
+        let ns = neighbour_solicitation(target, mac);
+        assert_eq!((ns[0], ns[24], ns[25]), (135, 1, 1));
+        assert_eq!(&ns[8..24], &target.octets());
+        assert_eq!(parse_neighbour_advertisement(&ns), None);
+        assert_eq!(
+            solicited_node("2001:db8::12:3456".parse().unwrap()),
+            "ff02::1:ff12:3456".parse::<Ipv6Addr>().unwrap()
+        );
         assert_eq!(parse_neighbour_advertisement(&p[..10]), None);
     }
 }

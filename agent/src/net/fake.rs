@@ -169,6 +169,15 @@ impl Kernel for Fake {
         Ok(())
     }
 
+    async fn probe_ipv6(
+        &self,
+        _index: u32,
+        a: std::net::Ipv6Addr,
+    ) -> Result<ProbeOutcome, NetError> {
+        self.record(format!("probe {a}"));
+        Ok(ProbeOutcome::Free)
+    }
+
     async fn probe_ipv4(&self, index: u32, a: Ipv4Addr) -> Result<ProbeOutcome, NetError> {
         self.record(format!("probe {a}"));
         if let Some(t) = self.probe_time {

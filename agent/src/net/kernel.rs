@@ -127,9 +127,14 @@ impl Kernel for LiveKernel {
                     }
                 }
             }
-            Op::AddAddress { index, address, .. } => {
+            Op::AddAddress {
+                index,
+                address,
+                nodad,
+                ..
+            } => {
                 self.nl
-                    .add_address(*index, address.ip(), address.prefix())
+                    .add_address_with(*index, address.ip(), address.prefix(), *nodad)
                     .await?;
                 match address.ip() {
                     IpAddr::V4(_) => announce::announce(&self.nl, *index, address.ip()).await?,
@@ -175,5 +180,13 @@ impl Kernel for LiveKernel {
         addr: std::net::Ipv4Addr,
     ) -> Result<ProbeOutcome, NetError> {
         probe::probe_ipv4(&self.nl, index, addr).await
+    }
+
+    async fn probe_ipv6(
+        &self,
+        index: u32,
+        addr: std::net::Ipv6Addr,
+    ) -> Result<ProbeOutcome, NetError> {
+        probe::probe_ipv6(&self.nl, index, addr).await
     }
 }

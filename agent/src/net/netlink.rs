@@ -511,15 +511,27 @@ impl Netlink {
         ip: IpAddr,
         prefix: u8,
     ) -> Result<(), NetlinkError> {
-        self.handle
-            .address()
-            .add(index, ip, prefix)
-            .replace()
-            .execute()
-            .await
-            .map_err(|source| NetlinkError::Request {
-                op: "address add",
-                source,
-            })
+        self.add_address_with(index, ip, prefix, false).await
+    }
+
+    /// [`Netlink::add_address`]; with `nodad`, an IPv6 address skips the kernel's
+    /// duplicate address detection (`IFA_F_NODAD`) and answers at once.
+    pub async fn add_address_with(
+        &self,
+        index: u32,
+        ip: IpAddr,
+        prefix: u8,
+        nodad: bool,
+    ) -> Result<(), NetlinkError> {
+        let mut req = self.handle.address().add(index, ip, prefix).replace();
+        if nodad {
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        req.execute().await.map_err(|source| NetlinkError::Request {
+            op: "address add",
+            source,
+        })
     }
 }

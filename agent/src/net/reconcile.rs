@@ -122,6 +122,9 @@ pub enum Op {
         /// Probe (RFC 5227) before adding: every configured IPv4 address; a held overlay
         /// address only if its claim asks for it. IPv6 relies on the kernel's DAD.
         probe: bool,
+        /// Add without the kernel's duplicate address detection (IPv6): the holder probed
+        /// it already (a failover takeover), and DAD would keep it silent for a second.
+        nodad: bool,
     },
     AddRoute {
         destination: IpCidr,
@@ -299,6 +302,7 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
                     nic: link.name.clone(),
                     address: want.address,
                     probe: want.address.ip().is_ipv4(),
+                    nodad: false,
                 }),
                 Some(p) if p.dad_failed => unresolved.push(dad_failed(&want.address, &link.name)),
                 Some(_) => {}
@@ -330,6 +334,7 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Plan {
                 nic: link.name.clone(),
                 address: *address,
                 probe: probe == Probe::First && address.ip().is_ipv4(),
+                nodad: probe == Probe::Skip && address.ip().is_ipv6(),
             }),
             (Claim::Held { .. }, Some(p)) if p.dad_failed => {
                 unresolved.push(dad_failed(address, &link.name))
@@ -435,6 +440,13 @@ pub trait Kernel: Send + Sync + 'static {
         &self,
         index: u32,
         addr: Ipv4Addr,
+    ) -> impl Future<Output = Result<ProbeOutcome, NetError>> + Send;
+    /// Asks the link whether another host has `addr` (neighbour solicitations, as DAD
+    /// does), before the address is added without the kernel's own DAD.
+    fn probe_ipv6(
+        &self,
+        index: u32,
+        addr: std::net::Ipv6Addr,
     ) -> impl Future<Output = Result<ProbeOutcome, NetError>> + Send;
     /// Tells the neighbours that `address` is on interface `index` now (gratuitous ARP,
     /// or an unsolicited neighbour advertisement once DAD is done).
@@ -652,6 +664,7 @@ impl<K: Kernel> Turn<'_, K> {
                 nic,
                 address,
                 probe: true,
+                ..
             } = op
             {
                 if let IpAddr::V4(v4) = address.ip() {
@@ -1038,6 +1051,29 @@ mod tests {
     }
 
     #[test]
+    fn a_held_ipv6_address_that_was_probed_skips_the_kernels_dad() {
+        let o = OverlayHandle::new();
+        o.hold(nic("eth0"), cidr("2001:db8::100/64"), Probe::Skip);
+        o.hold(nic("eth1"), cidr("2001:db8:1::100/64"), Probe::First);
+        let p = plan(&with_overlay(NetworkConfig::default(), &o), &actual());
+        let nodad: Vec<(String, bool)> = p
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::AddAddress { address, nodad, .. } => Some((address.to_string(), *nodad)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            nodad,
+            vec![
+                ("2001:db8::100/64".to_string(), true),
+                ("2001:db8:1::100/64".to_string(), false)
+            ]
+        );
+    }
+
+    #[test]
     fn ownership_is_overlay_then_factory_then_kernel_then_config() {
         let o = OverlayHandle::new();
         o.hold(nic("eth0"), cidr("169.254.1.1/24"), Probe::Skip);
@@ -1081,19 +1117,22 @@ mod tests {
                     index: 2,
                     nic: "eth0".into(),
                     address: cidr("192.0.2.10/24"),
-                    probe: true
+                    probe: true,
+                    nodad: false,
                 },
                 Op::AddAddress {
                     index: 2,
                     nic: "eth0".into(),
                     address: cidr("192.0.2.100/24"),
-                    probe: false
+                    probe: false,
+                    nodad: false,
                 },
                 Op::AddAddress {
                     index: 3,
                     nic: "eth1".into(),
                     address: cidr("198.51.100.100/24"),
-                    probe: true
+                    probe: true,
+                    nodad: false,
                 },
             ]
         );

@@ -614,18 +614,19 @@ impl<K: Kernel> NetworkService<K> {
             .ok_or_else(|| NetError::NoSuchNic(nic.to_string()))
     }
 
-    /// ARP-probes `address` on `nic` (RFC 5227, the fast timing): whether another host has it.
+    /// Whether another host has `address` on `nic`'s link: an ARP probe (RFC 5227, the
+    /// fast timing) for IPv4, neighbour solicitations for IPv6.
     pub async fn probe(
         &self,
         nic: &NicName,
-        address: std::net::Ipv4Addr,
+        address: IpAddr,
     ) -> Result<super::reconcile::ProbeOutcome, NetError> {
         let index = self.index_of(nic).await?;
-        self.inner
-            .reconciler
-            .kernel()
-            .probe_ipv4(index, address)
-            .await
+        let kernel = self.inner.reconciler.kernel();
+        match address {
+            IpAddr::V4(v4) => kernel.probe_ipv4(index, v4).await,
+            IpAddr::V6(v6) => kernel.probe_ipv6(index, v6).await,
+        }
     }
 
     /// Whether `address` is on one of the NICs now.
