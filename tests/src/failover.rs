@@ -183,13 +183,16 @@ impl HolderWatch {
         }
     }
 
-    /// (samples, samples with two holders).
+    /// (samples, samples with two holders); printed too, for the fault-matrix figures.
     pub fn finish(mut self) -> (u32, u32) {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread
+        let (samples, both) = self
+            .thread
             .take()
             .map(|t| t.join().unwrap_or((0, 0)))
-            .unwrap_or((0, 0))
+            .unwrap_or((0, 0));
+        eprintln!("holder watch: {samples} samples, {both} with two holders");
+        (samples, both)
     }
 }
 

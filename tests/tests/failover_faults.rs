@@ -73,9 +73,12 @@ fn a_backup_whose_own_uplink_is_down_does_not_take_over() {
 fn the_test_ip_down_with_the_primary_healthy_changes_nothing() {
     let (_d, p) = pair("fo_test_ip_down", ONE_SECOND);
     established(&p);
+    let watch = HolderWatch::start(&p.a.host, &p.b.host);
     p.client.cable(false);
     stays(&p, 4);
     assert!(holds(&p.a.host) && !holds(&p.b.host));
+    let (samples, both) = watch.finish();
+    assert_eq!(both, 0, "two holders in {both} of {samples} samples");
 }
 
 #[test]
@@ -118,6 +121,8 @@ fn a_healed_partition_with_both_primary_ends_with_one_holder() {
     let (_d, p) = pair("fo_partition", ONE_SECOND);
     established(&p);
     let pinger = Pinger::start(&p.client);
+    // Cut off from each other at layer 2 (ARP included), neither can see the other hold
+    // the address: both do until the partition heals.
     partition(&p, true);
     // Each still reaches the client (the test IP): b takes over, a keeps its role.
     wait_role(&p.b, "primary", Duration::from_secs(10));
@@ -132,6 +137,13 @@ fn a_healed_partition_with_both_primary_ends_with_one_holder() {
         }
     });
     assert_eq!(status(&p.b)["role"], "primary");
+    let watch = HolderWatch::start(&p.a.host, &p.b.host);
+    std::thread::sleep(Duration::from_secs(2));
+    let (samples, both) = watch.finish();
+    assert_eq!(
+        both, 0,
+        "after the heal: two holders in {both} of {samples} samples"
+    );
     // b announced again: the client's neighbour entry moves to b.
     until("the client's neighbour entry on b", 10, || {
         let n = client_neighbour(&p.client);
@@ -154,6 +166,7 @@ fn the_primarys_agent_killed_changes_no_role_and_keeps_the_address() {
     );
     established(&p);
     let epoch = status(&p.a)["epoch"].clone();
+    let watch = HolderWatch::start(&p.a.host, &p.b.host);
     let pinger = Pinger::start(&p.client);
     p.a.restart();
     p.a.wait_api();
@@ -167,6 +180,8 @@ fn the_primarys_agent_killed_changes_no_role_and_keeps_the_address() {
         worst < Duration::from_millis(500),
         "the shared IP never left (worst gap {worst:?})"
     );
+    let (samples, both) = watch.finish();
+    assert_eq!(both, 0, "two holders in {both} of {samples} samples");
     let (_, history) = login(&p.b, "GET", "/failover/history", None);
     assert!(!history.contains("automatic_failover"), "{history}");
 }
@@ -179,6 +194,7 @@ fn manual_role_changes_with_and_without_the_peer_and_a_conflict_fixed_by_hand() 
         "automatic_failover = false\nprimary_timeout_seconds = 1.0",
     );
     established(&p);
+    let watch = HolderWatch::start(&p.a.host, &p.b.host);
     p.b.host.cable(false);
     until("a to lose b", 10, || {
         let st = status(&p.a);
@@ -237,6 +253,8 @@ fn manual_role_changes_with_and_without_the_peer_and_a_conflict_fixed_by_hand() 
     });
     let (s, body) = login(&p.a, "POST", "/failover/fix", None);
     assert_eq!((s, code(&body)), (409, "no_conflict".into()), "{body}");
+    let (samples, both) = watch.finish();
+    assert_eq!(both, 0, "two holders in {both} of {samples} samples");
 
     // Become Primary on a backup whose primary is down (unplanned maintenance).
     p.a.host.cable(false);
@@ -385,4 +403,51 @@ fn an_ipv6_shared_ip_is_probed_by_the_agent_and_added_without_the_kernels_dad() 
         on_b.contains("nodad") && !on_b.contains("tentative"),
         "usable at once: {on_b}"
     );
+}
+
+#[test]
+fn both_backup_does_not_last_with_automatic_failover_on() {
+    let (_d, p) = pair("fo_both_backup", ONE_SECOND);
+    established(&p);
+    let watch = HolderWatch::start(&p.a.host, &p.b.host);
+    // b cut off (it reaches no test IP: it does not take over); a steps down by force.
+    p.b.host.cable(false);
+    until("a to lose b", 10, || {
+        match status(&p.a)["peer"]["reachable"].as_bool() {
+            Some(false) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let (s, body) = login(
+        &p.a,
+        "POST",
+        "/failover/become-backup",
+        Some(json!({"force": true})),
+    );
+    assert_eq!(s, 200, "{body}");
+    p.b.host.cable(true);
+    until("the both-backup conflict", 10, || {
+        let st = status(&p.a);
+        if st["conflict"]["kind"] == "both_backup" {
+            Ok(())
+        } else {
+            Err(st.to_string())
+        }
+    });
+    // Settled without anyone pressing Fix: one primary, one holder.
+    until("one primary", 20, || {
+        let roles = (status(&p.a)["role"].clone(), status(&p.b)["role"].clone());
+        match (roles.0.as_str(), roles.1.as_str()) {
+            (Some("primary"), Some("backup")) | (Some("backup"), Some("primary")) => Ok(()),
+            _ => Err(format!("{roles:?}")),
+        }
+    });
+    until("one holder", 10, || {
+        match (holds(&p.a.host), holds(&p.b.host)) {
+            (true, false) | (false, true) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let (samples, both) = watch.finish();
+    assert_eq!(both, 0, "two holders in {both} of {samples} samples");
 }
