@@ -183,6 +183,12 @@ impl HolderWatch {
         }
     }
 
+    /// Stops and asserts that two holders were never seen.
+    pub fn never_two(self) {
+        let (samples, both) = self.finish();
+        assert_eq!(both, 0, "two holders in {both} of {samples} samples");
+    }
+
     /// (samples, samples with two holders); printed too, for the fault-matrix figures.
     pub fn finish(mut self) -> (u32, u32) {
         self.stop.store(true, Ordering::Relaxed);

@@ -54,8 +54,8 @@ pub const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MIN_HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(150);
 
 /// A backup starts probing the shared IPs this long before its timeout runs out (a
-/// probe takes about 0.3 s).
-pub const PROBE_LEAD: Duration = Duration::from_millis(350);
+/// takeover probe takes about 0.1 s).
+pub const PROBE_LEAD: Duration = Duration::from_millis(150);
 /// A probe started with a test-IP round stands for the takeover's probe this long.
 pub const PRE_PROBE_FRESH: Duration = Duration::from_millis(1500);
 /// The longest wait for withheld shared IPs to leave the NICs.

@@ -69,6 +69,22 @@ impl Timing {
     /// For a quiet factory link: the same three probes and the same defence, about
     /// 200–300 ms from start to a usable address. Announcements stay 2 s apart because
     /// Linux ignores a second ARP update within 1 s (`locktime`).
+    /// A failover takeover: the address's holder has been silent for the primary
+    /// timeout already, so two quick probes and a short wait (about 80 ms) ask only
+    /// whether it still answers ARP. Used for nothing but the one-shot probe.
+    pub const TAKEOVER: Timing = Timing {
+        probe_wait: ms(1),
+        probe_num: 2,
+        probe_min: ms(20),
+        probe_max: ms(30),
+        announce_wait: ms(50),
+        announce_num: 2,
+        announce_interval: ms(2000),
+        max_conflicts: 10,
+        rate_limit_interval: ms(60_000),
+        defend_interval: ms(10_000),
+    };
+
     pub const FAST: Timing = Timing {
         probe_wait: ms(50),
         probe_num: 3,

@@ -178,7 +178,12 @@ impl Kernel for Fake {
         Ok(ProbeOutcome::Free)
     }
 
-    async fn probe_ipv4(&self, index: u32, a: Ipv4Addr) -> Result<ProbeOutcome, NetError> {
+    async fn probe_ipv4(
+        &self,
+        index: u32,
+        a: Ipv4Addr,
+        _timing: super::acd::Timing,
+    ) -> Result<ProbeOutcome, NetError> {
         self.record(format!("probe {a}"));
         if let Some(t) = self.probe_time {
             tokio::time::sleep(t).await;

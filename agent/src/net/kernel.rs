@@ -178,8 +178,9 @@ impl Kernel for LiveKernel {
         &self,
         index: u32,
         addr: std::net::Ipv4Addr,
+        timing: super::acd::Timing,
     ) -> Result<ProbeOutcome, NetError> {
-        probe::probe_ipv4(&self.nl, index, addr).await
+        probe::probe_ipv4(&self.nl, index, addr, timing).await
     }
 
     async fn probe_ipv6(

@@ -440,6 +440,7 @@ pub trait Kernel: Send + Sync + 'static {
         &self,
         index: u32,
         addr: Ipv4Addr,
+        timing: super::acd::Timing,
     ) -> impl Future<Output = Result<ProbeOutcome, NetError>> + Send;
     /// Asks the link whether another host has `addr` (neighbour solicitations, as DAD
     /// does), before the address is added without the kernel's own DAD.
@@ -685,7 +686,11 @@ impl<K: Kernel> Turn<'_, K> {
                     }
                     // A probe made just before the change counts once.
                     if st.cleared.remove(&key).is_none() {
-                        match this.kernel.probe_ipv4(*index, v4).await {
+                        match this
+                            .kernel
+                            .probe_ipv4(*index, v4, super::acd::Timing::FAST)
+                            .await
+                        {
                             Ok(ProbeOutcome::Free) => {
                                 st.conflicts.remove(&key);
                             }

@@ -340,7 +340,12 @@ impl<K: Kernel> NetworkService<K> {
             if was_enabled || there {
                 continue;
             }
-            match inner.reconciler.kernel().probe_ipv4(link.index, v4).await? {
+            match inner
+                .reconciler
+                .kernel()
+                .probe_ipv4(link.index, v4, super::acd::Timing::FAST)
+                .await?
+            {
                 ProbeOutcome::Free => cleared.push((link.index, v4)),
                 ProbeOutcome::NoLink => {}
                 ProbeOutcome::InUse { mac } => {
@@ -614,8 +619,9 @@ impl<K: Kernel> NetworkService<K> {
             .ok_or_else(|| NetError::NoSuchNic(nic.to_string()))
     }
 
-    /// Whether another host has `address` on `nic`'s link: an ARP probe (RFC 5227, the
-    /// fast timing) for IPv4, neighbour solicitations for IPv6.
+    /// Whether another host has `address` on `nic`'s link, for a failover takeover: a
+    /// quick ARP probe ([`super::acd::Timing::TAKEOVER`]) for IPv4, neighbour
+    /// solicitations for IPv6.
     pub async fn probe(
         &self,
         nic: &NicName,
@@ -624,7 +630,11 @@ impl<K: Kernel> NetworkService<K> {
         let index = self.index_of(nic).await?;
         let kernel = self.inner.reconciler.kernel();
         match address {
-            IpAddr::V4(v4) => kernel.probe_ipv4(index, v4).await,
+            IpAddr::V4(v4) => {
+                kernel
+                    .probe_ipv4(index, v4, super::acd::Timing::TAKEOVER)
+                    .await
+            }
             IpAddr::V6(v6) => kernel.probe_ipv6(index, v6).await,
         }
     }
