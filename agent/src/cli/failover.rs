@@ -165,6 +165,15 @@ fn settings_text(s: &Settings, out: &mut String) {
     field(out, "Test IPs", list(s.test_ips.as_slice()));
 }
 
+/// One line each, or `empty` when there are none.
+fn lines_or(lines: Vec<String>, empty: &str) -> String {
+    if lines.is_empty() {
+        empty.to_string()
+    } else {
+        lines.join("\n")
+    }
+}
+
 fn on_off(b: bool) -> &'static str {
     if b {
         "on"
@@ -340,12 +349,7 @@ pub async fn execute(client: &Client, action: &FailoverAction) -> Outcome {
                     format!("{}  {}", e.unix_time, what)
                 })
                 .collect();
-            let text = if lines.is_empty() {
-                "No failover history".to_string()
-            } else {
-                lines.join("\n")
-            };
-            Ok((v, text))
+            Ok((v, lines_or(lines, "No failover history")))
         }
         FailoverAction::Establish { backup, reverse } => {
             let req = EstablishRequest {
@@ -408,12 +412,7 @@ pub async fn execute(client: &Client, action: &FailoverAction) -> Outcome {
                     _ => format!("{}: no answer", r.address),
                 })
                 .collect();
-            let text = if lines.is_empty() {
-                "No test IPs are set".to_string()
-            } else {
-                lines.join("\n")
-            };
-            Ok((v, text))
+            Ok((v, lines_or(lines, "No test IPs are set")))
         }
     }
 }
