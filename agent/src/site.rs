@@ -67,10 +67,88 @@ impl Schema for SiteSettings {
 
 pub type SiteError = DocumentError<InvalidSite>;
 
+/// Who may use the site now. The failover role and data sync set it; the site's routes
+/// (files, e-mail, API accounts: not failover's own, not the peer channel, not the vendor's
+/// command API or health) ask it before they act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A primary or a standalone appliance: read and write.
+    Open,
+    /// A failover backup: its site is a copy of the primary's, refreshed by sync, so it
+    /// reads but never writes.
+    ReadOnly,
+    /// A primary during the final sync of a planned role swap: nothing, so that no write
+    /// lands after the copy the backup takes.
+    Paused,
+}
+
+/// Why the site refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteRefused {
+    #[error("this appliance is the failover backup: its site is a read-only copy of the primary's; make the change on the primary")]
+    BackupReadOnly,
+    #[error("the site is paused while a final data sync runs before a planned role swap; try again when the swap is done")]
+    Paused,
+}
+
+impl SiteRefused {
+    /// The HTTP status and stable code.
+    pub fn status_and_code(&self) -> (u16, &'static str) {
+        match self {
+            SiteRefused::BackupReadOnly => (409, "backup_read_only"),
+            SiteRefused::Paused => (503, "site_paused"),
+        }
+    }
+}
+
+/// The site's [`Access`], shared by everything that serves or changes the site.
+#[derive(Clone)]
+pub struct Gate(std::sync::Arc<tokio::sync::watch::Sender<Access>>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate(std::sync::Arc::new(tokio::sync::watch::Sender::new(
+            Access::Open,
+        )))
+    }
+}
+
+impl Gate {
+    pub fn access(&self) -> Access {
+        *self.0.borrow()
+    }
+
+    pub fn set(&self, access: Access) {
+        self.0.send_if_modified(|a| std::mem::replace(a, access) != access);
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Access> {
+        self.0.subscribe()
+    }
+
+    /// Whether the site may be read now.
+    pub fn check_read(&self) -> Result<(), SiteRefused> {
+        match self.access() {
+            Access::Paused => Err(SiteRefused::Paused),
+            Access::Open | Access::ReadOnly => Ok(()),
+        }
+    }
+
+    /// Whether the site may be changed now.
+    pub fn check_write(&self) -> Result<(), SiteRefused> {
+        match self.access() {
+            Access::Paused => Err(SiteRefused::Paused),
+            Access::ReadOnly => Err(SiteRefused::BackupReadOnly),
+            Access::Open => Ok(()),
+        }
+    }
+}
+
 /// The site directory: its settings document and its file store.
 pub struct SiteStore {
     dir: PathBuf,
     settings: Document<SiteSettings>,
+    gate: Gate,
 }
 
 impl SiteStore {
@@ -84,7 +162,13 @@ impl SiteStore {
         SiteStore {
             dir: site_dir.to_path_buf(),
             settings: Document::load(site_dir.join(SETTINGS_FILE)),
+            gate: Gate::default(),
         }
+    }
+
+    /// Who may use the site now.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     /// The directory sync swaps whole.

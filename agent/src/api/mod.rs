@@ -95,6 +95,8 @@ pub enum ApiError {
     ApiAccount(#[from] crate::admin::api_accounts::AccountError),
     #[error(transparent)]
     Email(#[from] crate::email::EmailError),
+    #[error(transparent)]
+    Site(#[from] crate::site::SiteRefused),
 }
 
 impl ApiError {
@@ -183,6 +185,7 @@ impl ApiError {
             ApiError::ApiAccount(e) => api_accounts::status_and_code(e),
             ApiError::Failover(e) => numeric(e.status_and_code()),
             ApiError::Email(e) => numeric(e.status_and_code()),
+            ApiError::Site(e) => numeric(e.status_and_code()),
         }
     }
 }
@@ -351,6 +354,26 @@ async fn fallback(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(uri.path().chars().take(200).collect())
 }
 
+/// The site's routes ask the site's [`crate::site::Gate`] first: a backup's site is read
+/// only (409 `backup_read_only`), a site paused for a final sync answers nothing (503
+/// `site_paused`).
+async fn site_gate(
+    State(app): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let gate = app.site.gate();
+    let allowed = if request.method().is_safe() {
+        gate.check_read()
+    } else {
+        gate.check_write()
+    };
+    match allowed {
+        Ok(()) => next.run(request).await,
+        Err(e) => ApiError::Site(e).into_response(),
+    }
+}
+
 /// A JSON surface: its routes (with their auth and fallback), axum's own errors turned
 /// into JSON.
 fn json_surface(routes: Router<AppState>) -> Router<AppState> {
@@ -379,8 +402,14 @@ pub fn router(app: AppState) -> Router {
             LOGIN_PREFIX,
             json_surface(
                 login::routes()
-                    .merge(api_accounts::routes())
-                    .merge(email::routes())
+                    .merge(
+                        api_accounts::routes()
+                            .merge(email::routes())
+                            .layer(axum::middleware::from_fn_with_state(
+                                app.clone(),
+                                site_gate,
+                            )),
+                    )
                     .fallback(fallback)
                     .layer(require_admin()),
             ),

@@ -261,6 +261,19 @@ impl<T: Schema + Default> Document<T> {
             .map(|p| p.message.clone())
     }
 
+    /// Reads the file again and puts what it holds in force: for a file replaced wholesale
+    /// from outside this document (a data sync swaps the site directory). A file that is
+    /// not usable is reported, and the defaults are in force, as at [`load`](Self::load).
+    pub fn reload(&self) {
+        let mut state = lock(&self.state);
+        let (value, fresh) = read_state::<T>(&self.path);
+        if let Some(p) = &fresh.problem {
+            tracing::error!("settings not in force after reload: {}", p.message);
+        }
+        *state = fresh;
+        self.tx.send_replace(value);
+    }
+
     /// The revision of the file in force (0: never written).
     pub fn revision(&self) -> u64 {
         lock(&self.state).revision
