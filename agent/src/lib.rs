@@ -38,6 +38,7 @@ pub mod runtime;
 pub mod settings;
 pub mod site;
 pub mod store;
+pub mod sync;
 pub mod system;
 pub mod tls;
 
@@ -120,6 +121,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
             tracing::error!("no appliance id ({e}): failover cannot tell this appliance apart");
             String::new()
         });
+    let mailer = Arc::new(email::Mailer::new(site.clone()));
     let failover = failover::FailoverService::start(
         failover::service::Deps {
             config_dir: settings.config_dir(),
@@ -127,11 +129,22 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
             version: failover::service::version(&settings.data_dir, settings.boot.debug),
             config: config.clone(),
             network: network.clone(),
-            notifier: Arc::new(email::Mailer::new(site.clone())),
+            notifier: mailer.clone(),
         },
         &mut tasks,
     )
     .await;
+    let sync = sync::SyncService::new(
+        &settings.data_dir,
+        site.clone(),
+        config.clone(),
+        failover.clone(),
+        mailer,
+    );
+    {
+        let sync = sync.clone();
+        tasks.spawn("sync", move || sync.clone().run());
+    }
     let (identity, origin) = tls_task.await??;
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(identity.server_config());
     match origin {
@@ -155,6 +168,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         factory_control,
         network,
         failover: failover.clone(),
+        sync,
         api_accounts: Default::default(),
     };
     let handle = axum_server::Handle::new();

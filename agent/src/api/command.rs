@@ -283,7 +283,7 @@ async fn check_health(app: &AppState) -> Result<Response, CommandError> {
         problems: health.problems.iter().map(ToString::to_string).collect(),
         role: snapshot.role,
         enabled_shared_ips: snapshot.enabled_shared_ips,
-        last_sync: snapshot.last_sync,
+        last_sync: app.sync.last_record(),
     };
     Ok(xml_response(StatusCode::OK, render_health(&report)))
 }
@@ -296,8 +296,16 @@ async fn set_failover_role(
 ) -> Result<Response, CommandError> {
     tracing::info!(account = %caller.name, ?role, ?request, "vendor API: set_failover_role");
     let outcome = match role {
-        Target::Primary => app.failover.become_primary(request).await?,
-        Target::Backup => app.failover.become_backup(request).await?,
+        Target::Primary => {
+            app.sync
+                .change_role(crate::failover::role::Role::Primary, request)
+                .await?
+        }
+        Target::Backup => {
+            app.sync
+                .change_role(crate::failover::role::Role::Backup, request)
+                .await?
+        }
     };
     Ok(xml(StatusCode::OK, "success", success_text(outcome)))
 }

@@ -31,6 +31,8 @@ pub(crate) const PATHS: &[&str] = &[
     "/failover/fix",
     "/failover/history",
     "/failover/test-ips/test",
+    "/failover/sync",
+    "/failover/sync/history",
 ];
 
 /// At most this many shared IPs.
@@ -235,7 +237,10 @@ async fn become_primary(
     body: Bytes,
 ) -> Result<Json<RoleChanged>, ApiError> {
     let req: RoleRequest = parse_body(&body)?;
-    let outcome = app.failover.become_primary(req).await?;
+    let outcome = app
+        .sync
+        .change_role(crate::failover::role::Role::Primary, req)
+        .await?;
     Ok(role_changed(&app, outcome))
 }
 
@@ -244,8 +249,34 @@ async fn become_backup(
     body: Bytes,
 ) -> Result<Json<RoleChanged>, ApiError> {
     let req: RoleRequest = parse_body(&body)?;
-    let outcome = app.failover.become_backup(req).await?;
+    let outcome = app
+        .sync
+        .change_role(crate::failover::role::Role::Backup, req)
+        .await?;
     Ok(role_changed(&app, outcome))
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct SyncHistory {
+    pub entries: Vec<crate::sync::service::HistoryEntry>,
+}
+
+async fn sync_progress(State(app): State<AppState>) -> Json<crate::sync::service::Progress> {
+    Json(app.sync.progress())
+}
+
+/// Sync Now: 202 with the progress; the sync runs in the background.
+async fn sync_now(
+    State(app): State<AppState>,
+) -> Result<(axum::http::StatusCode, Json<crate::sync::service::Progress>), ApiError> {
+    app.sync.sync_now().await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(app.sync.progress())))
+}
+
+async fn sync_history(State(app): State<AppState>) -> Json<SyncHistory> {
+    Json(SyncHistory {
+        entries: app.sync.history(),
+    })
 }
 
 async fn fix(State(app): State<AppState>) -> Result<Json<RoleChanged>, ApiError> {
@@ -342,6 +373,8 @@ pub fn routes() -> Router<AppState> {
         .route("/failover/become-primary", post(become_primary))
         .route("/failover/become-backup", post(become_backup))
         .route("/failover/fix", post(fix))
+        .route("/failover/sync", get(sync_progress).post(sync_now))
+        .route("/failover/sync/history", get(sync_history))
         .route("/failover/history", get(history))
         .route("/failover/test-ips/test", post(test_ips))
 }

@@ -97,6 +97,8 @@ pub enum ApiError {
     Email(#[from] crate::email::EmailError),
     #[error(transparent)]
     Site(#[from] crate::site::SiteRefused),
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
 }
 
 impl ApiError {
@@ -186,6 +188,7 @@ impl ApiError {
             ApiError::Failover(e) => numeric(e.status_and_code()),
             ApiError::Email(e) => numeric(e.status_and_code()),
             ApiError::Site(e) => numeric(e.status_and_code()),
+            ApiError::Sync(e) => numeric(e.status_and_code()),
         }
     }
 }
@@ -301,6 +304,8 @@ pub struct AppState {
     pub network: crate::net::service::NetworkService,
     /// The failover pair: role, shared IPs, commands to the driver.
     pub failover: crate::failover::FailoverService,
+    /// The data sync (`crate::sync`).
+    pub sync: crate::sync::SyncService,
     /// The command API's access tokens (the accounts themselves are site settings).
     pub api_accounts: Arc<crate::admin::api_accounts::ApiAccounts>,
 }

@@ -10,6 +10,7 @@
 //! | `POST /relationship` | be the backup of the caller (Establish Relationship) |
 //! | `DELETE /relationship` | the caller broke the relationship |
 //! | `POST /command` | change role (the peer's half of a swap or a fix) |
+//! | `POST /sync/...` | the data sync (see `crate::sync::wire`) |
 
 use super::{parse_required, ApiError, AppState};
 use crate::conn::TlsSession;
@@ -50,6 +51,43 @@ async fn command(
 ) -> Result<Json<CommandReply>, ApiError> {
     let req: CommandRequest = parse_required(&body)?;
     Ok(Json(app.failover.peer_command(req).await?))
+}
+
+fn binary<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    postcard::from_bytes(body).map_err(|e| ApiError::BadRequest(format!("not a sync request: {e}")))
+}
+
+async fn sync_tree(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let req = binary(&body)?;
+    let body = crate::sync::serve::tree(app.sync.index(), req)
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the site: {e}")))?;
+    Ok(body.into_response())
+}
+
+async fn sync_files(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    Ok(crate::sync::serve::files(app.sync.index(), binary(&body)?).into_response())
+}
+
+async fn sync_chunks(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    Ok(crate::sync::serve::chunks(app.sync.index(), binary(&body)?).into_response())
+}
+
+async fn sync_done(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+    app.sync.pulled(parse_required(&body)?);
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn sync_pause(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+    let req: crate::sync::wire::PauseRequest = parse_required(&body)?;
+    app.sync.set_paused(req.pause);
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn sync_pull(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+    let req: crate::sync::wire::PullRequest = parse_required(&body)?;
+    app.sync.pull_asked(req.wait).await?;
+    Ok(Json(serde_json::json!({})))
 }
 
 /// Checks the caller's proof and signs the answer with ours.
@@ -102,6 +140,12 @@ pub fn routes(app: &AppState) -> Router<AppState> {
         .route("/state", get(state))
         .route("/relationship", post(relationship).delete(broken))
         .route("/command", post(command))
+        .route("/sync/tree", post(sync_tree))
+        .route("/sync/files", post(sync_files))
+        .route("/sync/chunks", post(sync_chunks))
+        .route("/sync/done", post(sync_done))
+        .route("/sync/pause", post(sync_pause))
+        .route("/sync/pull", post(sync_pull))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             require_proof,

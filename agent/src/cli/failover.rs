@@ -1,4 +1,4 @@
-//! `appliancectl failover status|history|key|establish|break|become-primary|become-backup|fix|settings|shared-ips|test-ips`:
+//! `appliancectl failover status|history|key|establish|break|become-primary|become-backup|fix|settings|shared-ips|test-ips|sync|sync-history`:
 //! the failover pair on the site surface (`/login/api/v1`).
 
 use super::render::field;
@@ -54,6 +54,14 @@ pub enum FailoverAction {
     /// Ping the network connectivity test IPs now.
     #[command(name = "test-ips")]
     TestIps,
+    /// Show the data sync's progress; with --now, start one (Sync Now) and follow it.
+    Sync {
+        #[arg(long)]
+        now: bool,
+    },
+    /// The past data syncs.
+    #[command(name = "sync-history")]
+    SyncHistory,
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -116,6 +124,46 @@ pub struct SettingsArgs {
     /// Clear the test IPs.
     #[arg(long)]
     pub no_test_ips: bool,
+    /// Pull a data sync every N minutes (counted from the last start).
+    #[arg(long, value_name = "MINUTES", conflicts_with_all = ["sync_daily", "sync_weekly"])]
+    pub sync_every: Option<u32>,
+    /// Pull a data sync daily at HH:MM UTC.
+    #[arg(long, value_name = "HH:MM", conflicts_with = "sync_weekly")]
+    pub sync_daily: Option<String>,
+    /// Pull a data sync weekly, DAY@HH:MM UTC (e.g. sunday@03:00).
+    #[arg(long, value_name = "DAY@HH:MM")]
+    pub sync_weekly: Option<String>,
+    /// The data sync's bandwidth limit, bytes per second.
+    #[arg(long, value_name = "BYTES", conflicts_with = "unlimited")]
+    pub bandwidth_limit: Option<u64>,
+    /// No bandwidth limit.
+    #[arg(long)]
+    pub unlimited: bool,
+    /// Alert (on the primary) when no backup has pulled for this many minutes.
+    #[arg(long, value_name = "MINUTES")]
+    pub no_pull_alert: Option<u32>,
+    /// Seconds before the first sync of a relationship.
+    #[arg(long, value_name = "SECONDS")]
+    pub first_sync_delay: Option<u32>,
+}
+
+/// The schedule the settings flags ask for, as the API reads it.
+fn schedule_of(a: &SettingsArgs) -> Result<Option<crate::sync::Schedule>, CliError> {
+    let json = if let Some(n) = a.sync_every {
+        serde_json::json!({ "every_minutes": n })
+    } else if let Some(at) = &a.sync_daily {
+        serde_json::json!({ "daily_at": at })
+    } else if let Some(w) = &a.sync_weekly {
+        let (day, at) = w
+            .split_once('@')
+            .ok_or_else(|| CliError::Usage(format!("{w:?} is not DAY@HH:MM")))?;
+        serde_json::json!({ "weekly": { "day": day.to_lowercase(), "at": at } })
+    } else {
+        return Ok(None);
+    };
+    serde_json::from_value(json)
+        .map(Some)
+        .map_err(|e| CliError::Usage(e.to_string()))
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,6 +211,82 @@ fn settings_text(s: &Settings, out: &mut String) {
         format_args!("{} s", s.timeout().as_secs_f64()),
     );
     field(out, "Test IPs", list(s.test_ips.as_slice()));
+    field(
+        out,
+        "Sync schedule",
+        serde_json::to_string(&s.sync_schedule).unwrap_or_default(),
+    );
+    match s.bandwidth_limit_bytes_per_second {
+        Some(b) => field(out, "Bandwidth limit", format_args!("{} bytes/s", b.get())),
+        None => field(out, "Bandwidth limit", "unlimited"),
+    }
+    field(
+        out,
+        "No-pull alert",
+        format_args!("after {} minutes", s.no_pull_alert_minutes),
+    );
+}
+
+fn progress_text(p: &crate::sync::service::Progress) -> String {
+    let mut out = String::new();
+    match p.state {
+        crate::sync::service::State::Running => field(
+            &mut out,
+            "Sync",
+            format_args!(
+                "running ({}): {} of {} files, {} of {} bytes, {} on the wire, {:.0} bytes/s",
+                p.phase.as_deref().unwrap_or("starting"),
+                p.files_done,
+                p.files_total,
+                p.bytes_done,
+                p.bytes_total,
+                p.bytes_on_wire,
+                p.rate_bytes_per_second
+            ),
+        ),
+        crate::sync::service::State::Idle => field(&mut out, "Sync", "idle"),
+    }
+    if let Some(next) = p.next_scheduled {
+        field(&mut out, "Next scheduled", format_args!("{next} (Unix time)"));
+    }
+    if let Some(o) = &p.overlapped {
+        field(&mut out, "Warning", o);
+    }
+    out.trim_end().to_string()
+}
+
+/// Follows a running sync with a progress bar until it is idle.
+async fn follow(client: &Client) -> Result<serde_json::Value, CliError> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut seen_running = false;
+    let started = std::time::Instant::now();
+    loop {
+        let v = check(client.request("GET", &api("/failover/sync"), None).await?)?;
+        let p: crate::sync::service::Progress = decode(&v)?;
+        match p.state {
+            crate::sync::service::State::Running => {
+                seen_running = true;
+                bar.set_length(p.bytes_total);
+                bar.set_position(p.bytes_done);
+                bar.set_message(p.phase.clone().unwrap_or_default());
+            }
+            // A sync asked of the peer may take a moment to show.
+            crate::sync::service::State::Idle
+                if seen_running || started.elapsed() > std::time::Duration::from_secs(5) =>
+            {
+                bar.finish_and_clear();
+                return Ok(v);
+            }
+            crate::sync::service::State::Idle => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// One line each, or `empty` when there are none.
@@ -267,6 +391,25 @@ fn update_of(a: &SettingsArgs) -> Result<SettingsUpdate, CliError> {
         primary_timeout_seconds: timeout,
         test_ips: test_ips
             .map(crate::failover::TestIps::try_from)
+            .transpose()
+            .map_err(CliError::Usage)?,
+        sync_schedule: schedule_of(a)?,
+        bandwidth_limit_bytes_per_second: if a.unlimited {
+            Some(None)
+        } else {
+            a.bandwidth_limit
+                .map(|b| crate::failover::settings::BandwidthLimit::try_from(b).map(Some))
+                .transpose()
+                .map_err(CliError::Usage)?
+        },
+        no_pull_alert_minutes: a
+            .no_pull_alert
+            .map(crate::failover::settings::NoPullMinutes::try_from)
+            .transpose()
+            .map_err(CliError::Usage)?,
+        first_sync_delay_seconds: a
+            .first_sync_delay
+            .map(crate::failover::settings::FirstSyncDelay::try_from)
             .transpose()
             .map_err(CliError::Usage)?,
     })
@@ -395,6 +538,48 @@ pub async fn execute(client: &Client, action: &FailoverAction) -> Outcome {
                 v,
                 format!("Fixed; role here: {} (epoch {})", r.role, r.epoch),
             ))
+        }
+        FailoverAction::Sync { now } => {
+            if *now {
+                check(client.request("POST", &api("/failover/sync"), None).await?)?;
+                follow(client).await?;
+                let v = check(
+                    client
+                        .request("GET", &api("/failover/sync/history"), None)
+                        .await?,
+                )?;
+                let h: crate::api::login::SyncHistory = decode(&v)?;
+                let text = match h.entries.first() {
+                    Some(e) => format!(
+                        "Sync {}: {} files changed, {} bytes on the wire",
+                        e.result, e.files_changed, e.bytes_on_wire
+                    ),
+                    None => "Sync asked of the backup (see its history)".into(),
+                };
+                return Ok((v, text));
+            }
+            let v = check(client.request("GET", &api("/failover/sync"), None).await?)?;
+            let p: crate::sync::service::Progress = decode(&v)?;
+            Ok((v, progress_text(&p)))
+        }
+        FailoverAction::SyncHistory => {
+            let v = check(
+                client
+                    .request("GET", &api("/failover/sync/history"), None)
+                    .await?,
+            )?;
+            let h: crate::api::login::SyncHistory = decode(&v)?;
+            let lines: Vec<String> = h
+                .entries
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}..{}  {:8}  {} files, {} bytes on the wire: {}",
+                        e.started, e.ended, e.trigger, e.files_changed, e.bytes_on_wire, e.result
+                    )
+                })
+                .collect();
+            Ok((v, lines_or(lines, "No data sync yet")))
         }
         FailoverAction::TestIps => {
             let v = check(

@@ -39,7 +39,31 @@ pub fn human(d: Duration) -> String {
 }
 
 /// What the mailer sends for an alert of the failover service.
+/// The primary's alert when no backup has pulled its data for too long.
+fn no_pull(a: &AlertMessage) -> Text {
+    let (me, peer) = (&a.appliance, &a.peer);
+    let silent = human(a.silent_for);
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "No backup appliance has pulled a data sync from the primary {me} for {silent}. \
+         If the primary fails now, its backup ({peer}) would serve an old copy of the site. \
+         Check the backup: its failover status, its Backup Operations setting and its \
+         connection to this appliance.\n\n"
+    );
+    let _ = writeln!(body, "Appliance:     {me} (primary)");
+    let _ = writeln!(body, "Backup:        {peer}");
+    let _ = writeln!(body, "Last pull:     {silent} ago, or never");
+    Text {
+        subject: format!("No data sync pulled from {me} for {silent}"),
+        body,
+    }
+}
+
 pub fn alert(a: &AlertMessage) -> Text {
+    if a.kind == AlertKind::NoPull {
+        return no_pull(a);
+    }
     let (me, peer) = (&a.appliance, &a.peer);
     let silent = human(a.silent_for);
     let countdown = a.remaining.map(human);
@@ -89,6 +113,7 @@ pub fn alert(a: &AlertMessage) -> Text {
             );
             format!("{me} took over as primary: {peer} silent for {silent}")
         }
+        (AlertKind::NoPull, _) => return no_pull(a),
         (AlertKind::CutOff, _) => {
             let _ = write!(
                 body,
@@ -106,6 +131,7 @@ pub fn alert(a: &AlertMessage) -> Text {
     let left = match (a.kind, &countdown) {
         (AlertKind::Takeover, _) => "done, this appliance is the primary".to_string(),
         (AlertKind::CutOff, _) => "none (this backup is cut off)".to_string(),
+        (AlertKind::NoPull, _) => "none".to_string(),
         (_, Some(left)) => left.clone(),
         (_, None) => "none (no automatic failover)".to_string(),
     };

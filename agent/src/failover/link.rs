@@ -111,12 +111,43 @@ impl PeerLink {
         Ok(Conn { sender, exporter })
     }
 
-    async fn exchange(
+    /// Sends one request and checks the answer's proof; a refusal (not 2xx) comes back
+    /// as [`LinkError::Refused`]. The body of a good answer is left to the caller to
+    /// stream (a data sync reads gigabytes this way); the connection stays busy until it
+    /// is read or dropped.
+    pub async fn open(
         &mut self,
         method: &str,
         path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Bytes, LinkError> {
+        body: Option<(Vec<u8>, &str)>,
+        timeout: std::time::Duration,
+    ) -> Result<hyper::body::Incoming, LinkError> {
+        let result = tokio::time::timeout(timeout, self.send(method, path, body))
+            .await
+            .unwrap_or_else(|_| {
+                Err(LinkError::Unreachable(format!(
+                    "no answer from {} within {} ms",
+                    self.endpoint,
+                    timeout.as_millis()
+                )))
+            });
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    /// Forgets the connection (after a stream was abandoned half read).
+    pub fn reset(&mut self) {
+        self.conn = None;
+    }
+
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<(Vec<u8>, &str)>,
+    ) -> Result<hyper::body::Incoming, LinkError> {
         if self.conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
             self.conn = Some(self.connect().await?);
         }
@@ -132,11 +163,15 @@ impl PeerLink {
                 wire::PROOF_HEADER,
                 wire::proof_hex(&self.key, &exporter, Side::Client, method, path),
             );
-        if body.is_some() {
-            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
+        let bytes = match body {
+            Some((bytes, content_type)) => {
+                req = req.header(hyper::header::CONTENT_TYPE, content_type);
+                bytes
+            }
+            None => Vec::new(),
+        };
         let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| LinkError::Protocol(e.to_string()))?;
         conn.sender
             .ready()
@@ -153,11 +188,6 @@ impl PeerLink {
             .get(wire::PROOF_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = Limited::new(res.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| LinkError::Unreachable(format!("{}: {e}", self.endpoint)))?
-            .to_bytes();
         let proved = wire::check(
             &self.key,
             &exporter,
@@ -171,6 +201,11 @@ impl PeerLink {
             return Err(LinkError::KeyMismatch);
         }
         if !(200..300).contains(&status) {
+            let bytes = Limited::new(res.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| LinkError::Unreachable(format!("{}: {e}", self.endpoint)))?
+                .to_bytes();
             let (code, message) = serde_json::from_slice::<crate::model::ErrorBody>(&bytes)
                 .map(|e| (e.error.code, e.error.message))
                 .unwrap_or_else(|_| ("unknown".into(), String::from_utf8_lossy(&bytes).into()));
@@ -180,6 +215,22 @@ impl PeerLink {
                 message,
             });
         }
-        Ok(bytes)
+        Ok(res.into_body())
+    }
+
+    async fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, LinkError> {
+        let body = self
+            .send(method, path, body.map(|b| (b, "application/json")))
+            .await?;
+        Ok(Limited::new(body, MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| LinkError::Unreachable(format!("{}: {e}", self.endpoint)))?
+            .to_bytes())
     }
 }

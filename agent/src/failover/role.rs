@@ -201,6 +201,9 @@ pub enum AlertKind {
     Takeover,
     /// This backup cannot reach any test IP: it is the one cut off and does not take over.
     CutOff,
+    /// No backup has pulled a data sync from this primary for the configured time (sent
+    /// by the sync service, not the role machine).
+    NoPull,
 }
 
 /// An e-mail alert to send.

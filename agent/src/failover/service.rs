@@ -566,6 +566,11 @@ impl FailoverService {
         self.ask(|tx| Command::Peer(req, tx)).await
     }
 
+    /// The peer of the relationship, if there is one.
+    pub fn peer(&self) -> Option<Endpoint> {
+        self.ctx.as_ref()?.state.current().peer
+    }
+
     /// The key in force, for the peer channel's proofs.
     pub fn key_bytes(&self) -> Option<Vec<u8>> {
         self.key().ok()

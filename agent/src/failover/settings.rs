@@ -141,6 +141,131 @@ pub struct Settings {
     pub primary_timeout_seconds: PrimaryTimeout,
     #[serde(default)]
     pub test_ips: TestIps,
+    /// When the backup pulls a data sync by itself.
+    #[serde(default)]
+    pub sync_schedule: crate::sync::Schedule,
+    /// The data sync's bandwidth limit in bytes per second, `None` for unlimited. The
+    /// backup's setting is the one in force (it sends it with each request).
+    #[serde(default)]
+    pub bandwidth_limit_bytes_per_second: Option<BandwidthLimit>,
+    /// The primary alerts when no backup has pulled for this long.
+    #[serde(default = "default_no_pull")]
+    pub no_pull_alert_minutes: NoPullMinutes,
+    /// The first sync after the relationship starts waits this long.
+    #[serde(default = "default_first_sync")]
+    pub first_sync_delay_seconds: FirstSyncDelay,
+}
+
+/// A data-sync bandwidth limit: 1 KB/s to 10 GB/s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct BandwidthLimit(u64);
+
+pub const MIN_BANDWIDTH: u64 = 1000;
+pub const MAX_BANDWIDTH: u64 = 10_000_000_000;
+
+impl BandwidthLimit {
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for BandwidthLimit {
+    type Error = String;
+    fn try_from(n: u64) -> Result<Self, String> {
+        if (MIN_BANDWIDTH..=MAX_BANDWIDTH).contains(&n) {
+            Ok(BandwidthLimit(n))
+        } else {
+            Err(format!(
+                "bandwidth_limit_bytes_per_second must be between {MIN_BANDWIDTH} and {MAX_BANDWIDTH} (or null for unlimited), not {n}"
+            ))
+        }
+    }
+}
+
+impl From<BandwidthLimit> for u64 {
+    fn from(b: BandwidthLimit) -> u64 {
+        b.0
+    }
+}
+
+/// Minutes without a pull before the primary alerts: 1 to 10080 (a week).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct NoPullMinutes(u32);
+
+impl TryFrom<u32> for NoPullMinutes {
+    type Error = String;
+    fn try_from(n: u32) -> Result<Self, String> {
+        if (1..=10_080).contains(&n) {
+            Ok(NoPullMinutes(n))
+        } else {
+            Err(format!("no_pull_alert_minutes must be between 1 and 10080, not {n}"))
+        }
+    }
+}
+
+impl From<NoPullMinutes> for u32 {
+    fn from(n: NoPullMinutes) -> u32 {
+        n.0
+    }
+}
+
+impl From<NoPullMinutes> for u64 {
+    fn from(n: NoPullMinutes) -> u64 {
+        n.0.into()
+    }
+}
+
+impl std::fmt::Display for NoPullMinutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Seconds before the first sync of a relationship: 0 to 3600; the vendor's 60 by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct FirstSyncDelay(u32);
+
+impl TryFrom<u32> for FirstSyncDelay {
+    type Error = String;
+    fn try_from(n: u32) -> Result<Self, String> {
+        if n <= 3600 {
+            Ok(FirstSyncDelay(n))
+        } else {
+            Err(format!("first_sync_delay_seconds must be between 0 and 3600, not {n}"))
+        }
+    }
+}
+
+impl From<FirstSyncDelay> for u32 {
+    fn from(n: FirstSyncDelay) -> u32 {
+        n.0
+    }
+}
+
+impl From<FirstSyncDelay> for u64 {
+    fn from(n: FirstSyncDelay) -> u64 {
+        n.0.into()
+    }
+}
+
+fn default_no_pull() -> NoPullMinutes {
+    NoPullMinutes(24 * 60)
+}
+
+fn default_first_sync() -> FirstSyncDelay {
+    FirstSyncDelay(60)
+}
+
+/// `null` given (Some(None)) apart from left out (None).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 fn yes() -> bool {
@@ -154,6 +279,10 @@ impl Default for Settings {
             automatic_failover: false,
             primary_timeout_seconds: PrimaryTimeout::default(),
             test_ips: TestIps::default(),
+            sync_schedule: crate::sync::Schedule::default(),
+            bandwidth_limit_bytes_per_second: None,
+            no_pull_alert_minutes: default_no_pull(),
+            first_sync_delay_seconds: default_first_sync(),
         }
     }
 }
@@ -178,6 +307,16 @@ impl Settings {
                 .primary_timeout_seconds
                 .unwrap_or(self.primary_timeout_seconds),
             test_ips: update.test_ips.unwrap_or_else(|| self.test_ips.clone()),
+            sync_schedule: update.sync_schedule.unwrap_or(self.sync_schedule),
+            bandwidth_limit_bytes_per_second: update
+                .bandwidth_limit_bytes_per_second
+                .unwrap_or(self.bandwidth_limit_bytes_per_second),
+            no_pull_alert_minutes: update
+                .no_pull_alert_minutes
+                .unwrap_or(self.no_pull_alert_minutes),
+            first_sync_delay_seconds: update
+                .first_sync_delay_seconds
+                .unwrap_or(self.first_sync_delay_seconds),
         }
     }
 }
@@ -194,6 +333,15 @@ pub struct SettingsUpdate {
     pub primary_timeout_seconds: Option<PrimaryTimeout>,
     #[serde(default)]
     pub test_ips: Option<TestIps>,
+    #[serde(default)]
+    pub sync_schedule: Option<crate::sync::Schedule>,
+    /// Left out keeps the limit; `null` makes it unlimited.
+    #[serde(default, deserialize_with = "present")]
+    pub bandwidth_limit_bytes_per_second: Option<Option<BandwidthLimit>>,
+    #[serde(default)]
+    pub no_pull_alert_minutes: Option<NoPullMinutes>,
+    #[serde(default)]
+    pub first_sync_delay_seconds: Option<FirstSyncDelay>,
 }
 
 #[cfg(test)]
@@ -211,6 +359,7 @@ mod tests {
             automatic_failover: true,
             primary_timeout_seconds: PrimaryTimeout::new(Duration::from_secs(3)).unwrap(),
             test_ips: TestIps::try_from(vec!["192.0.2.1".parse().unwrap()]).unwrap(),
+            ..Settings::default()
         };
         let after = before.apply(parse(r#"{"primary_timeout_seconds": 0.5}"#).unwrap());
         assert_eq!(after.timeout(), Duration::from_millis(500));
@@ -223,6 +372,21 @@ mod tests {
         assert!(!after.automatic_failover);
         let after = before.apply(parse(r#"{"test_ips": []}"#).unwrap());
         assert!(after.test_ips.is_empty(), "an empty list clears them");
+        let limited = before.apply(parse(r#"{"bandwidth_limit_bytes_per_second": 50000}"#).unwrap());
+        assert_eq!(limited.bandwidth_limit_bytes_per_second.map(|b| b.get()), Some(50_000));
+        let kept = limited.apply(parse(r#"{"sync_schedule": {"daily_at": "02:00"}}"#).unwrap());
+        assert_eq!(kept.bandwidth_limit_bytes_per_second, limited.bandwidth_limit_bytes_per_second, "left out keeps it");
+        let unlimited = kept.apply(parse(r#"{"bandwidth_limit_bytes_per_second": null}"#).unwrap());
+        assert_eq!(unlimited.bandwidth_limit_bytes_per_second, None, "null is unlimited");
+        for (bad, why) in [
+            (r#"{"bandwidth_limit_bytes_per_second": 999}"#, "between 1000"),
+            (r#"{"no_pull_alert_minutes": 0}"#, "between 1 and 10080"),
+            (r#"{"first_sync_delay_seconds": 3601}"#, "between 0 and 3600"),
+            (r#"{"sync_schedule": {"daily_at": "25:00"}}"#, "HH:MM"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]
