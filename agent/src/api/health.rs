@@ -27,7 +27,9 @@ pub(super) fn assess(app: &AppState, snapshot: &Snapshot) -> Health {
         &app.settings,
         app.config.load_error().is_some(),
         app.admin.load_error().is_some(),
-        failover_problem(snapshot).as_deref(),
+        failover_problem(snapshot)
+            .or_else(|| app.sync.no_pull_problem())
+            .as_deref(),
     )
 }
 

@@ -84,6 +84,12 @@ pub struct FailoverStatus {
     pub untested: bool,
     /// Why failover is not healthy, if it is not.
     pub problem: Option<String>,
+    /// The data sync now (idle between syncs).
+    #[serde(default)]
+    pub sync: crate::sync::service::Progress,
+    /// The last data sync, if any.
+    #[serde(default)]
+    pub last_sync: Option<crate::sync::service::HistoryEntry>,
     pub warnings: Vec<String>,
 }
 
@@ -202,7 +208,9 @@ async fn status(State(app): State<AppState>) -> Result<Json<FailoverStatus>, Api
         cut_off: report.cut_off,
         isolated: report.isolated,
         untested: report.untested,
-        problem: report.problem,
+        problem: report.problem.or_else(|| app.sync.no_pull_problem()),
+        sync: app.sync.progress(),
+        last_sync: app.sync.history().into_iter().next(),
     }))
 }
 

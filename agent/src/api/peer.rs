@@ -73,6 +73,10 @@ async fn sync_chunks(State(app): State<AppState>, body: axum::body::Bytes) -> Re
     Ok(crate::sync::serve::chunks(app.sync.index(), binary(&body)?).into_response())
 }
 
+async fn sync_offer(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Json<crate::sync::wire::Merged>, ApiError> {
+    Ok(Json(app.sync.take_offer(binary(&body)?).await?))
+}
+
 async fn sync_done(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Json<serde_json::Value>, ApiError> {
     app.sync.pulled(parse_required(&body)?);
     Ok(Json(serde_json::json!({})))
@@ -146,6 +150,7 @@ pub fn routes(app: &AppState) -> Router<AppState> {
         .route("/sync/done", post(sync_done))
         .route("/sync/pause", post(sync_pause))
         .route("/sync/pull", post(sync_pull))
+        .route("/sync/offer", post(sync_offer))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             require_proof,

@@ -38,7 +38,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a stream may stay silent before the pull gives up.
-pub const IDLE: Duration = Duration::from_secs(30);
+pub const IDLE: Duration = Duration::from_secs(10);
+/// How long the primary may take to answer a tree request (it brings its index up to
+/// date first: reading every changed file).
+pub const TREE_WAIT: Duration = Duration::from_secs(600);
 /// The largest batch of chunks asked for at once (its request stays under the API's
 /// 64 KiB body limit).
 const MAX_BATCH_CHUNKS: usize = 1000;
@@ -89,6 +92,9 @@ impl Paths {
     fn state_file(&self) -> PathBuf {
         self.sync.join("state.toml")
     }
+    fn base_file(&self) -> PathBuf {
+        self.sync.join("base.bin")
+    }
 }
 
 /// What the pulls have installed.
@@ -100,6 +106,10 @@ pub struct PullState {
     /// The root hash of a generation being swapped in (a crash may leave it in force).
     #[serde(default)]
     pub installing: Option<String>,
+    /// This appliance served as primary since its last pull: its site may hold files the
+    /// other one lacks.
+    #[serde(default)]
+    pub served: bool,
 }
 
 impl PullState {
@@ -108,6 +118,17 @@ impl PullState {
             .ok()
             .and_then(|t| toml::from_str(&t).ok())
             .unwrap_or_default()
+    }
+
+    /// Records that this appliance serves as primary (once; a failure is logged).
+    pub fn mark_served(paths: &Paths) {
+        let mut state = PullState::load(paths);
+        if !state.served {
+            state.served = true;
+            if let Err(e) = state.save(paths) {
+                tracing::warn!("sync: cannot record that this appliance serves: {e}");
+            }
+        }
     }
 
     fn save(&self, paths: &Paths) -> Result<(), PullError> {
@@ -179,7 +200,22 @@ pub async fn pull(ctx: Ctx<'_>) -> Result<Pulled, PullError> {
     };
     (ctx.progress)(&c);
     fs::create_dir_all(ctx.paths.chunks()).map_err(io_err("the chunk store"))?;
-    let (local, _) = ctx.index.refresh().await.map_err(io_err("reading this site"))?;
+    let (mut local, _) = ctx.index.refresh().await.map_err(io_err("reading this site"))?;
+    // Changed since the last pull installed it: this appliance served as primary in the
+    // meantime (a conflict, or an old primary that came back). Its files go to the
+    // primary first, so that the mirror that follows loses none.
+    let state = PullState::load(ctx.paths);
+    let root = tree::hex(&local.tree.hash);
+    let changed_here =
+        state.base.as_ref().is_some_and(|b| *b != root) && state.installing.as_ref() != Some(&root);
+    if state.served || changed_here {
+        c.phase = "merging".into();
+        (ctx.progress)(&c);
+        let merged = offer(&mut *ctx.link, ctx.paths, &local, &mut c).await?;
+        tracing::info!(placed = merged.placed, conflicts = merged.conflicts, "sync: this appliance's own changes went to the primary first");
+        c.phase = "comparing".into();
+        local = ctx.index.refresh().await.map_err(io_err("reading this site"))?.0;
+    }
     let local_dirs = local.tree.dirs_by_hash();
     let mut by_depth: Vec<(usize, Hash)> = local_dirs
         .iter()
@@ -195,7 +231,7 @@ pub async fn pull(ctx: Ctx<'_>) -> Result<Pulled, PullError> {
     c.bytes_on_wire += req.len() as u64;
     let body = ctx
         .link
-        .open("POST", wire::TREE, Some((req, wire::BINARY)), IDLE)
+        .open("POST", wire::TREE, Some((req, wire::BINARY)), TREE_WAIT)
         .await?;
     let packed = read_all(body, &mut c.bytes_on_wire).await?;
     let remote: wire::WireTree = wire::unpack(&packed).map_err(PullError::Protocol)?;
@@ -294,7 +330,7 @@ pub async fn pull(ctx: Ctx<'_>) -> Result<Pulled, PullError> {
     })
 }
 
-async fn fetch(
+pub(crate) async fn fetch(
     link: &mut PeerLink,
     store: &Path,
     batch: Vec<Hash>,
@@ -364,6 +400,214 @@ async fn fetch(
         link.reset();
     }
     result
+}
+
+/// How long the primary may take to fetch what a backup offers.
+const OFFER_WAIT: Duration = Duration::from_secs(3600);
+/// An offer request stays under the API's 64 KiB body limit.
+const MAX_OFFER_BYTES: usize = 48 * 1024;
+
+/// Offers the primary every file under `files/` that changed here since the last pull.
+async fn offer(
+    link: &mut PeerLink,
+    paths: &Paths,
+    local: &Snapshot,
+    c: &mut Counters,
+) -> Result<wire::Merged, PullError> {
+    let base = load_base(paths);
+    let mut changed = Vec::new();
+    for (path, node) in local.tree.files() {
+        let Some(p) = path.to_str() else { continue };
+        if !p.starts_with("files/") {
+            continue;
+        }
+        if base.as_ref().and_then(|b| b.get(p)) == Some(&node.meta.hash) {
+            continue;
+        }
+        changed.push((p.to_string(), node.meta, node.chunks.clone()));
+    }
+    let mut total = wire::Merged::default();
+    let mut batch = wire::Offer::default();
+    let mut size = 0;
+    let mut batches = Vec::new();
+    for f in changed {
+        let cost = f.0.len() + 64 + f.2.len() * 40;
+        if size + cost > MAX_OFFER_BYTES && !batch.files.is_empty() {
+            batches.push(std::mem::take(&mut batch));
+            size = 0;
+        }
+        size += cost;
+        batch.files.push(f);
+    }
+    if !batch.files.is_empty() {
+        batches.push(batch);
+    }
+    for b in batches {
+        let req = encode(&b);
+        c.bytes_on_wire += req.len() as u64;
+        let body = link
+            .open("POST", wire::OFFER, Some((req, wire::BINARY)), OFFER_WAIT)
+            .await?;
+        let bytes = read_all(body, &mut c.bytes_on_wire).await?;
+        let merged: wire::Merged =
+            serde_json::from_slice(&bytes).map_err(|e| PullError::Protocol(e.to_string()))?;
+        total.placed += merged.placed;
+        total.conflicts += merged.conflicts;
+    }
+    Ok(total)
+}
+
+fn save_base(paths: &Paths, tree: &DirNode) {
+    let files: Vec<(String, Hash)> = tree
+        .files()
+        .into_iter()
+        .filter_map(|(p, f)| Some((p.to_str()?.to_string(), f.meta.hash)))
+        .collect();
+    let saved = postcard::to_stdvec(&files)
+        .map_err(|e| e.to_string())
+        .and_then(|b| crate::store::write_atomic(&paths.base_file(), &b, 0o600).map_err(|e| e.to_string()));
+    if let Err(e) = saved {
+        tracing::warn!("sync: the list of synced files is not saved ({e}): a later merge offers every file");
+    }
+}
+
+fn load_base(paths: &Paths) -> Option<HashMap<String, Hash>> {
+    let bytes = fs::read(paths.base_file()).ok()?;
+    let files: Vec<(String, Hash)> = postcard::from_bytes(&bytes).ok()?;
+    Some(files.into_iter().collect())
+}
+
+/// Writes a file from its chunks (local ones first, then the chunk store) and checks it.
+pub(crate) fn write_from_chunks(
+    site: &Path,
+    store: &Path,
+    local: &Snapshot,
+    meta: &tree::FileMeta,
+    chunks: &[ChunkRef],
+    at: &Path,
+) -> Result<(), PullError> {
+    let mut out = io::BufWriter::with_capacity(
+        1 << 20,
+        fs::File::create(at).map_err(io_err("writing a file"))?,
+    );
+    let mut whole = blake3::Hasher::new();
+    for chunk in chunks {
+        let data = match local.places.get(&chunk.hash) {
+            Some(place) => tree::read_place(site, place, &chunk.hash).ok(),
+            None => None,
+        };
+        let data = match data {
+            Some(d) => d,
+            None => {
+                let path = store.join(tree::hex(&chunk.hash));
+                let d = fs::read(&path).map_err(io_err("a chunk that should have arrived"))?;
+                if blake3::hash(&d).as_bytes() != &chunk.hash {
+                    let _ = fs::remove_file(&path);
+                    return Err(PullError::Io(
+                        "a stored chunk was damaged; it is fetched again next time".into(),
+                    ));
+                }
+                d
+            }
+        };
+        whole.update(&data);
+        out.write_all(&data).map_err(io_err("writing a file"))?;
+    }
+    out.flush().map_err(io_err("writing a file"))?;
+    drop(out);
+    if whole.finalize().as_bytes() != &meta.hash {
+        return Err(PullError::Protocol(format!(
+            "{} does not match its hash",
+            at.display()
+        )));
+    }
+    set_meta(at, meta).map_err(io_err("setting a file's time"))
+}
+
+/// The primary's side of an offer: every offered file it lacks goes where it was on the
+/// backup; one it has in another version goes under `files/conflicts/<time>/`.
+pub async fn take_offer(
+    link: &mut PeerLink,
+    index: &Arc<LocalIndex>,
+    paths: &Paths,
+    offer: wire::Offer,
+) -> Result<wire::Merged, PullError> {
+    let (local, _) = index.refresh().await.map_err(io_err("reading this site"))?;
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_else(|_| "conflict".into());
+    let mut merged = wire::Merged::default();
+    let mut places: Vec<(PathBuf, tree::FileMeta, Vec<ChunkRef>)> = Vec::new();
+    for (path, meta, chunks) in offer.files {
+        let rel = PathBuf::from(&path);
+        let ok = path.starts_with("files/")
+            && rel.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !ok {
+            return Err(PullError::Protocol(format!("a bad path in an offer: {path:?}")));
+        }
+        let dest = match local.tree.get(&rel) {
+            Some(Node::File(f)) if f.meta.hash == meta.hash => continue,
+            None if !blocked_by_file(&local.tree, &rel) => {
+                merged.placed += 1;
+                rel
+            }
+            _ => {
+                merged.conflicts += 1;
+                let rest = rel.strip_prefix("files").unwrap_or(&rel);
+                Path::new("files/conflicts").join(&stamp).join(rest)
+            }
+        };
+        places.push((dest, meta, chunks));
+    }
+    let store = paths.chunks();
+    fs::create_dir_all(&store).map_err(io_err("the chunk store"))?;
+    let mut wanted = Vec::new();
+    let mut seen = HashSet::new();
+    for (_, _, chunks) in &places {
+        for c in chunks {
+            if !local.places.contains_key(&c.hash) && seen.insert(c.hash) {
+                wanted.push(c.hash);
+            }
+        }
+    }
+    let mut c = Counters::default();
+    let quiet = |_: &Counters| {};
+    for batch in wanted.chunks(MAX_BATCH_CHUNKS) {
+        fetch(link, &store, batch.to_vec(), None, &mut c, &quiet).await?;
+    }
+    let paths = paths.clone();
+    crate::store::blocking(move || {
+        let tmp_dir = paths.sync.join("merge");
+        fs::create_dir_all(&tmp_dir).map_err(io_err("the merge directory"))?;
+        for (n, (dest, meta, chunks)) in places.iter().enumerate() {
+            let tmp = tmp_dir.join(n.to_string());
+            write_from_chunks(&paths.site, &paths.chunks(), &local, meta, chunks, &tmp)?;
+            let target = paths.site.join(dest);
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).map_err(io_err("a directory for a merged file"))?;
+            }
+            fs::rename(&tmp, &target).map_err(io_err("placing a merged file"))?;
+        }
+        let _ = remove_tree(&tmp_dir);
+        let _ = remove_tree(&paths.chunks());
+        Ok::<(), PullError>(())
+    })
+    .await?;
+    Ok(merged)
+}
+
+/// Whether some parent of `path` is a file here (the offered file cannot go there).
+fn blocked_by_file(tree: &DirNode, path: &Path) -> bool {
+    let mut at = PathBuf::new();
+    for part in path.parent().into_iter().flat_map(|p| p.iter()) {
+        at.push(part);
+        if let Some(Node::File(_)) = tree.get(&at) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Stores one chunk (not synced one by one: the pull syncs the file system once before
@@ -496,34 +740,7 @@ impl Builder<'_> {
             .lists
             .get(&meta.hash)
             .ok_or_else(|| PullError::Protocol("a file without its chunk list".into()))?;
-        let mut out = io::BufWriter::with_capacity(1 << 20, fs::File::create(at).map_err(io_err("writing a file"))?);
-        let mut whole = blake3::Hasher::new();
-        for chunk in chunks {
-            let data = match self.local.places.get(&chunk.hash) {
-                Some(place) => tree::read_place(self.site, place, &chunk.hash).ok(),
-                None => None,
-            };
-            let data = match data {
-                Some(d) => d,
-                None => {
-                    let path = self.store.join(tree::hex(&chunk.hash));
-                    let d = fs::read(&path).map_err(io_err("a chunk that should have arrived"))?;
-                    if blake3::hash(&d).as_bytes() != &chunk.hash {
-                        let _ = fs::remove_file(&path);
-                        return Err(PullError::Io("a stored chunk was damaged; it is fetched again next time".into()));
-                    }
-                    d
-                }
-            };
-            whole.update(&data);
-            out.write_all(&data).map_err(io_err("writing a file"))?;
-        }
-        out.flush().map_err(io_err("writing a file"))?;
-        drop(out);
-        if whole.finalize().as_bytes() != &meta.hash {
-            return Err(PullError::Protocol(format!("{} does not match its hash", at.display())));
-        }
-        set_meta(at, meta).map_err(io_err("setting a file's time"))?;
+        write_from_chunks(self.site, &self.store, self.local, meta, chunks, at)?;
         self.changed += 1;
         Ok(FileNode {
             meta: *meta,
@@ -596,9 +813,11 @@ fn install(paths: &Paths, index: &LocalIndex, tree: DirNode) -> Result<(), PullE
     let mut tree = tree;
     refresh_stats(&paths.site, &mut tree);
     index.save(&tree);
+    save_base(paths, &tree);
     index.put(tree);
     state.base = Some(root);
     state.installing = None;
+    state.served = false;
     state.save(paths)
 }
 

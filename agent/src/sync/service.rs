@@ -43,7 +43,7 @@ pub enum State {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     pub state: State,
-    /// `comparing`, `transferring`, `installing`, `done`, while running.
+    /// `merging`, `comparing`, `transferring`, `installing`, `done`, while running.
     pub phase: Option<String>,
     /// What started it: `first`, `schedule`, `now`, `final`.
     pub trigger: Option<String>,
@@ -190,6 +190,7 @@ impl SyncService {
         let mut alerted = false;
         let mut last_start: Option<u64> = None;
         let mut overlapped_slot: Option<u64> = None;
+        let mut marked_served = false;
         loop {
             let snapshot = self.0.failover.snapshot();
             let paused = self.paused();
@@ -202,6 +203,7 @@ impl SyncService {
             let now = unix_now();
             match snapshot.role {
                 Role::Backup => {
+                    marked_served = false;
                     let since = *was_backup_since.get_or_insert(now);
                     if settings.backup_operations {
                         let due = match last_start {
@@ -248,6 +250,11 @@ impl SyncService {
                         }
                     }
                     if role == Role::Primary {
+                        if !marked_served {
+                            marked_served = true;
+                            let paths = self.0.paths.clone();
+                            crate::store::blocking(move || pull::PullState::mark_served(&paths)).await;
+                        }
                         match self.no_pull_problem() {
                             Some(problem) if !alerted => {
                                 alerted = true;
@@ -333,6 +340,10 @@ impl SyncService {
             return self.become_role(wants, req).await;
         }
         let guard = self.try_run().map_err(|_| FailoverError::Busy)?;
+        if role == Role::Primary {
+            // Before the answer: nothing written after it may miss the final sync.
+            self.set_paused(true);
+        }
         let me = self.clone();
         tokio::spawn(async move {
             let synced = match role {
@@ -342,7 +353,6 @@ impl SyncService {
                 },
                 _ => {
                     drop(guard);
-                    me.set_paused(true);
                     me.ask_peer_to_pull(true).await
                 }
             };
@@ -369,6 +379,17 @@ impl SyncService {
             Role::Backup => self.0.failover.become_backup(req).await,
             _ => self.0.failover.become_primary(req).await,
         }
+    }
+
+    /// The primary's side of a merge: takes what its backup changed while it served.
+    pub async fn take_offer(&self, offer: wire::Offer) -> Result<wire::Merged, SyncError> {
+        let (Some(endpoint), Some(key)) = (self.0.failover.peer(), self.0.failover.key_bytes()) else {
+            return Err(SyncError::NoRelationship);
+        };
+        let mut link = crate::failover::link::PeerLink::new(endpoint, &key);
+        pull::take_offer(&mut link, &self.0.index, &self.0.paths, offer)
+            .await
+            .map_err(|e| SyncError::Failed(e.to_string()))
     }
 
     /// The backup's answer to its primary's "pull now": at once, or when `wait`, once
@@ -407,7 +428,7 @@ impl SyncService {
             .map_err(|_| SyncError::Running)
     }
 
-    async fn pull_with(&self, _guard: RunGuard, trigger: &'static str) -> Result<(), SyncError> {
+    async fn pull_with(&self, guard: RunGuard, trigger: &'static str) -> Result<(), SyncError> {
         let started = unix_now();
         let t0 = Instant::now();
         self.0.progress.send_modify(|p| {
@@ -458,17 +479,21 @@ impl SyncService {
         if result.is_ok() {
             self.0.site.settings().reload();
         }
-        // The primary keeps the record for its no-pull alert.
+        drop(guard);
+        // The primary keeps the record for its no-pull alert; telling it does not hold up
+        // the next sync.
         if let (Some(endpoint), Some(key)) = (self.0.failover.peer(), self.0.failover.key_bytes()) {
-            let mut link = crate::failover::link::PeerLink::new(endpoint, &key);
             let done = serde_json::to_vec(&wire::Done {
                 ok: result.is_ok(),
                 message: result_text,
             })
             .unwrap_or_default();
-            let _ = link
-                .call::<serde_json::Value>("POST", wire::DONE, Some(done), Duration::from_secs(5))
-                .await;
+            tokio::spawn(async move {
+                let mut link = crate::failover::link::PeerLink::new(endpoint, &key);
+                let _ = link
+                    .call::<serde_json::Value>("POST", wire::DONE, Some(done), Duration::from_secs(5))
+                    .await;
+            });
         }
         result.map(|_| ()).map_err(|e| SyncError::Failed(e.to_string()))
     }

@@ -10,6 +10,7 @@
 //! | `POST /sync/done` | [`Done`]: the pull's result | nothing (it feeds the no-pull alert) |
 //! | `POST /sync/pause` | pause the site for a final sync | nothing |
 //! | `POST /sync/pull` | (from the primary) pull now | nothing, or when `wait` the result |
+//! | `POST /sync/offer` | [`Offer`]: files it changed while it served (before a merge) | [`Merged`], once the primary fetched them from it (`/sync/chunks` the other way) |
 //!
 //! Every answer that carries data is paced with the backup's bandwidth limit, which it
 //! sends along (`limit`), so its setting is the one in force.
@@ -23,6 +24,7 @@ pub const CHUNKS: &str = "/peer/v1/sync/chunks";
 pub const DONE: &str = "/peer/v1/sync/done";
 pub const PAUSE: &str = "/peer/v1/sync/pause";
 pub const PULL: &str = "/peer/v1/sync/pull";
+pub const OFFER: &str = "/peer/v1/sync/offer";
 
 /// The content type of postcard bodies.
 pub const BINARY: &str = "application/octet-stream";
@@ -67,6 +69,22 @@ pub struct FilesReply {
 pub struct ChunksRequest {
     pub hashes: Vec<Hash>,
     pub limit: Option<u64>,
+}
+
+/// Files a backup changed while it served as primary: the primary takes them before the
+/// backup mirrors it, so no file is lost.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Offer {
+    /// Path under the site directory (always under `files/`), what it is, its chunks.
+    pub files: Vec<(String, FileMeta, Vec<ChunkRef>)>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Merged {
+    /// Files put where they were on the backup.
+    pub placed: u64,
+    /// Files the primary had in another version: kept under `files/conflicts/<time>/`.
+    pub conflicts: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
