@@ -20,7 +20,7 @@ HOST_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libss
                  cpio xz-utils build-essential e2fsprogs iproute2 kmod python3-venv \
                  nftables
 
-.PHONY: help deps kernel binaries image run test test-unit test-openapi test-system bench-boot bench-acd bench-failover clean
+.PHONY: help deps kernel binaries image run test test-unit test-openapi test-system bench-boot bench-acd bench-failover bench-sync clean
 
 help:
 	@echo "make run        build everything and boot the appliance in QEMU on a bridge"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench-boot boot $(BENCH_RUNS) times and print the boot-phase medians and sizes"
 	@echo "make bench-acd  time the factory address (link up to usable) per profile, in namespaces"
 	@echo "make bench-failover  client-observed failover outage per timeout, beside keepalived"
+	@echo "make bench-sync  full and 1% incremental data sync beside rsync, and the bandwidth limit's worst window"
 
 deps:
 	@missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -85,11 +86,15 @@ bench-boot: deps image
 bench-acd: deps binaries
 	cargo run --locked -q -p appliance-tests --bin bench-acd
 
-# keepalived (VRRPv3) is measured beside our failover in the same run; only here.
-BENCH_PACKAGES := keepalived
+# keepalived (VRRPv3) and rsync are measured beside our failover and sync; only there.
+BENCH_PACKAGES := keepalived rsync
 bench-failover: deps binaries
 	@$(MAKE) -s deps HOST_PACKAGES="$(BENCH_PACKAGES)"
 	cargo run --locked -q -p appliance-tests --bin bench-failover -- --runs $(BENCH_FAILOVER_RUNS)
+
+bench-sync: deps binaries
+	@$(MAKE) -s deps HOST_PACKAGES="$(BENCH_PACKAGES)"
+	cargo run --locked -q -p appliance-tests --bin bench-sync
 
 clean:
 	rm -rf out target

@@ -12,6 +12,7 @@ pub mod lab;
 pub mod netns;
 pub mod qmp;
 pub mod smtp;
+pub mod sync;
 pub mod vm;
 pub mod wait;
 

@@ -59,18 +59,18 @@ fn binary<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 
 async fn sync_tree(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let req = binary(&body)?;
-    let body = crate::sync::serve::tree(app.sync.index(), req)
+    let body = crate::sync::serve::tree(app.sync.index(), app.sync.pacer(), req)
         .await
         .map_err(|e| ApiError::Internal(format!("reading the site: {e}")))?;
     Ok(body.into_response())
 }
 
 async fn sync_files(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
-    Ok(crate::sync::serve::files(app.sync.index(), binary(&body)?).into_response())
+    Ok(crate::sync::serve::files(app.sync.index(), app.sync.pacer(), binary(&body)?).into_response())
 }
 
 async fn sync_chunks(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
-    Ok(crate::sync::serve::chunks(app.sync.index(), binary(&body)?).into_response())
+    Ok(crate::sync::serve::chunks(app.sync.index(), app.sync.pacer(), binary(&body)?).into_response())
 }
 
 async fn sync_offer(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Json<crate::sync::wire::Merged>, ApiError> {

@@ -15,6 +15,9 @@ pub const BURST: Duration = Duration::from_millis(20);
 pub const MAX_PIECE: usize = 64 * 1024;
 /// The smallest piece, so that a tiny limit does not mean one-byte writes.
 const MIN_PIECE: usize = 256;
+/// What each piece costs on the wire beyond its bytes: its TLS record (header, type and
+/// tag: 22 bytes) and its HTTP chunk framing (up to 10), with room to spare.
+pub const PIECE_OVERHEAD: usize = 40;
 
 #[derive(Debug)]
 pub struct Pacer {
@@ -34,6 +37,11 @@ impl Pacer {
 
     pub fn rate(&self) -> Option<u64> {
         self.rate
+    }
+
+    /// A new limit, from the next write on; what is booked stays booked.
+    pub fn set_rate(&mut self, rate: Option<u64>) {
+        self.rate = rate.filter(|r| *r > 0);
     }
 
     /// The largest piece to write at once.

@@ -30,7 +30,15 @@ pub fn wire_tree(dir: &DirNode, have: &HashSet<Hash>) -> WireDir {
     }
 }
 
-pub async fn tree(index: &Arc<LocalIndex>, req: TreeRequest) -> std::io::Result<Body> {
+/// The pacer every answer of the sync goes through: one, so that consecutive answers of a
+/// pull share one schedule and the limit holds across them.
+pub type SharedPacer = Arc<std::sync::Mutex<Pacer>>;
+
+pub fn shared_pacer() -> SharedPacer {
+    Arc::new(std::sync::Mutex::new(Pacer::new(None)))
+}
+
+pub async fn tree(index: &Arc<LocalIndex>, pacer: &SharedPacer, req: TreeRequest) -> std::io::Result<Body> {
     let (snapshot, counts) = index.refresh().await?;
     tracing::debug!(
         files = counts.files,
@@ -41,12 +49,12 @@ pub async fn tree(index: &Arc<LocalIndex>, req: TreeRequest) -> std::io::Result<
     let packed = wire::pack(&wire::WireTree {
         root: wire_tree(&snapshot.tree, &have),
     });
-    Ok(paced(req.limit, move |tx| async move {
+    Ok(paced(pacer, req.limit, move |tx| async move {
         let _ = tx.send(packed).await;
     }))
 }
 
-pub fn files(index: &LocalIndex, req: FilesRequest) -> Body {
+pub fn files(index: &LocalIndex, pacer: &SharedPacer, req: FilesRequest) -> Body {
     let snapshot = index.last();
     let reply = FilesReply {
         files: req
@@ -59,7 +67,7 @@ pub fn files(index: &LocalIndex, req: FilesRequest) -> Body {
             .collect(),
     };
     let packed = wire::pack(&reply);
-    paced(req.limit, move |tx| async move {
+    paced(pacer, req.limit, move |tx| async move {
         let _ = tx.send(packed).await;
     })
 }
@@ -67,10 +75,10 @@ pub fn files(index: &LocalIndex, req: FilesRequest) -> Body {
 /// Chunks read this many at a time off the disk.
 const READ_GROUP: usize = 16;
 
-pub fn chunks(index: &LocalIndex, req: ChunksRequest) -> Body {
+pub fn chunks(index: &LocalIndex, pacer: &SharedPacer, req: ChunksRequest) -> Body {
     let snapshot = index.last();
     let root = index.site_dir().to_path_buf();
-    paced(req.limit, move |tx| async move {
+    paced(pacer, req.limit, move |tx| async move {
         for group in req.hashes.chunks(READ_GROUP) {
             let group = group.to_vec();
             let snapshot = snapshot.clone();
@@ -97,8 +105,8 @@ fn read_group(root: &std::path::Path, snapshot: Option<&Snapshot>, group: &[Hash
         .collect()
 }
 
-/// A response body fed by `produce` through a pacer at `limit` bytes per second.
-fn paced<F, Fut>(limit: Option<u64>, produce: F) -> Body
+/// A response body fed by `produce` through the shared pacer at `limit` bytes per second.
+fn paced<F, Fut>(pacer: &SharedPacer, limit: Option<u64>, produce: F) -> Body
 where
     F: FnOnce(mpsc::Sender<Vec<u8>>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -106,14 +114,18 @@ where
     let (blobs_tx, mut blobs) = mpsc::channel::<Vec<u8>>(8);
     let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     tokio::spawn(produce(blobs_tx));
+    let pacer = pacer.clone();
+    pacer.lock().unwrap_or_else(|p| p.into_inner()).set_rate(limit);
     tokio::spawn(async move {
-        let mut pacer = Pacer::new(limit);
         while let Some(blob) = blobs.recv().await {
             let blob = Bytes::from(blob);
             let mut at = 0;
             while at < blob.len() {
-                let n = pacer.piece().min(blob.len() - at);
-                let wait = pacer.book(n, std::time::Instant::now());
+                let (n, wait) = {
+                    let mut p = pacer.lock().unwrap_or_else(|p| p.into_inner());
+                    let n = p.piece().min(blob.len() - at);
+                    (n, p.book(n + super::limit::PIECE_OVERHEAD, std::time::Instant::now()))
+                };
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }

@@ -111,6 +111,8 @@ struct Inner {
     primary_since: Mutex<Option<u64>>,
     /// A primary paused for a final sync, until when.
     paused_until: Mutex<Option<Instant>>,
+    /// Every answer of the sync is paced through this one.
+    pacer: super::serve::SharedPacer,
     /// On a primary: when a backup last finished a pull, and how.
     last_pulled: Mutex<Option<(u64, bool)>>,
 }
@@ -142,11 +144,16 @@ impl SyncService {
             primary_since: Mutex::new(None),
             paused_until: Mutex::new(None),
             last_pulled: Mutex::new(None),
+            pacer: super::serve::shared_pacer(),
         }))
     }
 
     pub fn index(&self) -> &Arc<LocalIndex> {
         &self.0.index
+    }
+
+    pub fn pacer(&self) -> &super::serve::SharedPacer {
+        &self.0.pacer
     }
 
     pub fn progress(&self) -> Progress {
