@@ -81,7 +81,7 @@ pub fn write(root: &Path, rel: &str, data: &[u8]) {
     std::fs::write(path, data).unwrap();
 }
 
-/// Bytes of TCP payload the backup received from port 443, as an nft counter in its
+/// Bytes of TCP payload the backup received from the primary's port 443, as an nft counter in its
 /// namespace sees them: the IP packets' bytes less 52 per packet (a 20-byte IPv4 header and
 /// a 32-byte TCP header with timestamps).
 pub struct Meter {
@@ -89,11 +89,15 @@ pub struct Meter {
 }
 
 impl Meter {
-    pub fn start(ns: &str) -> Meter {
+    /// Counts what `ns` receives from `from` (the primary: the tests' own API calls
+    /// inside the namespace are not counted).
+    pub fn start(ns: &str, from: &str) -> Meter {
         nft(
             ns,
-            "table inet syncmeter {\n chain input {\n  type filter hook input priority 0;\n  \
-             tcp sport 443 counter\n }\n}\n",
+            &format!(
+                "table inet syncmeter {{\n chain input {{\n  type filter hook input priority 0;\n  \
+                 ip saddr {from} tcp sport 443 counter\n }}\n}}\n"
+            ),
         );
         Meter { ns: ns.to_string() }
     }

@@ -158,7 +158,7 @@ fn the_bandwidth_limit_holds_in_every_one_second_window() {
         write(&fa, &format!("at-{limit}"), &noise(50 + n as u64, (limit * 4) as usize));
         let (s, body) = login(&p.b, "PUT", "/failover/settings", Some(json!({"bandwidth_limit_bytes_per_second": limit})));
         assert_eq!(s, 200, "{body}");
-        let meter = Meter::start(&p.b.host.ns);
+        let meter = Meter::start(&p.b.host.ns, "192.0.2.1");
         let before = history(&p.b).len();
         let (s, body) = login(&p.b, "POST", "/failover/sync", None);
         assert_eq!(s, 202, "{body}");
