@@ -10,6 +10,7 @@
 //! | [`config`] | the local settings (`/data/config/appliance.toml`): factory address, network |
 //! | [`site`] | the site settings and files (`/data/site/`), what failover synchronises |
 //! | [`email`] | alert e-mail: the site's SMTP settings, the alert texts, the mailer behind the failover notifier |
+//! | [`ntp`] | the NTP client: keeps the clock on the configured servers, its status |
 //! | [`failover`] | the primary/backup pair: role machine, conflict rules, peer key proofs, backup settings (pure core) |
 //! | [`tls`] | the HTTPS identity: made on first boot, imported, exported |
 //! | [`store`] | atomic writes; `Document`, the typed, versioned settings file |
@@ -33,6 +34,7 @@ pub mod failover;
 pub mod logging;
 pub mod model;
 pub mod net;
+pub mod ntp;
 pub mod privilege;
 pub mod runtime;
 pub mod settings;
@@ -120,6 +122,12 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
             tracing::error!("no appliance id ({e}): failover cannot tell this appliance apart");
             String::new()
         });
+    let ntp = ntp::NtpService::start(
+        config.clone(),
+        Arc::new(ntp::clock::SystemClock),
+        ntp::mode(&settings.data_dir, settings.boot.debug),
+        &mut tasks,
+    );
     let failover = failover::FailoverService::start(
         failover::service::Deps {
             config_dir: settings.config_dir(),
@@ -155,6 +163,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         factory_control,
         network,
         failover: failover.clone(),
+        ntp,
         api_accounts: Default::default(),
     };
     let handle = axum_server::Handle::new();

@@ -2,7 +2,7 @@
 //!
 //! | surface | prefix | body | errors | auth |
 //! | --- | --- | --- | --- | --- |
-//! | the appliance ([`system`], [`network`], [`net_config`], [`debug`]) | `/appliance/api/v1` | JSON | JSON | admin (login and password change open) |
+//! | the appliance ([`system`], [`network`], [`net_config`], [`ntp`], [`debug`]) | `/appliance/api/v1` | JSON | JSON | admin (login and password change open) |
 //! | the site ([`login`], [`api_accounts`], [`email`]) | `/login/api/v1` | JSON | JSON | admin |
 //! | the vendor's command API ([`command`]) | `/api/command` | XML | `<error>` XML | an OAuth access token of an API account |
 //! | its token endpoint ([`oauth`]) | `/oauth2/token` | form | RFC 6749 JSON | the API account's id and secret (HTTP Basic) |
@@ -24,6 +24,7 @@ mod health;
 pub mod login;
 mod net_config;
 mod network;
+mod ntp;
 mod oauth;
 mod peer;
 mod system;
@@ -301,6 +302,8 @@ pub struct AppState {
     pub network: crate::net::service::NetworkService,
     /// The failover pair: role, shared IPs, commands to the driver.
     pub failover: crate::failover::FailoverService,
+    /// The NTP client's status (is the clock synchronised?).
+    pub ntp: crate::ntp::NtpService,
     /// The command API's access tokens (the accounts themselves are site settings).
     pub api_accounts: Arc<crate::admin::api_accounts::ApiAccounts>,
 }
@@ -388,6 +391,7 @@ pub fn router(app: AppState) -> Router {
         .route("/status", get(status))
         .merge(system::routes())
         .merge(network::routes())
+        .merge(ntp::routes())
         .merge(net_config::routes())
         .merge(debug::routes())
         .layer(require_admin());
@@ -405,10 +409,7 @@ pub fn router(app: AppState) -> Router {
                     .merge(
                         api_accounts::routes()
                             .merge(email::routes())
-                            .layer(axum::middleware::from_fn_with_state(
-                                app.clone(),
-                                site_gate,
-                            )),
+                            .layer(axum::middleware::from_fn_with_state(app.clone(), site_gate)),
                     )
                     .fallback(fallback)
                     .layer(require_admin()),
