@@ -409,7 +409,10 @@ pub fn router(app: AppState) -> Router {
                     .merge(
                         api_accounts::routes()
                             .merge(email::routes())
-                            .layer(axum::middleware::from_fn_with_state(app.clone(), site_gate)),
+                            .layer(axum::middleware::from_fn_with_state(
+                                app.clone(),
+                                site_gate,
+                            )),
                     )
                     .fallback(fallback)
                     .layer(require_admin()),
