@@ -45,7 +45,7 @@ pub(crate) fn view_text(v: &NtpView) -> String {
         field(
             &mut out,
             "Server",
-            format_args!("{shown}, stratum {}", s.stratum.unwrap_or_default()),
+            format_args!("{shown}; our stratum {}", s.stratum.unwrap_or_default()),
         );
     }
     if let Some(offset) = s.offset_seconds {
@@ -120,7 +120,7 @@ mod tests {
         };
         let text = view_text(&v);
         assert!(
-            text.contains("ntp.example.net (192.0.2.1), stratum 2"),
+            text.contains("ntp.example.net (192.0.2.1); our stratum 2"),
             "{text}"
         );
         assert!(text.contains("-0.001500 s"), "{text}");

@@ -138,7 +138,7 @@ pub struct NtpStatus {
     pub server: Option<String>,
     /// Its address.
     pub address: Option<IpAddr>,
-    /// Its stratum (1 to 15); the appliance is one more.
+    /// This appliance's stratum: its server's plus one (2 to 16).
     pub stratum: Option<u8>,
     /// The last measured offset of the server's clock from ours, in seconds (positive:
     /// ours was behind).

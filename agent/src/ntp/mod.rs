@@ -243,7 +243,7 @@ mod tests {
             .unwrap()
             .unwrap()
             .clone();
-        assert_eq!(status.stratum, Some(2));
+        assert_eq!(status.stratum, Some(3));
         assert_eq!(
             status.last_action,
             Some(crate::model::ntp::ClockAction::Stepped)

@@ -38,7 +38,7 @@ impl Tracker {
             synchronised: true,
             server: Some(found.server.to_string()),
             address: Some(found.address),
-            stratum: Some(found.sample.stratum),
+            stratum: Some(found.sample.stratum.saturating_add(1)),
             offset_seconds: Some(found.sample.offset),
             delay_seconds: Some(found.sample.delay),
             last_sync: Some(crate::model::rfc3339(unix)),
@@ -82,7 +82,7 @@ mod tests {
         assert!(s.synchronised);
         assert_eq!(s.server.as_deref(), Some("ntp.example.net"));
         assert_eq!(s.address, Some("192.0.2.1".parse().unwrap()));
-        assert_eq!(s.stratum, Some(8));
+        assert_eq!(s.stratum, Some(9), "one more than the server's");
         assert_eq!(s.offset_seconds, Some(0.002));
         assert_eq!(s.last_sync.as_deref(), Some("2026-01-01T00:00:00Z"));
         assert_eq!(s.last_action, Some(ClockAction::Slewed));
