@@ -103,7 +103,8 @@ impl NtpService {
     }
 }
 
-/// The client's loop: poll, adjust, publish, wait for the next poll or new servers.
+/// The client's loop: poll, adjust, publish, wait for the next poll or new servers. New
+/// servers interrupt a poll under way and are polled at once.
 async fn run(
     mut config: watch::Receiver<crate::config::Config>,
     status: Arc<watch::Sender<NtpStatus>>,
@@ -114,44 +115,63 @@ async fn run(
     let mut servers: NtpServers = config.borrow_and_update().ntp.servers.clone();
     let mut tracker = tracker::Tracker::default();
     loop {
-        if !servers.is_empty() {
-            let outcome = query::poll(servers.as_slice(), clock.as_ref(), exchange).await;
-            let was = tracker.status().clone();
-            match outcome {
-                Ok(found) => {
-                    let s = found.sample;
-                    match clock::adjust(clock.as_ref(), s.offset, s.delay / 2.0, mode) {
-                        Ok(action) => {
-                            let unix = crate::model::unix_now();
-                            tracker.synced(&found, action, Instant::now(), unix);
-                        }
-                        Err(e) => tracker.failed(e.to_string(), Instant::now()),
-                    }
-                }
-                Err(why) => tracker.failed(why, Instant::now()),
+        let polled = if servers.is_empty() {
+            None
+        } else {
+            tokio::select! {
+                outcome = query::poll(servers.as_slice(), clock.as_ref(), exchange) => Some(Ok(outcome)),
+                new = new_servers(&mut config, &servers) => Some(Err(new)),
             }
-            log_change(&was, tracker.status());
+        };
+        let new = match polled {
+            Some(Ok(outcome)) => {
+                let was = tracker.status().clone();
+                match outcome {
+                    Ok(found) => {
+                        let s = found.sample;
+                        match clock::adjust(clock.as_ref(), s.offset, s.delay / 2.0, mode) {
+                            Ok(action) => {
+                                let unix = crate::model::unix_now();
+                                tracker.synced(&found, action, Instant::now(), unix);
+                            }
+                            Err(e) => tracker.failed(e.to_string(), Instant::now()),
+                        }
+                    }
+                    Err(why) => tracker.failed(why, Instant::now()),
+                }
+                log_change(&was, tracker.status());
+                status.send_replace(tracker.status().clone());
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => None,
+                    new = new_servers(&mut config, &servers) => Some(new),
+                }
+            }
+            Some(Err(new)) => Some(new),
+            None => Some(new_servers(&mut config, &servers).await),
+        };
+        if let Some(new) = new {
+            let names: Vec<String> = new.as_slice().iter().map(|s| s.to_string()).collect();
+            tracing::info!(servers = ?names, "NTP servers changed");
+            servers = new;
+            tracker.restart();
             status.send_replace(tracker.status().clone());
         }
-        let next = Instant::now() + POLL;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(next), if !servers.is_empty() => break,
-                changed = config.changed() => {
-                    if changed.is_err() {
-                        // The settings are gone (shutdown): nothing more to do.
-                        return std::future::pending().await;
-                    }
-                    let new = config.borrow_and_update().ntp.servers.clone();
-                    if new != servers {
-                        tracing::info!(servers = ?new.as_slice().iter().map(|s| s.to_string()).collect::<Vec<_>>(), "NTP servers changed");
-                        servers = new;
-                        tracker.restart();
-                        status.send_replace(tracker.status().clone());
-                        break;
-                    }
-                }
-            }
+    }
+}
+
+/// Waits until the configured servers differ from `current`, and returns them (never,
+/// once the settings are gone at shutdown).
+async fn new_servers(
+    config: &mut watch::Receiver<crate::config::Config>,
+    current: &NtpServers,
+) -> NtpServers {
+    loop {
+        if config.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        let new = config.borrow_and_update().ntp.servers.clone();
+        if new != *current {
+            return new;
         }
     }
 }
@@ -191,18 +211,16 @@ mod tests {
         assert_eq!(mode(dir.path(), true), Mode::ObserveOnly);
     }
 
-    /// The loop against a loopback server 3 s ahead: with a fake clock it steps it, at once
-    /// when the servers are set; with no servers it never polls.
-    #[tokio::test]
-    async fn the_loop_polls_when_servers_are_set_and_steps_a_fake_clock() {
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    /// A server on `ip` that answers with the fixed time `unix` (when `answers`) or never.
+    async fn server(ip: &str, port: u16, unix: u64, answers: bool) -> u16 {
+        let socket = tokio::net::UdpSocket::bind((ip, port)).await.unwrap();
         let port = socket.local_addr().unwrap().port();
         tokio::spawn(async move {
             let mut buf = [0u8; 128];
             while let Ok((n, from)) = socket.recv_from(&mut buf).await {
                 let req = packet::Packet::decode(&buf[..n]).unwrap();
                 let t = packet::Timestamp::from_system(
-                    std::time::UNIX_EPOCH + Duration::from_secs(1_000_003),
+                    std::time::UNIX_EPOCH + Duration::from_secs(unix),
                 );
                 let answer = packet::Packet {
                     version: 4,
@@ -213,19 +231,33 @@ mod tests {
                     transmit: t,
                     ..Default::default()
                 };
-                let _ = socket.send_to(&answer.encode(), from).await;
+                if answers {
+                    let _ = socket.send_to(&answer.encode(), from).await;
+                }
             }
         });
+        port
+    }
+
+    fn set_servers(config: &ConfigStore, servers: &[&str]) {
+        let list: Vec<_> = servers.iter().map(|s| s.parse().unwrap()).collect();
+        config
+            .update(|c| c.ntp.servers = list.try_into().unwrap())
+            .unwrap();
+    }
+
+    struct Running {
+        config: Arc<ConfigStore>,
+        clock: Arc<FakeClock>,
+        status: watch::Receiver<NtpStatus>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn start(exchange: Exchange) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let config = Arc::new(ConfigStore::open(dir.path()));
         let clock = Arc::new(FakeClock::at(1_000_000));
-        let (tx, mut rx) = watch::channel(NtpStatus::default());
-        let exchange = Exchange {
-            samples: 2,
-            timeout: Duration::from_millis(500),
-            spacing: Duration::from_millis(1),
-            port,
-        };
+        let (tx, status) = watch::channel(NtpStatus::default());
         tokio::spawn(run(
             config.subscribe(),
             Arc::new(tx),
@@ -233,24 +265,64 @@ mod tests {
             Mode::Adjust,
             exchange,
         ));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(clock.calls().is_empty(), "no servers: no poll");
-        config
-            .update(|c| c.ntp.servers = vec!["127.0.0.1".parse().unwrap()].try_into().unwrap())
-            .unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.synchronised))
+        Running {
+            config,
+            clock,
+            status,
+            _dir: dir,
+        }
+    }
+
+    async fn synced(status: &mut watch::Receiver<NtpStatus>) -> NtpStatus {
+        tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.synchronised))
             .await
+            .expect("synchronised")
             .unwrap()
-            .unwrap()
-            .clone();
+            .clone()
+    }
+
+    /// The loop against a loopback server 3 s ahead of a fake clock: nothing without
+    /// servers; once they are set, a poll at once that steps the clock by 3 s.
+    #[tokio::test]
+    async fn the_loop_polls_when_servers_are_set_and_steps_a_fake_clock() {
+        let port = server("127.0.0.1", 0, 1_000_003, true).await;
+        let mut r = start(Exchange {
+            samples: 2,
+            timeout: Duration::from_millis(500),
+            spacing: Duration::from_millis(1),
+            port,
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(r.clock.calls().is_empty(), "no servers: no poll");
+        set_servers(&r.config, &["127.0.0.1"]);
+        let status = synced(&mut r.status).await;
         assert_eq!(status.stratum, Some(3));
         assert_eq!(
             status.last_action,
             Some(crate::model::ntp::ClockAction::Stepped)
         );
-        let calls = clock.calls();
+        let calls = r.clock.calls();
         assert_eq!(calls.len(), 1, "{calls:?}");
         assert_eq!(calls[0].0, "step");
         assert!((calls[0].1 - 3.0).abs() < 0.01, "{calls:?}");
+    }
+
+    /// A poll of a silent server (a minute of waiting) is cut short by a new list.
+    #[tokio::test]
+    async fn new_servers_interrupt_a_poll_under_way() {
+        let port = server("127.0.0.1", 0, 1_000_000, true).await;
+        server("127.0.0.2", port, 0, false).await;
+        let mut r = start(Exchange {
+            samples: 2,
+            timeout: Duration::from_secs(30),
+            spacing: Duration::from_millis(1),
+            port,
+        });
+        set_servers(&r.config, &["127.0.0.2"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        set_servers(&r.config, &["127.0.0.1"]);
+        let status = synced(&mut r.status).await;
+        assert_eq!(status.server.as_deref(), Some("127.0.0.1"));
+        assert_eq!(r.clock.calls(), vec![("slew", 0.0)]);
     }
 }
