@@ -42,7 +42,9 @@ impl Chrony {
         .expect("chrony.conf");
         let log = std::fs::File::create(dir.join("chronyd.log")).expect("chrony log");
         let child = Command::new("ip")
-            .args(["netns", "exec", &host.ns, "chronyd", "-x", "-d", "-u", "root", "-f"])
+            .args([
+                "netns", "exec", &host.ns, "chronyd", "-x", "-d", "-u", "root", "-f",
+            ])
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -74,7 +76,11 @@ fn observing_agent(lab: &Lab, host: &Host) -> Agent {
 fn ntp(agent: &Agent, body: Option<Value>) -> (u16, Value) {
     let method = if body.is_some() { "PUT" } else { "GET" };
     let a = agent
-        .call(method, "/network/ntp", body.map(|b| b.to_string().into_bytes()))
+        .call(
+            method,
+            "/network/ntp",
+            body.map(|b| b.to_string().into_bytes()),
+        )
         .unwrap_or_else(|e| panic!("{method} /network/ntp: {e}"));
     let v = serde_json::from_slice(&a.body)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&a.body)));
@@ -108,7 +114,10 @@ fn the_clock_synchronises_from_chrony_at_stratum_9_within_a_few_ms() {
     let (status, v) = ntp(&agent, Some(json!({ "servers": [SERVER] })));
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["servers"], json!([SERVER]));
-    assert!(config_text(&agent).contains(SERVER), "kept in appliance.toml");
+    assert!(
+        config_text(&agent).contains(SERVER),
+        "kept in appliance.toml"
+    );
 
     let synced = appliance_tests::wait::until(
         "the clock to be synchronised from chronyd",
@@ -127,18 +136,38 @@ fn the_clock_synchronises_from_chrony_at_stratum_9_within_a_few_ms() {
     eprintln!("NTP status against chronyd: {s:?}");
     assert_eq!(s.server.as_deref(), Some(SERVER));
     assert_eq!(s.address, Some(SERVER.parse().unwrap()));
-    assert_eq!(s.stratum, Some(9), "one more than chronyd's local stratum 8");
+    assert_eq!(
+        s.stratum,
+        Some(9),
+        "one more than chronyd's local stratum 8"
+    );
     let offset = s.offset_seconds.expect("an offset");
-    assert!(offset.abs() < 0.005, "same clock: a few ms at most, not {offset} s");
-    assert!(s.delay_seconds.is_some_and(|d| (0.0..0.5).contains(&d)), "{s:?}");
-    assert_eq!(s.last_action, Some(ClockAction::ObservedOnly), "the host's clock is left alone");
+    assert!(
+        offset.abs() < 0.005,
+        "same clock: a few ms at most, not {offset} s"
+    );
+    assert!(
+        s.delay_seconds.is_some_and(|d| (0.0..0.5).contains(&d)),
+        "{s:?}"
+    );
+    assert_eq!(
+        s.last_action,
+        Some(ClockAction::ObservedOnly),
+        "the host's clock is left alone"
+    );
     assert_eq!(s.error, None);
     let when = s.last_sync.as_deref().expect("last_sync");
-    assert!(when.ends_with('Z') && when.len() >= 20, "RFC 3339 UTC: {when}");
+    assert!(
+        when.ends_with('Z') && when.len() >= 20,
+        "RFC 3339 UTC: {when}"
+    );
 
     let (ok, text) = agent.ctl(&["ntp", "status"]);
     assert!(ok, "{text}");
-    assert!(text.contains("Synchronised") && text.contains("yes"), "{text}");
+    assert!(
+        text.contains("Synchronised") && text.contains("yes"),
+        "{text}"
+    );
     assert!(text.contains("our stratum 9"), "{text}");
 
     // appliancectl sets the list; an unknown second server changes nothing in use.
@@ -172,18 +201,28 @@ fn a_silent_server_is_said_in_words_and_bad_input_changes_nothing() {
         Duration::from_millis(200),
         || {
             let v = view(&agent);
-            v.status.error.clone().map(|e| (v, e)).ok_or("no error yet".to_string())
+            v.status
+                .error
+                .clone()
+                .map(|e| (v, e))
+                .ok_or("no error yet".to_string())
         },
     );
     let (v, error) = failed;
     eprintln!("NTP error for a silent server: {error}");
     assert!(!v.status.synchronised);
-    assert!(error.starts_with("no NTP server gave the time (192.0.2.124: "), "{error}");
+    assert!(
+        error.starts_with("no NTP server gave the time (192.0.2.124: "),
+        "{error}"
+    );
     assert_eq!(v.status.offset_seconds, None);
 
     let before = config_text(&agent);
     for (body, words) in [
-        (json!({ "servers": ["not a host!"] }), "neither an IP address nor a host name"),
+        (
+            json!({ "servers": ["not a host!"] }),
+            "neither an IP address nor a host name",
+        ),
         (json!({ "servers": ["192.0.2.1:123"] }), "without a port"),
         (
             json!({ "servers": ["a.net", "b.net", "c.net", "d.net", "e.net", "f.net"] }),

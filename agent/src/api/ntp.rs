@@ -34,3 +34,53 @@ async fn put_ntp(State(app): State<AppState>, body: Bytes) -> Result<Json<NtpVie
 pub fn routes() -> Router<AppState> {
     Router::new().route("/network/ntp", get(get_ntp).put(put_ntp))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn the_route_and_its_statuses_are_in_the_openapi_document() {
+        let doc = super::super::system::OPENAPI;
+        let start = doc
+            .find("\n  /network/ntp:\n")
+            .expect("/network/ntp documented");
+        let end = doc[start + 1..]
+            .find("\n  /")
+            .map_or(doc.len(), |e| start + 1 + e);
+        let section = &doc[start..end];
+        for status in [
+            "\"200\"", "\"400\"", "\"401\"", "\"403\"", "\"409\"", "\"413\"",
+        ] {
+            assert!(section.contains(status), "{status} missing:\n{section}");
+        }
+    }
+
+    #[test]
+    fn bad_servers_and_an_unreadable_file_answer_their_documented_statuses() {
+        let e = parse_required::<NtpRequest>(&Bytes::from(r#"{"servers": ["a b"]}"#)).unwrap_err();
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::BAD_REQUEST, "bad_request")
+        );
+        assert!(
+            e.to_string()
+                .contains("neither an IP address nor a host name"),
+            "{e}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(crate::config::FILE), "version = ").unwrap();
+        let config = crate::config::ConfigStore::open(dir.path());
+        let e = ApiError::from(
+            config
+                .update(|c| c.ntp.servers = Default::default())
+                .unwrap_err(),
+        );
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::CONFLICT, "config_unreadable")
+        );
+    }
+}
