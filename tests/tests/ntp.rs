@@ -11,56 +11,14 @@
 //! keeps it off the clock too.
 
 use appliance_agent::model::ntp::{ClockAction, NtpView};
+use appliance_tests::chrony::Chrony;
 use appliance_tests::lab::{Agent, Host, Lab};
 use appliance_tests::vm::TestDir;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const SERVER: &str = "192.0.2.123";
 const APPLIANCE: &str = "192.0.2.10/24";
-
-/// chronyd serving its (the host's) clock at stratum 8 inside `host`; stopped on drop.
-struct Chrony {
-    child: Child,
-}
-
-impl Chrony {
-    fn start(dir: &Path, host: &Host, address: &str) -> Chrony {
-        let dir = dir.join("chrony");
-        std::fs::create_dir_all(&dir).expect("chrony dir");
-        let conf = dir.join("chrony.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "local stratum 8\nallow all\nbindaddress {address}\ncmdport 0\n\
-                 pidfile {d}/chronyd.pid\ndriftfile {d}/drift\n",
-                d = dir.display()
-            ),
-        )
-        .expect("chrony.conf");
-        let log = std::fs::File::create(dir.join("chronyd.log")).expect("chrony log");
-        let child = Command::new("ip")
-            .args([
-                "netns", "exec", &host.ns, "chronyd", "-x", "-d", "-u", "root", "-f",
-            ])
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("start chronyd (apt-get install chrony)");
-        Chrony { child }
-    }
-}
-
-impl Drop for Chrony {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// An agent in observe-only NTP mode on `host`, with `192.0.2.10/24` on its NIC.
 fn observing_agent(lab: &Lab, host: &Host) -> Agent {
@@ -104,7 +62,7 @@ fn the_clock_synchronises_from_chrony_at_stratum_9_within_a_few_ms() {
     let host = lab.host(0x61);
     let server = lab.host(0x62);
     server.add_address(&format!("{SERVER}/24"));
-    let _chrony = Chrony::start(&dir.path, &server, SERVER);
+    let _chrony = Chrony::start(&dir.path, &server.ns, SERVER);
     let agent = observing_agent(&lab, &host);
 
     let v = view(&agent);
