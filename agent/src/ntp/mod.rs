@@ -26,7 +26,10 @@
 //!
 //! Current limits: one server is used at a time (no selection or clustering among
 //! several, no frequency discipline of our own: the kernel's loop does it); no NTP
-//! authentication (symmetric keys, NTS); only the first address of a host name is tried.
+//! authentication (symmetric keys, NTS); only the first address of a host name is tried;
+//! a kiss-of-death ends that server's poll and the next server is tried, but the server
+//! is asked again at the next poll (not dropped for `DENY` or `RSTR`, not polled less
+//! often for `RATE`: at one poll of four requests per 64 s the rate is low already).
 
 pub mod clock;
 pub mod packet;
