@@ -100,6 +100,12 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         overlay,
         &mut tasks,
     );
+    let ntp = ntp::NtpService::start(
+        config.clone(),
+        Arc::new(ntp::clock::SystemClock),
+        ntp::mode(&settings.data_dir, settings.boot.debug),
+        &mut tasks,
+    );
     let factory_control = Arc::new(net::factory_control::FactoryControl::new(
         config.clone(),
         kernel,
@@ -122,12 +128,6 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
             tracing::error!("no appliance id ({e}): failover cannot tell this appliance apart");
             String::new()
         });
-    let ntp = ntp::NtpService::start(
-        config.clone(),
-        Arc::new(ntp::clock::SystemClock),
-        ntp::mode(&settings.data_dir, settings.boot.debug),
-        &mut tasks,
-    );
     let failover = failover::FailoverService::start(
         failover::service::Deps {
             config_dir: settings.config_dir(),
@@ -163,8 +163,8 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         factory_control,
         network,
         failover: failover.clone(),
-        ntp,
         api_accounts: Default::default(),
+        ntp,
     };
     let handle = axum_server::Handle::new();
     {

@@ -302,10 +302,10 @@ pub struct AppState {
     pub network: crate::net::service::NetworkService,
     /// The failover pair: role, shared IPs, commands to the driver.
     pub failover: crate::failover::FailoverService,
-    /// The NTP client's status (is the clock synchronised?).
-    pub ntp: crate::ntp::NtpService,
     /// The command API's access tokens (the accounts themselves are site settings).
     pub api_accounts: Arc<crate::admin::api_accounts::ApiAccounts>,
+    /// The NTP client's status (is the clock synchronised?).
+    pub ntp: crate::ntp::NtpService,
 }
 
 async fn status(State(app): State<AppState>) -> Json<model::Status> {
