@@ -15,10 +15,10 @@ BENCH_FAILOVER_RUNS ?= 10
 
 # Debian packages the build and the tests need (QEMU, kernel source and its build tools,
 # e2fsprogs for the image, iproute2 for namespaces and bridges, python3-venv for the OpenAPI
-# validator).
+# validator, chrony for the NTP server the NTP test runs in a namespace).
 HOST_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev \
                  cpio xz-utils build-essential e2fsprogs iproute2 kmod python3-venv \
-                 nftables
+                 nftables chrony
 
 .PHONY: help deps kernel binaries image run test test-unit test-openapi test-system bench-boot bench-acd bench-failover bench-sync clean
 
@@ -32,6 +32,8 @@ help:
 	@echo "make bench-failover  client-observed failover outage per timeout, beside keepalived"
 	@echo "make bench-sync  full and 1% incremental data sync beside rsync, and the bandwidth limit's worst window"
 
+# The host keeps its own time: chrony's service is disabled and stopped right after the
+# install (the NTP test starts its own chronyd, with -x, inside a namespace).
 deps:
 	@missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -39,6 +41,10 @@ deps:
 	  echo "installing host packages: $$missing"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi; \
+	if [ "$$(id -u)" = 0 ] && [ -e /lib/systemd/system/chrony.service ]; then \
+	  systemctl disable --now chrony >/dev/null 2>&1 || systemctl disable chrony >/dev/null 2>&1; \
+	  if pgrep -x chronyd >/dev/null && [ -x /etc/init.d/chrony ]; then /etc/init.d/chrony stop >/dev/null; fi; \
 	fi
 
 kernel: deps

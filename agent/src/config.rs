@@ -13,8 +13,10 @@
 //! The `[network]` section (static addresses, gateways, routes, DNS, host name) is
 //! [`NetworkConfig`], documented and validated in `net::model`; absent, it is empty. The
 //! `[failover]` section ([`FailoverSettings`]) holds the inter-appliance key, the backup
-//! settings (`[failover.backup]`) and the selected shared IPs; each part may be absent. Version 1 files (the same
-//! sections without `revision` and `[failover]`) are read as they are and written as
+//! settings (`[failover.backup]`) and the selected shared IPs; each part may be absent. The
+//! `[ntp]` section ([`NtpSettings`]: `servers = ["192.0.2.1", "ntp.example.net"]`) may be
+//! absent too: no servers, NTP off. Version 1 files (the same
+//! sections without `revision`, `[failover]` and `[ntp]`) are read as they are and written as
 //! version 2 at the next change.
 //!
 //! These are local settings: like everything under `<data>/config/` (the admin account in
@@ -30,6 +32,7 @@
 //! agent that apply it.
 
 use crate::model::netconfig::{NetworkConfig, ValidationError};
+pub use crate::model::ntp::NtpSettings;
 use crate::store::{document, Document, DocumentError, Schema};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -145,6 +148,9 @@ pub struct Config {
     pub network: NetworkConfig,
     #[serde(default, skip_serializing_if = "FailoverSettings::is_unset")]
     pub failover: FailoverSettings,
+    /// The NTP servers; none by default.
+    #[serde(default, skip_serializing_if = "NtpSettings::is_unset")]
+    pub ntp: NtpSettings,
 }
 
 /// Schema version 1: the sections of version 2 but `[failover]`.
@@ -163,6 +169,7 @@ impl From<ConfigV1> for Config {
             factory_address: v1.factory_address,
             network: v1.network,
             failover: FailoverSettings::default(),
+            ntp: NtpSettings::default(),
         }
     }
 }
@@ -497,6 +504,33 @@ gateway = "192.0.2.254"
             c.failover.shared_ips = vec!["192.0.2.1".parse().unwrap(); 2];
         });
         assert!(matches!(err, Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn the_ntp_section_reads_when_absent_round_trips_and_refuses_bad_servers() {
+        assert_eq!(
+            Config::parse("version = 2\n", Path::new("x")).unwrap().ntp,
+            NtpSettings::default()
+        );
+        assert!(!Config::default().to_toml().unwrap().contains("ntp"));
+        let text = "version = 2\n[ntp]\nservers = [\"192.0.2.1\", \"ntp.example.net\"]\n";
+        let c = Config::parse(text, Path::new("x")).unwrap();
+        let names: Vec<String> = c
+            .ntp
+            .servers
+            .as_slice()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(names, ["192.0.2.1", "ntp.example.net"]);
+        assert_eq!(
+            Config::parse(&c.to_toml().unwrap(), Path::new("x")).unwrap(),
+            c
+        );
+        let e = Config::parse("version = 2\n[ntp]\nservers = [\"a b\"]\n", Path::new("x"));
+        assert!(e.unwrap_err().to_string().contains("neither an IP address"));
+        let e = Config::parse("version = 1\n[ntp]\n", Path::new("x"));
+        assert!(e.unwrap_err().to_string().contains("unknown field"));
     }
 
     #[test]

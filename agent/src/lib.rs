@@ -10,6 +10,7 @@
 //! | [`config`] | the local settings (`/data/config/appliance.toml`): factory address, network |
 //! | [`site`] | the site settings and files (`/data/site/`), what failover synchronises |
 //! | [`email`] | alert e-mail: the site's SMTP settings, the alert texts, the mailer behind the failover notifier |
+//! | [`ntp`] | the NTP client: keeps the clock on the configured servers, its status |
 //! | [`failover`] | the primary/backup pair: role machine, conflict rules, peer key proofs, backup settings (pure core) |
 //! | [`tls`] | the HTTPS identity: made on first boot, imported, exported |
 //! | [`store`] | atomic writes; `Document`, the typed, versioned settings file |
@@ -33,6 +34,7 @@ pub mod failover;
 pub mod logging;
 pub mod model;
 pub mod net;
+pub mod ntp;
 pub mod privilege;
 pub mod runtime;
 pub mod settings;
@@ -97,6 +99,12 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         settings.config_dir(),
         kernel.clone(),
         overlay,
+        &mut tasks,
+    );
+    let ntp = ntp::NtpService::start(
+        config.clone(),
+        Arc::new(ntp::clock::SystemClock),
+        ntp::mode(&settings.data_dir, settings.boot.debug),
         &mut tasks,
     );
     let factory_control = Arc::new(net::factory_control::FactoryControl::new(
@@ -170,6 +178,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         failover: failover.clone(),
         sync,
         api_accounts: Default::default(),
+        ntp,
     };
     let handle = axum_server::Handle::new();
     {

@@ -21,18 +21,21 @@ pub const CAP_NET_BIND_SERVICE: u32 = 10;
 pub const CAP_NET_ADMIN: u32 = 12;
 pub const CAP_NET_RAW: u32 = 13;
 pub const CAP_SYS_ADMIN: u32 = 21;
+pub const CAP_SYS_TIME: u32 = 25;
 
 /// The capabilities the agent keeps, and why:
 /// - `CAP_NET_BIND_SERVICE`: the API on port 443;
 /// - `CAP_NET_ADMIN`: addresses, routes and links through rtnetlink;
 /// - `CAP_NET_RAW`: ARP (a packet socket) for the factory address, ICMP for `test ping`;
 /// - `CAP_SYS_ADMIN`: `sethostname(2)` (the only call that needs it; moving the host name
-///   to init would let it go).
-pub const KEPT: [u32; 4] = [
+///   to init would let it go);
+/// - `CAP_SYS_TIME`: the NTP client steps (`clock_settime`) and slews (`adjtimex`) the clock.
+pub const KEPT: [u32; 5] = [
     CAP_NET_BIND_SERVICE,
     CAP_NET_ADMIN,
     CAP_NET_RAW,
     CAP_SYS_ADMIN,
+    CAP_SYS_TIME,
 ];
 
 /// The set of `caps` as the two 32-bit words of a capability mask.
@@ -161,9 +164,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_kept_set_is_the_four_network_and_hostname_capabilities() {
-        assert_eq!(mask(&KEPT), (1 << 10) | (1 << 12) | (1 << 13) | (1 << 21));
-        assert_eq!(format!("{:016x}", mask(&KEPT)), "0000000000203400");
+    fn the_kept_set_is_the_network_hostname_and_time_capabilities() {
+        assert_eq!(
+            mask(&KEPT),
+            (1 << 10) | (1 << 12) | (1 << 13) | (1 << 21) | (1 << 25)
+        );
+        assert_eq!(format!("{:016x}", mask(&KEPT)), "0000000002203400");
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! 169.254.1.4), boot [`vm::Vm`]s on it from the built image, and wait for console text or
 //! API answers with explicit timeouts. Every test gets its own namespace, disks and logs
 //! under `out/test-logs/<test>/`; logs of a failed test are kept and their tail printed.
-//! [`smtp::Sink`] is a mail relay for a namespace that records the alert e-mails it takes.
+//! [`smtp::Sink`] is a mail relay for a namespace that records the alert e-mails it takes;
+//! [`chrony::Chrony`] an NTP server for one.
 
 pub mod api;
 pub mod capture;
+pub mod chrony;
 pub mod failover;
 pub mod lab;
 pub mod netns;

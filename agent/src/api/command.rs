@@ -212,14 +212,7 @@ pub struct HealthReport {
 
 /// Unix seconds as ISO 8601 (UTC).
 fn iso8601(unix: u64) -> String {
-    i64::try_from(unix)
-        .ok()
-        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    crate::model::rfc3339(unix)
 }
 
 fn element(out: &mut String, name: &str, text: &str) {

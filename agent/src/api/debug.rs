@@ -3,7 +3,11 @@
 //!
 //! - `POST /debug/kill-agent`: the agent kills itself with SIGKILL, as a crash would;
 //! - `PUT /debug/data/{path}`: writes the body to `/data/{path}` (atomically);
-//! - `GET /debug/data/{path}`: reads `/data/{path}` back.
+//! - `GET /debug/data/{path}`: reads `/data/{path}` back;
+//! - `GET /debug/clock`: the wall clock (`{"unix_seconds"}`); `PUT /debug/clock`
+//!   `{"shift_seconds": -3600}` steps it by that much (at most a year either way), so a
+//!   VM test can see NTP put it right. Never call it on a namespace test's agent: those
+//!   share the host's clock.
 
 use super::{ApiError, AppState};
 use crate::store;
@@ -78,8 +82,56 @@ async fn get_data(
     std::fs::read(&path).map_err(|e| ApiError::NotFound(format!("{}: {e}", path.display())))
 }
 
+/// `PUT /debug/clock`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockShift {
+    shift_seconds: f64,
+}
+
+/// The wall clock, for `/debug/clock`.
+#[derive(serde::Serialize)]
+struct WallClock {
+    unix_seconds: f64,
+}
+
+fn wall_clock() -> axum::Json<WallClock> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    axum::Json(WallClock {
+        unix_seconds: now.as_secs_f64(),
+    })
+}
+
+async fn get_clock(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    enabled(&app)?;
+    Ok(wall_clock())
+}
+
+async fn shift_clock(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    enabled(&app)?;
+    let shift: ClockShift = super::parse_required(&body)?;
+    const YEAR: f64 = 366.0 * 86_400.0;
+    if !shift.shift_seconds.is_finite() || shift.shift_seconds.abs() > YEAR {
+        return Err(ApiError::BadRequest(
+            "shift_seconds must be a number of seconds within a year either way".into(),
+        ));
+    }
+    use crate::ntp::clock::Clock;
+    crate::ntp::clock::SystemClock
+        .step(shift.shift_seconds)
+        .map_err(|e| ApiError::Internal(format!("cannot step the clock: {e}")))?;
+    tracing::warn!(shift = shift.shift_seconds, "debug hook: stepped the clock");
+    Ok(wall_clock())
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/debug/kill-agent", post(kill_agent))
+        .route("/debug/clock", get(get_clock).put(shift_clock))
         .route("/debug/data/{*path}", get(get_data).put(put_data))
 }

@@ -2,7 +2,7 @@
 //!
 //! | surface | prefix | body | errors | auth |
 //! | --- | --- | --- | --- | --- |
-//! | the appliance ([`system`], [`network`], [`net_config`], [`debug`]) | `/appliance/api/v1` | JSON | JSON | admin (login and password change open) |
+//! | the appliance ([`system`], [`network`], [`net_config`], [`ntp`], [`debug`]) | `/appliance/api/v1` | JSON | JSON | admin (login and password change open) |
 //! | the site ([`login`], [`api_accounts`], [`email`]) | `/login/api/v1` | JSON | JSON | admin |
 //! | the vendor's command API ([`command`]) | `/api/command` | XML | `<error>` XML | an OAuth access token of an API account |
 //! | its token endpoint ([`oauth`]) | `/oauth2/token` | form | RFC 6749 JSON | the API account's id and secret (HTTP Basic) |
@@ -24,6 +24,7 @@ mod health;
 pub mod login;
 mod net_config;
 mod network;
+mod ntp;
 mod oauth;
 mod peer;
 mod system;
@@ -308,6 +309,8 @@ pub struct AppState {
     pub sync: crate::sync::SyncService,
     /// The command API's access tokens (the accounts themselves are site settings).
     pub api_accounts: Arc<crate::admin::api_accounts::ApiAccounts>,
+    /// The NTP client's status (is the clock synchronised?).
+    pub ntp: crate::ntp::NtpService,
 }
 
 async fn status(State(app): State<AppState>) -> Json<model::Status> {
@@ -393,6 +396,7 @@ pub fn router(app: AppState) -> Router {
         .route("/status", get(status))
         .merge(system::routes())
         .merge(network::routes())
+        .merge(ntp::routes())
         .merge(net_config::routes())
         .merge(debug::routes())
         .layer(require_admin());

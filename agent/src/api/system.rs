@@ -336,6 +336,7 @@ mod tests {
         "/status",
         "/debug/kill-agent",
         "/debug/data/{path}",
+        "/debug/clock",
     ];
 
     #[test]

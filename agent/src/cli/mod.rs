@@ -8,6 +8,7 @@ mod api_account;
 mod email;
 mod failover;
 mod network;
+mod ntp;
 mod render;
 pub mod session;
 mod system;
@@ -99,6 +100,11 @@ pub enum Command {
     Email {
         #[command(subcommand)]
         action: email::EmailAction,
+    },
+    /// The NTP servers and whether the clock is synchronised: status, set, off.
+    Ntp {
+        #[command(subcommand)]
+        action: ntp::NtpAction,
     },
     /// Show or change the factory address (169.254.1.x): enable, disable, timing.
     #[command(name = "factory-address")]
@@ -194,6 +200,7 @@ async fn execute(cli: &Cli, client: &Client) -> Result<String, CliError> {
         Command::Failover { action } => failover::execute(client, action).await?,
         Command::ApiAccount { action } => api_account::execute(client, action).await?,
         Command::Email { action } => email::execute(client, action).await?,
+        Command::Ntp { action } => ntp::execute(client, action).await?,
         Command::FactoryAddress { action } => {
             let path = format!("{api}/network/factory-address");
             let update = match action {
