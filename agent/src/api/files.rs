@@ -23,10 +23,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::io::AsyncReadExt;
 
 /// Every path this module serves (relative to `/login/api/v1`), in OpenAPI's spelling.
 #[cfg(test)]
@@ -70,15 +68,7 @@ async fn download(
     let store = app.files.clone();
     let (file, size) = crate::store::blocking(move || store.open_file(&path)).await?;
     let file = tokio::fs::File::from_std(file);
-    let chunks = futures_util::stream::unfold(Some(file), |file| async move {
-        let mut file = file?;
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        match file.read_buf(&mut buf).await {
-            Ok(0) => None,
-            Ok(_) => Some((Ok::<Bytes, std::io::Error>(buf.freeze()), Some(file))),
-            Err(e) => Some((Err(e), None)),
-        }
-    });
+    let chunks = crate::files::read_chunks(file, READ_CHUNK);
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),

@@ -243,6 +243,24 @@ fn hash_file(mut file: File) -> std::io::Result<[u8; 32]> {
     Ok(hasher.finalize().into())
 }
 
+/// The content of an open file as a stream of chunks of at most `chunk` bytes, for a
+/// body that must not hold the whole file (a download, the CLI's upload).
+pub fn read_chunks(
+    file: tokio::fs::File,
+    chunk: usize,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
+    futures_util::stream::unfold(Some(file), move |file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut file = file?;
+        let mut buf = bytes::BytesMut::with_capacity(chunk);
+        match file.read_buf(&mut buf).await {
+            Ok(0) => None,
+            Ok(_) => Some((Ok(buf.freeze()), Some(file))),
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
 /// The file store of one appliance (see the module documentation).
 pub struct FileStore {
     site: Arc<SiteStore>,
