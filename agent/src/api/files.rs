@@ -159,3 +159,75 @@ pub fn routes() -> Router<AppState> {
         .route("/files", get(list))
         .route("/files/{*path}", get(download).put(upload).delete(remove))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_path_is_in_the_openapi_document_with_its_server() {
+        assert_eq!(
+            super::super::undocumented_login_paths(PATHS),
+            Vec::<&str>::new()
+        );
+    }
+
+    #[test]
+    fn file_store_errors_answer_their_documented_statuses() {
+        let cases = [
+            (
+                FilesError::BadPath(PathError::DotSegment),
+                StatusCode::BAD_REQUEST,
+                "bad_path",
+            ),
+            (
+                FilesError::NotFound("x".into()),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                FilesError::IsADirectory("d".into()),
+                StatusCode::CONFLICT,
+                "is_a_directory",
+            ),
+            (
+                FilesError::ParentNotADirectory("f/x".into()),
+                StatusCode::CONFLICT,
+                "parent_not_a_directory",
+            ),
+            (
+                FilesError::NoSpace { needed: 2, free: 1 },
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+            ),
+            (
+                FilesError::DiskFull("x".into()),
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+            ),
+            (
+                FilesError::Incomplete("x".into()),
+                StatusCode::BAD_REQUEST,
+                "upload_incomplete",
+            ),
+        ];
+        let doc = include_str!("../../openapi.yaml");
+        for (e, status, code) in cases {
+            assert_eq!(ApiError::from(e).status_and_code(), (status, code));
+            assert!(
+                doc.contains(&format!("`{code}`")),
+                "{code} is not documented"
+            );
+        }
+    }
+
+    #[test]
+    fn the_path_of_the_url_is_checked_as_a_site_path() {
+        let e = site_path(Ok(Path("a/../b".to_string()))).unwrap_err();
+        assert_eq!(e.status_and_code(), (StatusCode::BAD_REQUEST, "bad_path"));
+        assert_eq!(
+            site_path(Ok(Path("a/b".to_string()))).unwrap().as_str(),
+            "a/b"
+        );
+    }
+}
