@@ -13,6 +13,10 @@
 //! a blocking thread that writes and hashes it through a small channel, so a file of
 //! several GiB never sits in memory; the thread commits only when it got the end of the
 //! body, and anything else (the client gone, the handler dropped) abandons the upload.
+//! An upload refused while its client is still sending (a bad path, a full disk) has the
+//! rest of its body read and dropped for a few seconds first, so that the client reads
+//! the answer rather than a reset connection (not when it sent `Expect: 100-continue`
+//! and waits for a go-ahead that never comes).
 
 use super::{ApiError, AppState};
 use crate::files::{Chunk, FileList, FilesError, PathError, Prefix, SitePath};
@@ -85,13 +89,31 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let path = site_path(path)?;
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let store = app.files.clone();
-    let upload = crate::store::blocking(move || store.begin(path, announced)).await?;
+    let begun = match site_path(path) {
+        Ok(path) => crate::store::blocking(move || store.begin(path, announced))
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let upload = match begun {
+        Ok(upload) => upload,
+        Err(e) => {
+            // A client that asked to be told before it sends (`Expect: 100-continue`)
+            // sends nothing; any other is already sending.
+            let waits = headers
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            if !waits {
+                drain(&mut body.into_data_stream()).await;
+            }
+            return Err(e);
+        }
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
     let writer = tokio::task::spawn_blocking(move || upload.receive(|| rx.blocking_recv()));
     let mut frames = body.into_data_stream();
@@ -105,7 +127,7 @@ async fn upload(
                 }
             }
             Some(Err(e)) => {
-                tracing::debug!("an upload's body broke off: {e}");
+                tracing::debug!(target: "remote", "an upload's body broke off: {e}");
                 break false;
             }
         }

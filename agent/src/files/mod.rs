@@ -539,6 +539,7 @@ impl FileStore {
             .map_err(|e| lookup_error(e, path.as_str(), "delete"))?;
         fsync(&parent).map_err(|e| io_error(e, path.as_str(), "sync the directory of"))?;
         self.hashes().remove(&Identity::from(&st));
+        tracing::info!(target: "remote", "file store: {path} deleted");
         for depth in (1..=dirs.len()).rev() {
             let (Some(above), Some(name)) = (dirs.get(..depth - 1), dirs.get(depth - 1)) else {
                 break;
@@ -667,6 +668,7 @@ impl Upload {
         let sha: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
         store.hashes().insert(Identity::from(&st), sha);
         tracing::info!(
+            target: "remote",
             "file store: {} ({} bytes) {}",
             self.path,
             self.size,
