@@ -458,3 +458,45 @@ fn the_backup_of_a_pair_refuses_to_change_its_files() {
     let (status, body) = curl(&pair.b, FILES, &[]);
     assert_eq!(status, 200, "{body}");
 }
+
+/// The agent's peak resident memory (VmHWM) in KiB.
+fn peak_kib(agent: &Agent) -> u64 {
+    let pid = agent.pid().expect("agent running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM")
+}
+
+#[test]
+fn a_large_file_streams_through_without_filling_the_agents_memory() {
+    const SIZE: u64 = 256 * 1024 * 1024;
+    let (dir, _lab, agent) = one_agent("files_large");
+    // Sparse: nothing on the test's own disk, all of it on the wire.
+    let big = dir.path.join("big");
+    std::fs::File::create(&big).unwrap().set_len(SIZE).unwrap();
+    let before = peak_kib(&agent);
+    let (ok, out) = agent.ctl(&["files", "put", big.to_str().unwrap(), "large/zeros"]);
+    assert!(ok, "{out}");
+    let (status, _) = curl(
+        &agent,
+        &format!("{FILES}/large/zeros"),
+        &["-o", "/dev/null"],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        listing(&agent, "large/"),
+        vec![("large/zeros".to_string(), SIZE, sha256(&big))]
+    );
+    let after = peak_kib(&agent);
+    eprintln!("agent peak memory: {before} KiB before, {after} KiB after 256 MiB up and down");
+    assert!(
+        after < before + 64 * 1024,
+        "the agent's peak memory grew from {before} to {after} KiB: the file went through memory"
+    );
+    let (ok, out) = agent.ctl(&["files", "rm", "large/zeros"]);
+    assert!(ok, "{out}");
+}
