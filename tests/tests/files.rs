@@ -500,3 +500,63 @@ fn a_large_file_streams_through_without_filling_the_agents_memory() {
     let (ok, out) = agent.ctl(&["files", "rm", "large/zeros"]);
     assert!(ok, "{out}");
 }
+
+#[test]
+fn the_site_gate_makes_the_store_read_only_or_paused() {
+    let dir = TestDir::new("files_gate");
+    let mut lab = Lab::new(dir.path.clone());
+    let host = lab.host(0xf3);
+    let agent = Agent::start_with(&lab, &host, "agent", None, true);
+    agent.wait_api();
+    let payload = dir.path.join("payload");
+    std::fs::write(&payload, b"site data").unwrap();
+    let payload = payload.to_str().unwrap();
+    let (status, body) = curl(&agent, &format!("{FILES}/kept"), &["-T", payload]);
+    assert_eq!(status, 201, "{body}");
+    let set = |access: &str| {
+        let (status, body) = curl(
+            &agent,
+            "/appliance/api/v1/debug/site-access",
+            &["-X", "PUT", "--data-binary", access],
+        );
+        assert_eq!(status, 204, "{body}");
+    };
+
+    // A backup's store: read, never written.
+    set("read_only");
+    let (status, body) = curl(&agent, &format!("{FILES}/new"), &["-T", payload]);
+    assert_eq!(
+        (status, code(&body)),
+        (409, "backup_read_only".into()),
+        "{body}"
+    );
+    let (status, body) = curl(&agent, &format!("{FILES}/kept"), &["-X", "DELETE"]);
+    assert_eq!(
+        (status, code(&body)),
+        (409, "backup_read_only".into()),
+        "{body}"
+    );
+    let (ok, out) = agent.ctl(&["files", "put", payload, "new"]);
+    assert!(!ok && out.contains("backup"), "{out}");
+    let (status, body) = curl(&agent, &format!("{FILES}/kept"), &[]);
+    assert_eq!((status, body.as_str()), (200, "site data"));
+    assert_eq!(listing(&agent, "").len(), 1);
+
+    // Paused for a final sync: nothing at all.
+    set("paused");
+    for args in [vec![], vec!["-T", payload], vec!["-X", "DELETE"]] {
+        let (status, body) = curl(&agent, &format!("{FILES}/kept"), &args);
+        assert_eq!(
+            (status, code(&body)),
+            (503, "site_paused".into()),
+            "{args:?}: {body}"
+        );
+    }
+    let (status, body) = curl(&agent, FILES, &[]);
+    assert_eq!((status, code(&body)), (503, "site_paused".into()), "{body}");
+
+    set("open");
+    let (ok, out) = agent.ctl(&["files", "rm", "kept"]);
+    assert!(ok, "{out}");
+    assert!(!files_dir(&agent).join("new").exists());
+}
