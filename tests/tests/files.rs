@@ -113,6 +113,14 @@ fn files_go_in_and_come_out_byte_identical_listed_with_their_hashes() {
     let (ok, out) = agent.ctl(&["files", "get", "data/2026/big.bin", back.to_str().unwrap()]);
     assert!(ok, "{out}");
     assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&big).unwrap());
+    // Into a directory, under its own name.
+    let into = dir.path.join("into");
+    std::fs::create_dir(&into).unwrap();
+    let (ok, out) = agent.ctl(&["files", "get", "data/2026/big.bin", into.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert_eq!(sha256(&into.join("big.bin")), big_sha);
+    let (ok, out) = agent.ctl(&["files", "put", into.to_str().unwrap(), "a/dir"]);
+    assert!(!ok && out.contains("not a regular file"), "{out}");
 
     // Through the API, with names that need encoding, several levels deep.
     let small = dir.path.join("small.txt");

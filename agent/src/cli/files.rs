@@ -24,7 +24,8 @@ pub enum FilesAction {
     Get {
         /// Its path in the store.
         remote: String,
-        /// Where to write it ("-": standard output; default: its name, here).
+        /// Where to write it: a file, a directory ("-": standard output; default: its
+        /// name, in the current directory).
         local: Option<String>,
     },
     /// List the files whose path starts with a prefix (all when none is given).
@@ -106,7 +107,14 @@ async fn put(client: &Client, local: &Path, remote: &str) -> Outcome {
     let file = tokio::fs::File::open(local)
         .await
         .map_err(CliError::Local)?;
-    let length = file.metadata().await.map_err(CliError::Local)?.len();
+    let meta = file.metadata().await.map_err(CliError::Local)?;
+    if !meta.is_file() {
+        return Err(CliError::Usage(format!(
+            "{} is not a regular file",
+            local.display()
+        )));
+    }
+    let length = meta.len();
     let resp = client
         .stream("PUT", &url(remote), Some((file_body(file), length)))
         .await?;
@@ -133,8 +141,16 @@ async fn get(client: &Client, remote: &str, local: Option<&str>) -> Outcome {
     let to = match local {
         Some("-") => None,
         Some(l) => Some(PathBuf::from(l)),
-        None => Some(PathBuf::from(remote.rsplit('/').next().unwrap_or(remote))),
+        None => Some(PathBuf::from(".")),
     };
+    // Into a directory: under the file's own name.
+    let to = to.map(|to| {
+        if to.is_dir() {
+            to.join(remote.rsplit('/').next().unwrap_or(remote))
+        } else {
+            to
+        }
+    });
     let Some(to) = to else {
         use std::io::Write;
         let mut out = std::io::stdout();
