@@ -660,8 +660,11 @@ impl Upload {
         let (dirs, leaf) = self.path.split_parent();
         let parent = make_dirs(&root, &dirs, &self.path)?;
         let existed = check_leaf(&parent, leaf, &self.path)?.is_some();
-        renameat(&self.uploads, self.name.as_str(), &parent, leaf)
-            .map_err(|e| write_error(e, self.path.as_str(), "rename into place"))?;
+        renameat(&self.uploads, self.name.as_str(), &parent, leaf).map_err(|e| match e {
+            // Here EXDEV is no escape: the uploads and the site are on two file systems.
+            Errno::EXDEV => io_error(e, self.path.as_str(), "rename into place"),
+            e => write_error(e, self.path.as_str(), "rename into place"),
+        })?;
         self.committed = true;
         fsync(&parent).map_err(|e| io_error(e, self.path.as_str(), "sync the directory of"))?;
         let st = fstat(&self.file).map_err(|e| io_error(e, self.path.as_str(), "stat"))?;
