@@ -487,14 +487,24 @@ fn a_large_file_streams_through_without_filling_the_agents_memory() {
     let big = dir.path.join("big");
     std::fs::File::create(&big).unwrap().set_len(SIZE).unwrap();
     let before = peak_kib(&agent);
+    let start = std::time::Instant::now();
     let (ok, out) = agent.ctl(&["files", "put", big.to_str().unwrap(), "large/zeros"]);
     assert!(ok, "{out}");
+    let put = start.elapsed();
+    let start = std::time::Instant::now();
     let (status, _) = curl(
         &agent,
         &format!("{FILES}/large/zeros"),
         &["-o", "/dev/null"],
     );
     assert_eq!(status, 200);
+    let get = start.elapsed();
+    let rate = |d: std::time::Duration| SIZE as f64 / 1048576.0 / d.as_secs_f64();
+    eprintln!(
+        "256 MiB: put {put:.1?} ({:.0} MiB/s), get {get:.1?} ({:.0} MiB/s)",
+        rate(put),
+        rate(get)
+    );
     assert_eq!(
         listing(&agent, "large/"),
         vec![("large/zeros".to_string(), SIZE, sha256(&big))]
