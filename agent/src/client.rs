@@ -261,6 +261,92 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, ClientError> {
+        let (mut sender, fingerprint) = self.connect().await?;
+        let mut req = self.head(method, path);
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let body = Full::new(Bytes::from(body.unwrap_or_default()))
+            .map_err(|never| match never {})
+            .boxed();
+        let req = req
+            .body(body)
+            .map_err(|_| ClientError::BadHost(self.host.clone()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|source| ClientError::Http {
+                target: self.target(),
+                source,
+            })?;
+        let status = resp.status().as_u16();
+        let body = read_limited(resp.into_body(), &self.target()).await?;
+        Ok(Answer {
+            status,
+            body,
+            fingerprint,
+        })
+    }
+
+    /// Sends one request whose body streams from `body` (`length` bytes of
+    /// `application/octet-stream`, if any) and returns the response with its body unread,
+    /// for transfers too large to hold in memory. Only connecting is bounded by the
+    /// timeout: a transfer that keeps moving may take as long as it needs.
+    pub async fn stream(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(StreamBody, u64)>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let target = self.target();
+        let (mut sender, _) = tokio::time::timeout(self.timeout, self.connect())
+            .await
+            .map_err(|_| ClientError::Timeout {
+                target: target.clone(),
+                timeout: self.timeout,
+            })??;
+        let mut req = self.head(method, path);
+        let body = match body {
+            Some((body, length)) => {
+                req = req
+                    .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+                    .header(hyper::header::CONTENT_LENGTH, length);
+                body
+            }
+            None => Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        };
+        let req = req
+            .body(body)
+            .map_err(|_| ClientError::BadHost(self.host.clone()))?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|source| ClientError::Http { target, source })
+    }
+
+    /// A request's method, path and the headers every request carries.
+    fn head(&self, method: &str, path: &str) -> hyper::http::request::Builder {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, self.target())
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("appliancectl/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(token) = &self.token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        req
+    }
+
+    /// A TLS connection with the certificate checked as [`Trust`] says, and HTTP/1.1 over
+    /// it: the sender and the certificate's fingerprint.
+    async fn connect(
+        &self,
+    ) -> Result<(hyper::client::conn::http1::SendRequest<StreamBody>, String), ClientError> {
         let target = self.target();
         let (expected, record_in) = match &self.trust {
             Trust::Insecure => (None, None),
@@ -333,45 +419,29 @@ impl Client {
             target: target.clone(),
             source,
         };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(http)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let has_body = body.is_some();
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, target.clone())
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("appliancectl/", env!("CARGO_PKG_VERSION")),
-            );
-        if has_body {
-            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
-        if let Some(token) = &self.token {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|_| ClientError::BadHost(self.host.clone()))?;
-        let resp = sender.send_request(req).await.map_err(http)?;
-        let status = resp.status().as_u16();
-        let body = Limited::new(resp.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|_| ClientError::Body {
-                target: target.clone(),
-            })?
-            .to_bytes();
-        Ok(Answer {
-            status,
-            body,
-            fingerprint,
-        })
+        Ok((sender, fingerprint))
     }
+}
+
+/// A streamed request body.
+pub type StreamBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Reads a whole response body of at most [`MAX_RESPONSE`] bytes.
+pub async fn read_limited(body: hyper::body::Incoming, target: &str) -> Result<Bytes, ClientError> {
+    Ok(Limited::new(body, MAX_RESPONSE)
+        .collect()
+        .await
+        .map_err(|_| ClientError::Body {
+            target: target.to_string(),
+        })?
+        .to_bytes())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! | [`site`] | the site settings and files (`/data/site/`), what failover synchronises |
 //! | [`email`] | alert e-mail: the site's SMTP settings, the alert texts, the mailer behind the failover notifier |
 //! | [`ntp`] | the NTP client: keeps the clock on the configured servers, its status |
+//! | [`files`] | the site's file store (`/data/site/files/`): safe paths, streamed atomic uploads, listing with hashes |
 //! | [`failover`] | the primary/backup pair: role machine, conflict rules, peer key proofs, backup settings (pure core) |
 //! | [`tls`] | the HTTPS identity: made on first boot, imported, exported |
 //! | [`store`] | atomic writes; `Document`, the typed, versioned settings file |
@@ -31,6 +32,7 @@ pub mod config;
 pub mod conn;
 pub mod email;
 pub mod failover;
+pub mod files;
 pub mod logging;
 pub mod model;
 pub mod net;
@@ -172,6 +174,10 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         admin: Arc::new(admin::Admin::open(&settings.config_dir())),
         tls: tls.clone(),
         config,
+        files: Arc::new(files::FileStore::open(
+            site.clone(),
+            settings.data_dir.join(files::UPLOADS_DIR),
+        )),
         site,
         factory_control,
         network,

@@ -8,14 +8,17 @@
 //!   `{"shift_seconds": -3600}` steps it by that much (at most a year either way), so a
 //!   VM test can see NTP put it right. Never call it on a namespace test's agent: those
 //!   share the host's clock.
+//! - `PUT /debug/site-access`: sets the site's gate ([`crate::site::Gate`]) to the body,
+//!   `open`, `read_only` or `paused`, as failover and sync would (until they next set it).
 
 use super::{ApiError, AppState};
+use crate::site::Access;
 use crate::store;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use std::path::{Component, PathBuf};
 
@@ -129,9 +132,30 @@ async fn shift_clock(
     Ok(wall_clock())
 }
 
+async fn put_site_access(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    enabled(&app)?;
+    let access = match body.trim_ascii() {
+        b"open" => Access::Open,
+        b"read_only" => Access::ReadOnly,
+        b"paused" => Access::Paused,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "the body is one of open, read_only, paused".into(),
+            ))
+        }
+    };
+    tracing::warn!(?access, "debug hook: the site's access set by hand");
+    app.site.gate().set(access);
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/debug/kill-agent", post(kill_agent))
         .route("/debug/clock", get(get_clock).put(shift_clock))
+        .route("/debug/site-access", put(put_site_access))
         .route("/debug/data/{*path}", get(get_data).put(put_data))
 }

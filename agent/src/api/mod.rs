@@ -20,6 +20,7 @@ pub mod auth;
 mod command;
 mod debug;
 pub mod email;
+mod files;
 mod health;
 pub mod login;
 mod net_config;
@@ -100,6 +101,8 @@ pub enum ApiError {
     Site(#[from] crate::site::SiteRefused),
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
+    #[error(transparent)]
+    Files(#[from] crate::files::FilesError),
 }
 
 impl ApiError {
@@ -190,6 +193,7 @@ impl ApiError {
             ApiError::Email(e) => numeric(e.status_and_code()),
             ApiError::Site(e) => numeric(e.status_and_code()),
             ApiError::Sync(e) => numeric(e.status_and_code()),
+            ApiError::Files(e) => numeric(e.status_and_code()),
         }
     }
 }
@@ -297,6 +301,8 @@ pub struct AppState {
     pub config: Arc<crate::config::ConfigStore>,
     /// The site settings (alert e-mail: [`email`]) and files.
     pub site: Arc<crate::site::SiteStore>,
+    /// The site's file store ([`files`]).
+    pub files: Arc<crate::files::FileStore>,
     pub admin: Arc<crate::admin::Admin>,
     /// The live TLS configuration, reloaded when a certificate is imported.
     pub tls: axum_server::tls_rustls::RustlsConfig,
@@ -385,9 +391,13 @@ async fn site_gate(
 /// A JSON surface: its routes (with their auth and fallback), axum's own errors turned
 /// into JSON.
 fn json_surface(routes: Router<AppState>) -> Router<AppState> {
-    routes
-        .layer(axum::middleware::map_response(json_errors))
-        .layer(axum::middleware::from_fn(refuse_oversized))
+    with_json_errors(routes.layer(axum::middleware::from_fn(refuse_oversized)))
+}
+
+/// Axum's own errors turned into JSON, for a surface whose routes apply the body limit
+/// themselves.
+fn with_json_errors(routes: Router<AppState>) -> Router<AppState> {
+    routes.layer(axum::middleware::map_response(json_errors))
 }
 
 pub fn router(app: AppState) -> Router {
@@ -409,15 +419,17 @@ pub fn router(app: AppState) -> Router {
         // Nothing there is public: unknown paths answer 401 too until logged in.
         .nest(
             LOGIN_PREFIX,
-            json_surface(
+            // The body limit applies to each group but the file routes, which stream
+            // their bodies with their own limit (the free space).
+            with_json_errors(
                 login::routes()
+                    .layer(axum::middleware::from_fn(refuse_oversized))
                     .merge(
                         api_accounts::routes()
                             .merge(email::routes())
-                            .layer(axum::middleware::from_fn_with_state(
-                                app.clone(),
-                                site_gate,
-                            )),
+                            .layer(axum::middleware::from_fn(refuse_oversized))
+                            .merge(files::routes())
+                            .layer(axum::middleware::from_fn_with_state(app.clone(), site_gate)),
                     )
                     .fallback(fallback)
                     .layer(require_admin()),

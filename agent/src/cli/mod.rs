@@ -7,6 +7,7 @@
 mod api_account;
 mod email;
 mod failover;
+mod files;
 mod network;
 mod ntp;
 mod render;
@@ -106,6 +107,11 @@ pub enum Command {
         #[command(subcommand)]
         action: ntp::NtpAction,
     },
+    /// The site's file store: put, get, ls, rm.
+    Files {
+        #[command(subcommand)]
+        action: files::FilesAction,
+    },
     /// Show or change the factory address (169.254.1.x): enable, disable, timing.
     #[command(name = "factory-address")]
     FactoryAddress {
@@ -201,6 +207,7 @@ async fn execute(cli: &Cli, client: &Client) -> Result<String, CliError> {
         Command::ApiAccount { action } => api_account::execute(client, action).await?,
         Command::Email { action } => email::execute(client, action).await?,
         Command::Ntp { action } => ntp::execute(client, action).await?,
+        Command::Files { action } => files::execute(client, action).await?,
         Command::FactoryAddress { action } => {
             let path = format!("{api}/network/factory-address");
             let update = match action {
@@ -236,6 +243,10 @@ async fn execute(cli: &Cli, client: &Client) -> Result<String, CliError> {
             (v, render::factory_lines(&fa).trim_end().to_string())
         }
     };
+    // A verb that wrote its own output (a download to standard output) has nothing more.
+    if value.is_null() && text.is_empty() {
+        return Ok(text);
+    }
     Ok(if cli.json {
         serde_json::to_string_pretty(&value).unwrap_or_default()
     } else {
@@ -275,7 +286,9 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(execute(&cli, &client)) {
         Ok(out) => {
-            println!("{out}");
+            if !out.is_empty() {
+                println!("{out}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -198,14 +198,21 @@ impl SyncService {
         let mut last_start: Option<u64> = None;
         let mut overlapped_slot: Option<u64> = None;
         let mut marked_served = false;
+        let mut last_access: Option<Access> = None;
         loop {
             let snapshot = self.0.failover.snapshot();
             let paused = self.paused();
-            self.0.site.gate().set(match (snapshot.role, paused) {
+            // Set when the role or the pause changes, not every tick: what else set
+            // it in between (the debug hook) holds until then.
+            let access = match (snapshot.role, paused) {
                 (_, true) => Access::Paused,
                 (Role::Backup, false) => Access::ReadOnly,
                 _ => Access::Open,
-            });
+            };
+            if last_access != Some(access) {
+                last_access = Some(access);
+                self.0.site.gate().set(access);
+            }
             let settings = self.0.config.current().failover.backup;
             let now = unix_now();
             match snapshot.role {
