@@ -52,45 +52,6 @@ fn plant_canaries(sw: &Switch) {
     );
 }
 
-fn request_reset(sw: &Switch, level: &str) {
-    let a = api::ok(
-        &sw.name,
-        FACTORY,
-        "POST",
-        "/system/reset",
-        Some(json!({ "level": level }).to_string().into_bytes()),
-    );
-    assert_eq!(a.status, 202);
-}
-
-/// Waits until the appliance answers with the factory default password in force.
-fn wait_factory_defaults(sw: &Switch) {
-    wait::until(
-        "the appliance back on factory defaults",
-        BOOT,
-        Duration::from_millis(50),
-        || {
-            // Short attempts: a rebooting appliance drops connections, and a long attempt
-            // would measure TCP's retransmission timers instead of the appliance.
-            let a = api::raw_within(
-                &sw.name,
-                FACTORY,
-                "GET",
-                "/status",
-                None,
-                None,
-                Duration::from_millis(300),
-            )?;
-            let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
-            if a.status == 403 && v["error"]["code"] == "password_change_required" {
-                Ok(())
-            } else {
-                Err(format!("answered {}", a.status))
-            }
-        },
-    );
-}
-
 fn assert_factory_state(sw: &Switch, old_fingerprint: &str) {
     let s = api::status(&sw.name, FACTORY).expect("status");
     assert_eq!(
@@ -212,8 +173,8 @@ fn a_config_reset_comes_back_on_factory_defaults_with_the_canaries_gone() {
         .unwrap()
         .fingerprint;
     let t0 = Instant::now();
-    request_reset(&sw, "config");
-    wait_factory_defaults(&sw);
+    api::request_reset(&sw.name, FACTORY, "config");
+    api::wait_factory_defaults(&sw.name, FACTORY, BOOT);
     eprintln!(
         "config reset: request to API answering on {FACTORY} again: {:.1} s",
         t0.elapsed().as_secs_f64()
@@ -235,10 +196,10 @@ fn a_power_cut_right_after_a_config_reset_request_still_resets() {
     let fp = api::call(&sw.name, FACTORY, "GET", "/status", None)
         .unwrap()
         .fingerprint;
-    request_reset(&sw, "config");
+    api::request_reset(&sw.name, FACTORY, "config");
     vm.power_cut();
     vm.start();
-    wait_factory_defaults(&sw);
+    api::wait_factory_defaults(&sw.name, FACTORY, BOOT);
     assert_factory_state(&sw, &fp);
 }
 
@@ -260,7 +221,7 @@ fn an_rma_reset_erases_every_byte_reports_and_powers_off_and_the_report_outlives
         200,
         "the cancelled reset wiped nothing"
     );
-    request_reset(&sw, "rma");
+    api::request_reset(&sw.name, FACTORY, "rma");
     // After the erase the appliance comes up on a tmpfs to show the report.
     let s = wait::until("the erase report", BOOT, Duration::from_millis(250), || {
         let s = api::status(&sw.name, FACTORY)?;
@@ -304,7 +265,7 @@ fn a_power_cut_during_an_rma_erase_is_finished_at_the_next_boot() {
         "appliance.debug=1 appliance.rma_hold=3",
     );
     plant_canaries(&sw);
-    request_reset(&sw, "rma");
+    api::request_reset(&sw.name, FACTORY, "rma");
     vm.wait_console("wiping /dev/vda", BOOT);
     vm.power_cut();
     assert!(

@@ -3,9 +3,11 @@
 //! shows the name but not the type), and growing that partition to the end of a disk that
 //! is larger than the image, on first boot.
 //!
-//! The grow writes the backup table at the disk's new end first, then the primary table,
-//! then zeros the old backup table (which now lies inside the data partition), syncs and
-//! asks the kernel to read the table again. A power cut before the primary is written
+//! The grow writes the backup table at the disk's new end first and zeros the last MiB of
+//! the grown partition (it held whatever the disk held before the image was written, and
+//! a blank partition must read as zeros at both ends), then the primary table, then zeros
+//! the old backup table (which now lies inside the data partition), syncs and asks the
+//! kernel to read the table again. A power cut before the primary is written
 //! leaves the old table valid and the next boot grows again; after it, the new one.
 //!
 //! Limits: only a data partition that is still blank is grown (first boot): a file system
@@ -142,6 +144,14 @@ fn rewrite(dev: &str, table: &gpt::Table, sectors: u64, old_backup_lba: u64) -> 
         f.sync_data()
     };
     write_at(enc.tail_offset, &enc.tail)?;
+    if let Some((_, data)) = table.find(gpt::DATA_NAME, gpt::DATA_TYPE) {
+        let end = (data.last_lba + 1) * SECTOR;
+        let region = super::superblock::BLANK_REGION as u64;
+        write_at(
+            end.saturating_sub(region),
+            &vec![0u8; super::superblock::BLANK_REGION],
+        )?;
+    }
     write_at(0, &enc.head)?;
     let old_tail = old_backup_lba.saturating_sub(gpt::ENTRY_SECTORS) * SECTOR;
     if old_tail >= enc.head.len() as u64 && old_tail < enc.tail_offset {
@@ -174,6 +184,11 @@ mod tests {
         let t = TempDir::new("grow");
         let disk = t.0.join("disk");
         let table = table_file(&disk, 256 * MIB, 512 * MIB);
+        // Whatever the disk held beyond the image.
+        let mut f = File::options().write(true).open(&disk).unwrap();
+        f.seek(SeekFrom::Start(511 * MIB - 100)).unwrap();
+        f.write_all(b"old data").unwrap();
+        drop(f);
         let (read, header) = read_table(disk.to_str().unwrap()).unwrap();
         assert_eq!(read, table);
         let sectors = 512 * MIB / SECTOR;
@@ -187,6 +202,12 @@ mod tests {
         let bytes = std::fs::read(&disk).unwrap();
         let old_backup = (256 * MIB - SECTOR) as usize;
         assert!(bytes[old_backup..old_backup + 512].iter().all(|&b| b == 0));
+        assert!(
+            bytes[(510 * MIB) as usize..(511 * MIB) as usize]
+                .iter()
+                .all(|&b| b == 0),
+            "the grown partition's last MiB is blank"
+        );
         let new_backup = (512 * MIB - SECTOR) as usize;
         assert_eq!(&bytes[new_backup..new_backup + 8], b"EFI PART");
     }
