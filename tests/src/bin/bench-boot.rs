@@ -221,24 +221,34 @@ fn main() {
         "UEFI boot of appliance-test.img (OVMF, NVMe, e1000e), median of {} warm boots:",
         uefi_runs.len()
     );
-    println!(
-        "  QEMU start → kernel start      {:>8.0} ms  (firmware and EFI stub; direct: {:.0} ms)",
-        ucol(|r| r.qemu_to_kernel),
-        col(|r| r.qemu_to_kernel)
-    );
-    println!(
-        "  kernel start → init            {:>8.0} ms",
-        ucol(|r| r.kernel_to_init)
-    );
-    println!(
-        "  QEMU start → API answering     {:>8.0} ms  (direct kernel boot: {:.0} ms)",
-        ucol(|r| r.total),
-        col(|r| r.total)
-    );
-    println!(
-        "  first boot (grows and formats /data) {:>8.0} ms",
-        uefi_first.total
-    );
+    let uefi_lines = [
+        (
+            "QEMU start → kernel start",
+            ucol(|r| r.qemu_to_kernel),
+            format!(
+                "(firmware and EFI stub; direct: {:.0} ms)",
+                col(|r| r.qemu_to_kernel)
+            ),
+        ),
+        (
+            "kernel start → init",
+            ucol(|r| r.kernel_to_init),
+            String::new(),
+        ),
+        (
+            "QEMU start → API answering",
+            ucol(|r| r.total),
+            format!("(direct kernel boot: {:.0} ms)", col(|r| r.total)),
+        ),
+        (
+            "first boot → API answering",
+            uefi_first.total,
+            "(grows and formats /data)".into(),
+        ),
+    ];
+    for (label, value, note) in uefi_lines {
+        println!("  {label:<30} {value:>8.0} ms  {note}");
+    }
     let rss = |v: Vec<Option<u64>>| median(v.into_iter().flatten().map(|k| k as f64).collect());
     println!("memory (RSS, median):");
     println!(
