@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod capture;
+pub mod erase;
 pub mod failover;
 pub mod lab;
 pub mod netns;

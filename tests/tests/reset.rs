@@ -87,11 +87,6 @@ fn assert_factory_state(sw: &Switch, old_fingerprint: &str) {
     );
 }
 
-/// The erase record init keeps in the disk's reserved tail: magic, length, CRC-32, text.
-const RECORD_MAGIC: &[u8; 16] = b"APPLIANCE-ERASE\x01";
-const RESERVE: usize = 1 << 20;
-const RECORD_AT: usize = 4096;
-
 /// Checks the erased disk holds nothing but zeros and the record; returns the record.
 fn scan_disk(vm: &Vm) -> EraseReport {
     let mut disk = std::fs::read(&vm.disk).expect("read the disk image");
@@ -99,21 +94,7 @@ fn scan_disk(vm: &Vm) -> EraseReport {
         !disk.windows(CANARY.len()).any(|w| w == CANARY),
         "canary bytes left on the disk"
     );
-    let at = disk.len() - RESERVE + RECORD_AT;
-    assert_eq!(
-        &disk[at..at + 16],
-        RECORD_MAGIC,
-        "no erase record in the tail"
-    );
-    let len = u32::from_le_bytes(disk[at + 16..at + 20].try_into().unwrap()) as usize;
-    let text = String::from_utf8(disk[at + 24..at + 24 + len].to_vec()).expect("record text");
-    let record = EraseReport::parse(&text).expect("a parsable record");
-    disk[at..at + 24 + len].fill(0);
-    let nonzero = disk.iter().position(|&b| b != 0);
-    assert_eq!(
-        nonzero, None,
-        "the erased disk has data at byte {nonzero:?} besides the record"
-    );
+    let record = appliance_tests::erase::scan_erased(&mut disk);
     // No file-system signature is left, so it reads as a blank disk.
     assert_ne!(&disk[1024 + 56..1024 + 58], &[0x53, 0xEF]);
     record

@@ -1,12 +1,13 @@
 //! The UEFI disk image on a VM booted like a physical box (OVMF, NVMe disk larger than the
 //! image, e1000e NIC, no `-kernel`): it boots to the API on the factory address with its
-//! data partition grown and formatted, a config reset works on the data partition, and a
-//! shutdown powers off; the ESP and the firmware slots are never written.
+//! data partition grown and formatted, a config reset works on the data partition, a
+//! shutdown powers off, and an RMA erase zeroes the data partition and says so; the ESP and
+//! the firmware slots are never written.
 
 use appliance_proto::gpt::{self, MIB, SECTOR};
-use appliance_tests::api;
 use appliance_tests::netns::Switch;
 use appliance_tests::vm::{TestDir, Vm};
+use appliance_tests::{api, wait};
 use std::time::{Duration, Instant};
 
 /// OVMF under TCG adds several seconds to a boot.
@@ -21,7 +22,7 @@ fn partition_table(path: &std::path::Path) -> (gpt::Table, gpt::Header) {
 }
 
 #[test]
-fn a_uefi_boot_from_the_disk_image_grows_data_resets_and_powers_off() {
+fn a_uefi_boot_from_the_disk_image_grows_data_resets_powers_off_and_erases_for_rma() {
     let dir = TestDir::new("uefi_disk");
     let sw = Switch::new(1);
     let mut vm = Vm::new_uefi(&dir, &sw, 1);
@@ -80,14 +81,39 @@ fn a_uefi_boot_from_the_disk_image_grows_data_resets_and_powers_off() {
     let status = vm.wait_exit(POWER_OFF);
     assert!(status.success(), "QEMU exit status {status}");
 
-    // On the disk: the backup table moved to the end, the data partition ends a MiB short
-    // of it, and the ESP and both firmware slots are byte for byte the image's.
+    // On the disk: the backup table moved to the end, and the data partition ends a MiB
+    // short of it.
     let (table, header) = partition_table(&vm.disk);
     assert_eq!(header.backup_lba, DISK / SECTOR - 1);
     let (_, data) = table.find(gpt::DATA_NAME, gpt::DATA_TYPE).unwrap();
     assert_eq!((data.last_lba + 1) * SECTOR, DISK - MIB);
+    let data_range = (data.first_lba * SECTOR) as usize..((data.last_lba + 1) * SECTOR) as usize;
+
+    // An RMA erase works on the partition: the report says so, and the partition is zeros
+    // but for the erase record.
+    vm.start();
+    api::wait_status(&sw.name, FACTORY, BOOT);
+    api::request_reset(&sw.name, FACTORY, "rma");
+    let report = wait::until("the erase report", BOOT, Duration::from_millis(250), || {
+        api::status(&sw.name, FACTORY)?
+            .erase_report
+            .ok_or_else(|| "no report yet".to_string())
+    });
+    assert!(report.verified, "{report:?}");
+    assert_eq!(report.scope, "partition", "{report:?}");
+    assert_eq!(report.bytes, data_range.len() as u64, "{report:?}");
+    let status = vm.wait_exit(POWER_OFF);
+    assert!(status.success(), "QEMU exit status {status}");
+    let mut disk = std::fs::read(&vm.disk).unwrap();
+    let record = appliance_tests::erase::scan_erased(&mut disk[data_range]);
+    assert_eq!(
+        record, report,
+        "the record on the partition is the report shown"
+    );
+
+    // Neither the reset nor the erase wrote the ESP or a firmware slot: they are byte for
+    // byte the image's.
     let image = std::fs::read(appliance_tests::images().join("appliance-test.img")).unwrap();
-    let disk = std::fs::read(&vm.disk).unwrap();
     for p in &table.partitions[..3] {
         let range = (p.first_lba * SECTOR) as usize..((p.last_lba + 1) * SECTOR) as usize;
         assert!(
