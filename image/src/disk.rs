@@ -212,7 +212,12 @@ pub fn build_disk(uki: &Path, out: &Path, data_size: u64) -> Result<gpt::Table, 
         f.write_all(bytes)
     };
     put(0, &enc.head).map_err(wrap)?;
-    put(esp.first_lba * SECTOR, &esp_bytes).map_err(wrap)?;
+    // Only the ESP's non-zero blocks are written: the image stays sparse.
+    for (i, block) in esp_bytes.chunks(64 * 1024).enumerate() {
+        if block.iter().any(|&b| b != 0) {
+            put(esp.first_lba * SECTOR + (i * 64 * 1024) as u64, block).map_err(wrap)?;
+        }
+    }
     put(enc.tail_offset, &enc.tail).map_err(wrap)?;
     f.sync_all().map_err(wrap)?;
     std::fs::rename(&tmp, out).map_err(wrap)?;
