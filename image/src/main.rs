@@ -110,13 +110,13 @@ fn disk_image(
         uki_size as f64 / 1048576.0,
         disk::BOOT_PATH
     );
-    for (n, p) in table.partitions.iter().zip(1..) {
+    for (part, number) in table.partitions.iter().zip(1..) {
         println!(
-            "  {p}: {:<15} {:>5} MiB at {:>4} MiB, type {}",
-            n.name,
-            n.size() >> 20,
-            n.first_lba * 512 >> 20,
-            n.type_guid
+            "  {number}: {:<15} {:>5} MiB at {:>4} MiB, type {}",
+            part.name,
+            part.size() >> 20,
+            (part.first_lba * 512) >> 20,
+            part.type_guid
         );
     }
     Ok(())
