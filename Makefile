@@ -15,18 +15,27 @@ BENCH_FAILOVER_RUNS ?= 10
 
 # Debian packages the build and the tests need (QEMU, kernel source and its build tools,
 # e2fsprogs for the image, iproute2 for namespaces and bridges, python3-venv for the OpenAPI
-# validator, chrony for the NTP server the NTP test runs in a namespace).
+# validator, chrony for the NTP server the NTP test runs in a namespace; for the UEFI disk image: systemd's EFI stub, binutils' objcopy, dosfstools and
+# mtools for the ESP, fdisk's sfdisk to check it, OVMF firmware to boot it, genimage to check
+# the buildroot layout).
 HOST_PACKAGES := qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev \
                  cpio xz-utils build-essential e2fsprogs iproute2 kmod python3-venv \
-                 nftables chrony
+                 nftables chrony systemd-boot-efi binutils dosfstools mtools fdisk ovmf genimage
 
-.PHONY: help deps kernel binaries image run test test-unit test-openapi test-system bench-boot bench-acd bench-failover bench-sync clean
+# The command line baked into the unified kernel image of appliance.img; the test build
+# (appliance-test.img) adds the debug hooks the QEMU tests use.
+UKI_CMDLINE      := console=tty0 console=ttyS0,115200 quiet
+UKI_TEST_CMDLINE := $(UKI_CMDLINE) panic=-1 appliance.debug=1 appliance.rma_hold=10
+
+.PHONY: help deps kernel binaries image disk-image flash run test test-unit test-openapi test-system bench-boot bench-acd bench-failover bench-sync clean
 
 help:
 	@echo "make run        build everything and boot the appliance in QEMU on a bridge"
 	@echo "                (RUN_ONCE=1: stop once its API answers)"
 	@echo "make test       build everything and run every test (unit, namespace, QEMU)"
 	@echo "make image      build kernel, binaries and images into $(IMAGES)/"
+	@echo "make disk-image also the UEFI disk image $(IMAGES)/appliance.img (and its test build)"
+	@echo "make flash DEV=/dev/sdX  write appliance.img to a disk (refuses a mounted or system disk)"
 	@echo "make bench-boot boot $(BENCH_RUNS) times and print the boot-phase medians and sizes"
 	@echo "make bench-acd  time the factory address (link up to usable) per profile, in namespaces"
 	@echo "make bench-failover  client-observed failover outage per timeout, beside keepalived"
@@ -64,12 +73,25 @@ image: kernel binaries
 	cargo run --locked -q -p appliance-image -- data-disk --out $(IMAGES)/data.img --size-mib 256
 	@ls -l $(IMAGES)
 
+# GPT disk for UEFI machines: ESP with the unified kernel image at EFI/BOOT/BOOTX64.EFI,
+# firmware slots A and B (reserved), blank data partition. No root, no loop devices.
+DISK_IMAGE = cargo run --locked -q -p appliance-image -- disk-image --kernel $(IMAGES)/bzImage \
+	  --initramfs $(IMAGES)/initramfs.cpio.gz --version $(VERSION) --build $(BUILD_ID)
+disk-image: image
+	$(DISK_IMAGE) --cmdline "$(UKI_CMDLINE)" --out $(IMAGES)/appliance.img
+	$(DISK_IMAGE) --cmdline "$(UKI_TEST_CMDLINE)" --out $(IMAGES)/appliance-test.img
+
+# Installation: the image written to a whole disk, which must not be mounted or in use.
+flash:
+	@test -n "$(DEV)" || { echo "usage: make flash DEV=/dev/sdX (a whole disk, not mounted)"; exit 2; }
+	image/flash $(IMAGES)/appliance.img $(DEV)
+
 # The boot itself is qemu/run (the tests run it too). RUN_ONCE=1: stop once the API
 # answers, instead of following the console until Ctrl-C.
 run: deps image
 	@qemu/run $(if $(RUN_ONCE),--exit-when-up)
 
-test: deps image
+test: deps disk-image
 	$(MAKE) test-unit test-openapi test-system
 
 test-unit:
@@ -86,7 +108,7 @@ test-openapi:
 test-system:
 	cargo test --locked -p appliance-tests -- --test-threads=2
 
-bench-boot: deps image
+bench-boot: deps disk-image
 	cargo run --locked -q -p appliance-tests --bin bench-boot -- --runs $(BENCH_RUNS)
 
 bench-acd: deps binaries

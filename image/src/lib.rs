@@ -1,9 +1,11 @@
-//! Builds the appliance's firmware files: the initramfs and the blank data disk.
+//! Builds the appliance's firmware files: the initramfs, the blank data disk for QEMU's
+//! direct kernel boot, and the UEFI disk image ([`disk`]).
 //!
 //! The kernel is built by `build-kernel.sh` (Debian's linux-source plus
 //! `kernel-config/appliance.config`, cached by a hash of its inputs); this crate packs
 //! everything that runs in user space.
 
+pub mod disk;
 pub mod initramfs;
 pub mod libs;
 
@@ -25,6 +27,8 @@ pub enum ImageError {
     Ldd { path: PathBuf, detail: String },
     #[error("{0} is not an absolute path inside the image")]
     BadImagePath(String),
+    #[error("{tool} failed: {detail}")]
+    Tool { tool: String, detail: String },
     #[error("the data disk must be at least 16 MiB (asked for {0} bytes)")]
     DiskTooSmall(u64),
 }

@@ -1,5 +1,7 @@
-//! `appliance-image`: packs the initramfs and writes the blank data disk.
+//! `appliance-image`: packs the initramfs, writes the blank data disk and the UEFI disk
+//! image.
 
+use appliance_image::disk::{self, Uki};
 use appliance_image::initramfs::{Entry, Initramfs};
 use appliance_image::{blank_disk, ImageError};
 use clap::{Parser, Subcommand};
@@ -38,6 +40,86 @@ enum Cmd {
         #[arg(long, default_value_t = 256)]
         size_mib: u64,
     },
+    /// Write the UEFI disk image: GPT, an ESP with the unified kernel image at
+    /// EFI/BOOT/BOOTX64.EFI, two blank firmware slots and a blank data partition.
+    DiskImage {
+        #[arg(long)]
+        kernel: PathBuf,
+        #[arg(long)]
+        initramfs: PathBuf,
+        /// Kernel command line baked into the unified kernel image.
+        #[arg(long)]
+        cmdline: String,
+        /// systemd's EFI stub (Debian: systemd-boot-efi).
+        #[arg(long, default_value = disk::DEFAULT_STUB)]
+        stub: PathBuf,
+        /// Output disk image; the UKI is also kept beside it as <out>.efi.
+        #[arg(long)]
+        out: PathBuf,
+        /// Size of the data partition in the image, in MiB (it grows on a larger disk).
+        #[arg(long, default_value_t = disk::DEFAULT_DATA_SIZE >> 20)]
+        data_mib: u64,
+        /// Firmware version written to the UKI's os-release.
+        #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+        version: String,
+        #[arg(long, default_value = "dev")]
+        build: String,
+    },
+}
+
+fn os_release(version: &str, build: &str) -> String {
+    format!("NAME=\"Appliance OS\"\nID=appliance\nVERSION_ID={version}\nBUILD_ID={build}\n")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn disk_image(
+    kernel: &Path,
+    initramfs: &Path,
+    cmdline: &str,
+    stub: &Path,
+    out: &Path,
+    data_mib: u64,
+    version: &str,
+    build: &str,
+) -> Result<(), ImageError> {
+    if data_mib < 16 {
+        return Err(ImageError::DiskTooSmall(data_mib << 20));
+    }
+    let uki_path = out.with_extension("efi");
+    let work = out.with_extension("uki.tmp");
+    std::fs::create_dir_all(&work).map_err(|source| ImageError::Write {
+        path: work.clone(),
+        source,
+    })?;
+    let uki = Uki {
+        stub,
+        kernel,
+        initramfs,
+        cmdline,
+        os_release: &os_release(version, build),
+    };
+    let uki_size = disk::build_uki(&uki, &work, &uki_path);
+    let _ = std::fs::remove_dir_all(&work);
+    let uki_size = uki_size?;
+    let table = disk::build_disk(&uki_path, out, data_mib << 20)?;
+    let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "disk image: {} ({} MiB; UKI {:.1} MiB at {}; command line {cmdline:?})",
+        out.display(),
+        size >> 20,
+        uki_size as f64 / 1048576.0,
+        disk::BOOT_PATH
+    );
+    for (part, number) in table.partitions.iter().zip(1..) {
+        println!(
+            "  {number}: {:<15} {:>5} MiB at {:>4} MiB, type {}",
+            part.name,
+            part.size() >> 20,
+            (part.first_lba * 512) >> 20,
+            part.type_guid
+        );
+    }
+    Ok(())
 }
 
 /// Host tools the appliance runs, with the names they are also known by.
@@ -91,11 +173,7 @@ fn initramfs(bin_dir: &Path, out: &Path, version: &str, build: &str) -> Result<(
         "127.0.0.1 localhost appliance\n::1 localhost\n",
         0o644,
     )?;
-    img.file(
-        "/etc/os-release",
-        format!("NAME=\"Appliance OS\"\nID=appliance\nVERSION_ID={version}\nBUILD_ID={build}\n"),
-        0o644,
-    )?;
+    img.file("/etc/os-release", os_release(version, build), 0o644)?;
     let mtime = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -120,6 +198,18 @@ fn main() -> ExitCode {
             version,
             build,
         } => initramfs(&bin_dir, &out, &version, &build),
+        Cmd::DiskImage {
+            kernel,
+            initramfs,
+            cmdline,
+            stub,
+            out,
+            data_mib,
+            version,
+            build,
+        } => disk_image(
+            &kernel, &initramfs, &cmdline, &stub, &out, data_mib, &version, &build,
+        ),
         Cmd::DataDisk { out, size_mib } => blank_disk(&out, size_mib << 20).map(|()| {
             println!("data disk: {} ({size_mib} MiB, blank)", out.display());
         }),

@@ -3,7 +3,9 @@
 //!   for `SIOCSIFFLAGS`);
 //! - a `pre_exec` hook that gives children an empty signal mask;
 //! - the block-range ioctls of a factory reset: `BLKDISCARD`, `BLKSECDISCARD` and
-//!   `BLKZEROOUT`.
+//!   `BLKZEROOUT`;
+//! - `BLKRRPART`, which makes the kernel read a disk's partition table again after init
+//!   grew the data partition.
 //!
 //! Everything else goes through `nix` or `std`.
 
@@ -106,6 +108,15 @@ pub fn blk_range(fd: &impl AsRawFd, op: BlkRange, offset: u64, len: u64) -> Resu
     // ioctls reads exactly two u64 (start, length) from the pointer, which points at
     // `range` on our stack for the whole call.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), op.request(), range.as_ptr()) };
+    Errno::result(rc).map(drop)
+}
+
+/// Makes the kernel read the partition table of the whole disk `fd` again (`BLKRRPART`,
+/// `_IO(0x12, 95)`). `EBUSY` means a partition of it is open or mounted.
+pub fn reread_partitions(fd: &impl AsRawFd) -> Result<(), Errno> {
+    // SAFETY: the fd is a file we own for the duration of the call, and BLKRRPART takes no
+    // argument: the kernel reads nothing from user memory.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), 0x125f as libc::c_ulong) };
     Errno::result(rc).map(drop)
 }
 

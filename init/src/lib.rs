@@ -137,7 +137,9 @@ pub fn run() -> Result<Infallible, NotPid1> {
     }
 
     // 3. A factory reset requested before the last reboot (or cut short by a power cut)
-    // runs now, with nothing mounted.
+    // runs now, with nothing mounted; first, on the first boot from a disk image, the data
+    // partition grows to fill the disk.
+    datadisk::grow(&params.data);
     let reset = reset_if_requested(&params);
 
     // 4. Data disk. After a secure erase it must stay blank: /data is a tmpfs.

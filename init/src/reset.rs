@@ -37,6 +37,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use appliance_proto::control::ResetLevel;
+use appliance_proto::gpt::crc32;
 use appliance_proto::state::EraseReport;
 
 /// The tail of the data device that the file system leaves free for the marker.
@@ -101,22 +102,6 @@ pub fn tail_offset(size: u64) -> u64 {
 /// Where the erase record sits on a device of `size` bytes.
 pub fn record_offset(size: u64) -> u64 {
     tail_offset(size) + RECORD_AT
-}
-
-/// CRC-32 (IEEE), bitwise: the marker and record are small, speed does not matter.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// A reset request as recorded on a disk.

@@ -2,7 +2,7 @@
 //!
 //! | key | value | default |
 //! | --- | --- | --- |
-//! | `appliance.data` | data device: a path under `/dev` or `LABEL=<label>` | the filesystem labelled `APPLIANCE_DATA`, else the first blank disk |
+//! | `appliance.data` | data device: a path under `/dev` or `LABEL=<label>` | the filesystem labelled `APPLIANCE_DATA`, else the blank GPT data partition (never a whole disk) |
 //! | `appliance.debug` | `0` or `1`: enables the debug API hooks used by the tests | `0` |
 //! | `appliance.log` | `error`, `warn`, `info`, `debug` or `trace` | `info` |
 //! | `appliance.nic` | interface for the factory address | the first Ethernet NIC |

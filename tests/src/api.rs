@@ -190,6 +190,47 @@ pub fn wait_status(ns: &str, host: &str, timeout: Duration) -> Status {
     )
 }
 
+/// Requests a factory reset of `level` (`config` or `rma`); it must be accepted (202).
+pub fn request_reset(ns: &str, host: &str, level: &str) {
+    let a = ok(
+        ns,
+        host,
+        "POST",
+        "/system/reset",
+        Some(json!({ "level": level }).to_string().into_bytes()),
+    );
+    assert_eq!(a.status, 202);
+}
+
+/// Waits until the appliance at `host` answers with the factory default password in force
+/// (after a factory reset and its reboot).
+pub fn wait_factory_defaults(ns: &str, host: &str, timeout: Duration) {
+    crate::wait::until(
+        "the appliance back on factory defaults",
+        timeout,
+        Duration::from_millis(50),
+        || {
+            // Short attempts: a rebooting appliance drops connections, and a long attempt
+            // would measure TCP's retransmission timers instead of the appliance.
+            let a = raw_within(
+                ns,
+                host,
+                "GET",
+                "/status",
+                None,
+                None,
+                Duration::from_millis(300),
+            )?;
+            let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
+            if a.status == 403 && v["error"]["code"] == "password_change_required" {
+                Ok(())
+            } else {
+                Err(format!("answered {}", a.status))
+            }
+        },
+    );
+}
+
 /// A call that must succeed with a 2xx status.
 pub fn ok(ns: &str, host: &str, method: &str, path: &str, body: Option<Vec<u8>>) -> Answer {
     let a = call(ns, host, method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"));

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod capture;
 pub mod chrony;
+pub mod erase;
 pub mod failover;
 pub mod lab;
 pub mod netns;

@@ -48,6 +48,16 @@ impl Drop for TestDir {
     }
 }
 
+/// How a VM boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// QEMU's direct kernel boot (bzImage + initramfs), a blank virtio data disk.
+    Kernel,
+    /// Like a physical box: OVMF boots the test build of the UEFI disk image
+    /// (`appliance-test.img`, grown to 1 GiB) on NVMe, with an e1000e NIC.
+    Uefi,
+}
+
 /// One appliance VM on a switch.
 pub struct Vm {
     pub name: String,
@@ -58,6 +68,7 @@ pub struct Vm {
     pub disk: PathBuf,
     pub append: String,
     pub serial_number: String,
+    boot: Boot,
     boots: u32,
     child: Option<Child>,
 }
@@ -65,17 +76,44 @@ pub struct Vm {
 impl Vm {
     /// A VM with a fresh blank data disk; `index` picks its tap and MAC. Not started.
     pub fn new(dir: &TestDir, switch: &Switch, index: usize, append: &str) -> Vm {
+        Vm::with_disk(dir, switch, index, append, Boot::Kernel, "data.img")
+    }
+
+    /// A VM booted by UEFI firmware from a fresh copy of the test disk image (its command
+    /// line is the one baked in). Not started; `run-node` grows the copy to 1 GiB.
+    pub fn new_uefi(dir: &TestDir, switch: &Switch, index: usize) -> Vm {
+        Vm::with_disk(dir, switch, index, "", Boot::Uefi, "appliance-test.img")
+    }
+
+    fn with_disk(
+        dir: &TestDir,
+        switch: &Switch,
+        index: usize,
+        append: &str,
+        boot: Boot,
+        source: &str,
+    ) -> Vm {
         let name = format!("node{index}");
         let disk = dir.path.join(format!("{name}.img"));
         let images = crate::images();
-        let status = Command::new("cp")
-            .arg("--sparse=always")
-            .arg(images.join("data.img"))
-            .arg(&disk)
-            .status()
-            .expect("copy data.img");
-        assert!(status.success());
+        assert!(
+            images.join(source).exists(),
+            "{source} is missing: run `make disk-image` (or `make test`) first"
+        );
+        if boot == Boot::Uefi {
+            // run-node makes a grown copy when the file is missing.
+            let _ = std::fs::remove_file(&disk);
+        } else {
+            let status = Command::new("cp")
+                .arg("--sparse=always")
+                .arg(images.join(source))
+                .arg(&disk)
+                .status()
+                .expect("copy the disk image");
+            assert!(status.success());
+        }
         Vm {
+            boot,
             serial_number: format!("SN-TEST-{index:04}"),
             name,
             index,
@@ -108,14 +146,17 @@ impl Vm {
             .args(["--name", &self.name, "--index", &self.index.to_string()])
             .args(["--netns", &self.netns, "--tap", &self.tap])
             .args(["--images", &crate::images().to_string_lossy()])
-            .arg("--disk")
+            .arg("--drive")
             .arg(&self.disk)
+            .args(match self.boot {
+                Boot::Kernel => vec!["--append", &self.append],
+                Boot::Uefi => vec!["--disk", "--test-build"],
+            })
             .arg("--serial")
             .arg(self.log_path())
             .arg("--qmp")
             .arg(self.qmp_path())
             .args(["--serial-number", &self.serial_number])
-            .args(["--append", &self.append])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(

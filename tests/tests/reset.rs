@@ -52,45 +52,6 @@ fn plant_canaries(sw: &Switch) {
     );
 }
 
-fn request_reset(sw: &Switch, level: &str) {
-    let a = api::ok(
-        &sw.name,
-        FACTORY,
-        "POST",
-        "/system/reset",
-        Some(json!({ "level": level }).to_string().into_bytes()),
-    );
-    assert_eq!(a.status, 202);
-}
-
-/// Waits until the appliance answers with the factory default password in force.
-fn wait_factory_defaults(sw: &Switch) {
-    wait::until(
-        "the appliance back on factory defaults",
-        BOOT,
-        Duration::from_millis(50),
-        || {
-            // Short attempts: a rebooting appliance drops connections, and a long attempt
-            // would measure TCP's retransmission timers instead of the appliance.
-            let a = api::raw_within(
-                &sw.name,
-                FACTORY,
-                "GET",
-                "/status",
-                None,
-                None,
-                Duration::from_millis(300),
-            )?;
-            let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
-            if a.status == 403 && v["error"]["code"] == "password_change_required" {
-                Ok(())
-            } else {
-                Err(format!("answered {}", a.status))
-            }
-        },
-    );
-}
-
 fn assert_factory_state(sw: &Switch, old_fingerprint: &str) {
     let s = api::status(&sw.name, FACTORY).expect("status");
     assert_eq!(
@@ -126,11 +87,6 @@ fn assert_factory_state(sw: &Switch, old_fingerprint: &str) {
     );
 }
 
-/// The erase record init keeps in the disk's reserved tail: magic, length, CRC-32, text.
-const RECORD_MAGIC: &[u8; 16] = b"APPLIANCE-ERASE\x01";
-const RESERVE: usize = 1 << 20;
-const RECORD_AT: usize = 4096;
-
 /// Checks the erased disk holds nothing but zeros and the record; returns the record.
 fn scan_disk(vm: &Vm) -> EraseReport {
     let mut disk = std::fs::read(&vm.disk).expect("read the disk image");
@@ -138,21 +94,7 @@ fn scan_disk(vm: &Vm) -> EraseReport {
         !disk.windows(CANARY.len()).any(|w| w == CANARY),
         "canary bytes left on the disk"
     );
-    let at = disk.len() - RESERVE + RECORD_AT;
-    assert_eq!(
-        &disk[at..at + 16],
-        RECORD_MAGIC,
-        "no erase record in the tail"
-    );
-    let len = u32::from_le_bytes(disk[at + 16..at + 20].try_into().unwrap()) as usize;
-    let text = String::from_utf8(disk[at + 24..at + 24 + len].to_vec()).expect("record text");
-    let record = EraseReport::parse(&text).expect("a parsable record");
-    disk[at..at + 24 + len].fill(0);
-    let nonzero = disk.iter().position(|&b| b != 0);
-    assert_eq!(
-        nonzero, None,
-        "the erased disk has data at byte {nonzero:?} besides the record"
-    );
+    let record = appliance_tests::erase::scan_erased(&mut disk);
     // No file-system signature is left, so it reads as a blank disk.
     assert_ne!(&disk[1024 + 56..1024 + 58], &[0x53, 0xEF]);
     record
@@ -212,8 +154,8 @@ fn a_config_reset_comes_back_on_factory_defaults_with_the_canaries_gone() {
         .unwrap()
         .fingerprint;
     let t0 = Instant::now();
-    request_reset(&sw, "config");
-    wait_factory_defaults(&sw);
+    api::request_reset(&sw.name, FACTORY, "config");
+    api::wait_factory_defaults(&sw.name, FACTORY, BOOT);
     eprintln!(
         "config reset: request to API answering on {FACTORY} again: {:.1} s",
         t0.elapsed().as_secs_f64()
@@ -235,10 +177,10 @@ fn a_power_cut_right_after_a_config_reset_request_still_resets() {
     let fp = api::call(&sw.name, FACTORY, "GET", "/status", None)
         .unwrap()
         .fingerprint;
-    request_reset(&sw, "config");
+    api::request_reset(&sw.name, FACTORY, "config");
     vm.power_cut();
     vm.start();
-    wait_factory_defaults(&sw);
+    api::wait_factory_defaults(&sw.name, FACTORY, BOOT);
     assert_factory_state(&sw, &fp);
 }
 
@@ -260,7 +202,7 @@ fn an_rma_reset_erases_every_byte_reports_and_powers_off_and_the_report_outlives
         200,
         "the cancelled reset wiped nothing"
     );
-    request_reset(&sw, "rma");
+    api::request_reset(&sw.name, FACTORY, "rma");
     // After the erase the appliance comes up on a tmpfs to show the report.
     let s = wait::until("the erase report", BOOT, Duration::from_millis(250), || {
         let s = api::status(&sw.name, FACTORY)?;
@@ -304,7 +246,7 @@ fn a_power_cut_during_an_rma_erase_is_finished_at_the_next_boot() {
         "appliance.debug=1 appliance.rma_hold=3",
     );
     plant_canaries(&sw);
-    request_reset(&sw, "rma");
+    api::request_reset(&sw.name, FACTORY, "rma");
     vm.wait_console("wiping /dev/vda", BOOT);
     vm.power_cut();
     assert!(

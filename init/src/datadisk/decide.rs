@@ -4,10 +4,12 @@
 //! Rules:
 //! - A file system labelled `APPLIANCE_DATA` (or the label given by
 //!   `appliance.data=LABEL=...`) is mounted, disk or partition, first by kernel name.
-//! - Only in automatic mode, when no such label exists, the first *whole disk* that is
-//!   blank, writable, not removable and at least [`MIN_FORMAT_SIZE`] is formatted.
+//! - Only in automatic mode, when no such label exists, the first *GPT data partition*
+//!   (GPT name `APPLIANCE_DATA` and our type GUID, as `appliance.img` lays out) that is
+//!   blank, writable and at least [`MIN_FORMAT_SIZE`] is formatted. No whole disk is ever
+//!   formatted in automatic mode: a blank USB stick or a spare disk is never taken.
 //! - `appliance.data=/dev/X` names the device: it is mounted if it carries the label,
-//!   formatted if it is blank, and refused otherwise.
+//!   formatted if it is blank (a whole disk too), and refused otherwise.
 //! - Blank means the first and the last MiB are all zero bytes. Anything else (a partition
 //!   table, another file system, an ext file system with another label, leftover data) is
 //!   never formatted; the appliance runs volatile and says why.
@@ -37,17 +39,17 @@ pub fn decide(source: &DataSource, probes: &[Probe]) -> Decision {
             Some(p) => Decision::Mount {
                 dev: p.device.dev.clone(),
             },
-            None => match probes
-                .iter()
-                .find(|p| formattable(p).is_ok() && p.device.whole_disk)
-            {
+            None => match probes.iter().find(|p| {
+                formattable(p).is_ok() && p.device.gpt.as_ref().is_some_and(|g| g.is_data())
+            }) {
                 Some(p) => Decision::Format {
                     dev: p.device.dev.clone(),
                 },
                 None => Decision::Volatile {
                     reason: format!(
-                        "no file system labelled {DATA_LABEL} and no blank disk (blank: first \
-                         and last MiB all zero); disks seen: {}",
+                        "no file system labelled {DATA_LABEL} and no blank GPT data partition \
+                         (blank: first and last MiB all zero; a blank disk is formatted only \
+                         when named with appliance.data=/dev/...); disks seen: {}",
                         describe(probes)
                     ),
                 },
@@ -131,11 +133,19 @@ fn describe(probes: &[Probe]) -> String {
         .map(|p| {
             let what = match &p.content {
                 Content::Ext { label } => format!("ext, label {label:?}"),
+                Content::Blank if p.device.gpt.as_ref().is_some_and(|g| g.is_data()) => {
+                    match formattable(p) {
+                        Ok(()) => "blank data partition".into(),
+                        Err(why) => {
+                            format!(
+                                "blank data partition but {}",
+                                why.trim_start_matches("it is ")
+                            )
+                        }
+                    }
+                }
                 Content::Blank if !p.device.whole_disk => "blank partition".into(),
-                Content::Blank => match formattable(p) {
-                    Ok(()) => "blank".into(),
-                    Err(why) => format!("blank but {}", why.trim_start_matches("it is ")),
-                },
+                Content::Blank => "blank disk".into(),
                 Content::Other => "not blank".into(),
                 Content::Unreadable(e) => format!("unreadable: {e}"),
             };
@@ -148,6 +158,7 @@ fn describe(probes: &[Probe]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datadisk::partition::GptEntry;
     use crate::datadisk::scan::BlockDevice;
     use crate::datadisk::superblock::{classify, tests::ext_image, BLANK_REGION};
 
@@ -162,6 +173,8 @@ mod tests {
                 size: GIB,
                 read_only: false,
                 removable: false,
+                parent: None,
+                gpt: None,
             },
             content: classify(head, &vec![0; BLANK_REGION]),
         }
@@ -203,50 +216,55 @@ mod tests {
         assert_eq!(decide(&DataSource::Auto, &probes), mount("/dev/vdb1"));
     }
 
+    fn data_partition(name: &str) -> Probe {
+        let mut p = probe(name, false, &vec![0; BLANK_REGION]);
+        p.device.gpt = Some(GptEntry {
+            name: "APPLIANCE_DATA".into(),
+            type_guid: appliance_proto::gpt::DATA_TYPE,
+        });
+        p
+    }
+
     #[test]
-    fn auto_formats_the_first_blank_whole_disk() {
+    fn auto_formats_the_blank_gpt_data_partition_and_never_a_whole_disk() {
+        let mut other_type = data_partition("vda2");
+        other_type.device.gpt = Some(GptEntry {
+            name: "APPLIANCE_DATA".into(),
+            type_guid: appliance_proto::gpt::FIRMWARE_TYPE,
+        });
         let probes = [
             mbr("vda"),
             probe("vda1", false, &vec![0; BLANK_REGION]),
+            other_type,
             blank("vdb"),
-            blank("vdc"),
+            data_partition("vdc4"),
         ];
-        assert_eq!(decide(&DataSource::Auto, &probes), format("/dev/vdb"));
+        assert_eq!(decide(&DataSource::Auto, &probes), format("/dev/vdc4"));
+        // Blank disks and blank partitions of another name or type are not enough.
+        let reason = volatile_reason(decide(&DataSource::Auto, &probes[..4]));
+        assert!(reason.contains("no blank GPT data partition"), "{reason}");
+        assert!(reason.contains("/dev/vdb (blank disk)"), "{reason}");
+        assert!(reason.contains("/dev/vda2 (blank partition)"), "{reason}");
     }
 
     #[test]
-    fn auto_never_formats_a_disk_with_data() {
-        let probes = [
-            mbr("vda"),
-            probe("vdb", true, &ext_image("OTHER")),
-            probe("vdc", true, &ext_image("")),
-            probe("vdd1", false, &vec![0; BLANK_REGION]),
-        ];
-        let reason = volatile_reason(decide(&DataSource::Auto, &probes));
-        assert!(reason.contains("no blank disk"), "{reason}");
-        assert!(reason.contains("/dev/vda (not blank)"), "{reason}");
-        assert!(
-            reason.contains("/dev/vdb (ext, label \"OTHER\")"),
-            "{reason}"
-        );
-        assert!(reason.contains("/dev/vdd1 (blank partition)"), "{reason}");
-    }
-
-    #[test]
-    fn auto_skips_read_only_removable_and_tiny_blank_disks() {
-        let mut ro = blank("vda");
+    fn auto_skips_read_only_removable_and_tiny_data_partitions() {
+        let mut ro = data_partition("vda4");
         ro.device.read_only = true;
-        let mut usb = blank("sda");
+        let mut usb = data_partition("sda4");
         usb.device.removable = true;
-        let mut tiny = blank("vdb");
+        let mut tiny = data_partition("vdb4");
         tiny.device.size = 8 << 20;
         let probes = [usb.clone(), ro.clone(), tiny.clone()];
         let reason = volatile_reason(decide(&DataSource::Auto, &probes));
-        assert!(reason.contains("blank but read-only"), "{reason}");
-        assert!(reason.contains("blank but removable media"), "{reason}");
+        assert!(reason.contains("data partition but read-only"), "{reason}");
+        assert!(
+            reason.contains("data partition but removable media"),
+            "{reason}"
+        );
         assert!(reason.contains("smaller than 16 MiB"), "{reason}");
-        let probes = [usb, ro, tiny, blank("vdc")];
-        assert_eq!(decide(&DataSource::Auto, &probes), format("/dev/vdc"));
+        let probes = [usb, ro, tiny, data_partition("vdc4")];
+        assert_eq!(decide(&DataSource::Auto, &probes), format("/dev/vdc4"));
     }
 
     #[test]

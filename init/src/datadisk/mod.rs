@@ -7,12 +7,17 @@
 //! [`tools::format`] → [`mount_data`] or [`mount_volatile`] → [`make_layout`] → the state
 //! record in `/run/appliance/data`.
 //!
+//! Before any of that, [`grow`] lets a blank GPT data partition fill a disk larger than
+//! the image it was written from ([`partition`]).
+//!
 //! Limits: only ext2/3/4 is recognised (ext4 is what init creates); a disk named by
 //! `appliance.data` or a label is waited for at most [`WAIT_FOR_NAMED`], in automatic mode
 //! the disks must be there when init starts (virtio, SATA and NVMe disks are probed before
-//! the kernel starts init); no partitioning: a blank disk is formatted whole.
+//! the kernel starts init); init never partitions: it formats the data partition of the
+//! image, or a blank device named on the command line whole.
 
 pub mod decide;
+pub mod partition;
 pub mod scan;
 pub mod superblock;
 pub mod tools;
@@ -225,10 +230,24 @@ fn named_target_missing(source: &DataSource, probes: &[Probe]) -> bool {
     }
 }
 
+/// Every block device, with the GPT entries of partitions filled in.
+fn devices() -> Vec<scan::BlockDevice> {
+    let mut devices = scan::list(Path::new(CLASS_BLOCK), Path::new(DEV_DIR));
+    partition::annotate(&mut devices, Path::new(CLASS_BLOCK));
+    devices
+}
+
+/// Grows a blank GPT data partition to fill its disk (first boot on a disk larger than
+/// the image). Only in automatic mode: a named device or label is used as it is.
+pub fn grow(source: &DataSource) {
+    if *source == DataSource::Auto {
+        partition::grow_data_partition(&devices());
+    }
+}
+
 /// Probes the candidate devices: every device not skipped by name, or just the named one.
 pub fn scan(source: &DataSource) -> Vec<Probe> {
-    let devices = scan::list(Path::new(CLASS_BLOCK), Path::new(DEV_DIR));
-    devices
+    devices()
         .into_iter()
         .filter(|d| match source {
             DataSource::Device(dev) => &d.dev == dev,
@@ -360,6 +379,8 @@ mod tests {
                 size: 1 << 30,
                 read_only: false,
                 removable: false,
+                parent: None,
+                gpt: None,
             },
             content,
         };

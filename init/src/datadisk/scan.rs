@@ -31,6 +31,10 @@ pub struct BlockDevice {
     pub read_only: bool,
     /// Removable media (USB sticks, card readers); only known for whole disks.
     pub removable: bool,
+    /// For a partition, the kernel name of its disk.
+    pub parent: Option<String>,
+    /// For a partition of a GPT disk, its entry ([`super::partition::annotate`]).
+    pub gpt: Option<super::partition::GptEntry>,
 }
 
 /// A device and what is on it.
@@ -70,13 +74,25 @@ pub fn list(class_block: &Path, dev_dir: &Path) -> Vec<BlockDevice> {
                 })
                 .unwrap_or_else(|| name.clone());
             let sectors: u64 = read_trimmed(&dir.join("size"))?.parse().ok()?;
+            let whole_disk = !dir.join("partition").exists();
+            // A partition's sysfs directory sits inside its disk's.
+            let parent = (!whole_disk)
+                .then(|| std::fs::canonicalize(&dir).ok())
+                .flatten()
+                .and_then(|p| {
+                    p.parent()
+                        .and_then(|d| d.file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                });
             Some(BlockDevice {
                 dev: dev_dir.join(&devname).to_string_lossy().into_owned(),
-                whole_disk: !dir.join("partition").exists(),
+                whole_disk,
                 size: sectors.saturating_mul(512),
                 read_only: read_trimmed(&dir.join("ro")).as_deref() == Some("1"),
                 removable: read_trimmed(&dir.join("removable")).as_deref() == Some("1"),
                 name,
+                parent,
+                gpt: None,
             })
         })
         .collect();
@@ -358,6 +374,8 @@ mod tests {
             size: 1 << 20,
             read_only: false,
             removable: false,
+            parent: None,
+            gpt: None,
         };
         assert!(matches!(probe(&d), Content::Unreadable(_)));
     }
