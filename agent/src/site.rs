@@ -23,8 +23,9 @@
 //! lives here. Local settings are in `<data>/config/` (`crate::config`, `admin.toml`, the
 //! TLS identity); a setting that differs between the two boxes of a pair is local.
 //!
-//! Limits: only the alert e-mail settings exist so far (`/login/api/v1/email`, sent by
-//! [`crate::email`]); the vendor-API accounts and the files come with their issues.
+//! The settings hold the alert e-mail ([`crate::email`]) and the vendor-API accounts; the
+//! file store is [`crate::files`]; [`crate::sync`] carries all of it to a backup and swaps
+//! the directory whole, and sets the [`Gate`] from the failover role.
 
 pub use crate::email::settings::EmailSettings;
 use crate::email::InvalidEmail;

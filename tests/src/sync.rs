@@ -129,3 +129,33 @@ impl Drop for Meter {
     }
 }
 
+
+/// Sync Now on `backup` with the meter running; the most payload any one-second window
+/// saw (sampled every 50 ms), once the sync has finished.
+pub fn worst_window(backup: &Agent, meter: &Meter) -> (u64, Value) {
+    let before = history(backup).len();
+    let (s, body) = login(backup, "POST", "/failover/sync", None);
+    assert_eq!(s, 202, "{body}");
+    let mut samples: Vec<(std::time::Instant, u64)> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let entry = loop {
+        samples.push((std::time::Instant::now(), meter.payload()));
+        let h = history(backup);
+        if h.len() > before {
+            break h[0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "the sync did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut worst = 0u64;
+    for (i, (t0, b0)) in samples.iter().enumerate() {
+        if let Some((_, b1)) = samples[i..]
+            .iter()
+            .take_while(|(t, _)| t.duration_since(*t0) <= std::time::Duration::from_secs(1))
+            .last()
+        {
+            worst = worst.max(b1 - b0);
+        }
+    }
+    (worst, entry)
+}

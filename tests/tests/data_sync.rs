@@ -159,31 +159,8 @@ fn the_bandwidth_limit_holds_in_every_one_second_window() {
         let (s, body) = login(&p.b, "PUT", "/failover/settings", Some(json!({"bandwidth_limit_bytes_per_second": limit})));
         assert_eq!(s, 200, "{body}");
         let meter = Meter::start(&p.b.host.ns, "192.0.2.1");
-        let before = history(&p.b).len();
-        let (s, body) = login(&p.b, "POST", "/failover/sync", None);
-        assert_eq!(s, 202, "{body}");
-        let mut samples: Vec<(std::time::Instant, u64)> = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            samples.push((std::time::Instant::now(), meter.payload()));
-            if history(&p.b).len() > before || std::time::Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let h = history(&p.b);
-        assert_eq!(h[0]["result"], "success", "{:?}", h[0]);
-        // The worst window of one second (or a little less, between samples).
-        let mut worst = 0u64;
-        for (i, (t0, b0)) in samples.iter().enumerate() {
-            if let Some((_, b1)) = samples[i..]
-                .iter()
-                .take_while(|(t, _)| t.duration_since(*t0) <= Duration::from_secs(1))
-                .last()
-            {
-                worst = worst.max(b1 - b0);
-            }
-        }
+        let (worst, entry) = worst_window(&p.b, &meter);
+        assert_eq!(entry["result"], "success", "{entry}");
         eprintln!("limit {limit}: worst 1 s window {worst} bytes ({:.3} of the limit)", worst as f64 / limit as f64);
         assert!(
             worst as f64 <= limit as f64 * 1.05,

@@ -3,6 +3,8 @@
 //! API, the primary's power cut (QMP `quit`) and the backup answering HTTPS on the shared
 //! IP, the old primary booting again and staying backup, the new primary's cable pulled
 //! (QMP `set_link`) and a takeover, the cable back and one holder. Timeouts are 3 s.
+//! Data sync: a file put on the primary is on the backup after Sync Now, and the backup
+//! serves it from the shared IP once it has taken over.
 
 use appliance_tests::api;
 use appliance_tests::netns::Switch;
@@ -72,7 +74,7 @@ fn prepare(sw: &Switch, host: &str, own: &str, shared_enabled: bool) {
         host,
         "PUT",
         "/failover/settings",
-        json!({"automatic_failover": true, "primary_timeout_seconds": 3, "test_ips": ["169.254.1.4"]}),
+        json!({"automatic_failover": true, "primary_timeout_seconds": 3, "test_ips": ["169.254.1.4"], "first_sync_delay_seconds": 3600}),
     );
     ok(
         sw,
@@ -116,6 +118,40 @@ fn wait_role(sw: &Switch, host: &str, role: &str, timeout: Duration) {
             }
         },
     );
+}
+
+/// A file of the site's file store on `host`: status and bytes.
+fn file_at(sw: &Switch, host: &str, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Vec<u8>) {
+    let token = api::token(&sw.name, host).expect("login");
+    let a = api::at_path(
+        &sw.name,
+        host,
+        method,
+        &format!("/login/api/v1/files/{path}"),
+        body,
+        Some(token),
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("{method} {path} on {host}: {e}"));
+    (a.status, a.body.to_vec())
+}
+
+/// Sync Now on the backup at `host`, until its history shows the result.
+fn sync_now(sw: &Switch, host: &str) -> Value {
+    let (s, v) = login(sw, host, "POST", "/failover/sync", None);
+    assert_eq!(s, 202, "{v}");
+    appliance_tests::wait::until(
+        "the sync to finish",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || {
+            let (_, v) = login(sw, host, "GET", "/failover/sync/history", None);
+            match v["entries"].as_array().and_then(|e| e.first()) {
+                Some(e) => Ok(e.clone()),
+                None => Err(v.to_string()),
+            }
+        },
+    )
 }
 
 /// The appliance answering HTTPS on the shared IP, by its failover status there.
@@ -172,6 +208,14 @@ fn a_vm_pair_fails_over_on_power_cut_and_link_cut() {
         || shared_answers_as(&sw, "primary"),
     );
 
+    // A file put on the primary is on the backup after Sync Now.
+    let report: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let (s, body) = file_at(&sw, "192.0.2.1", "PUT", "reports/day1.bin", Some(report.clone()));
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
+    let synced = sync_now(&sw, "192.0.2.2");
+    assert_eq!(synced["result"], "success", "{synced}");
+    assert_eq!(file_at(&sw, "192.0.2.2", "GET", "reports/day1.bin", None), (200, report.clone()));
+
     // The primary's power is cut: b takes over and answers HTTPS on the shared IP.
     a.power_cut();
     wait_role(&sw, "192.0.2.2", "primary", Duration::from_secs(60));
@@ -182,6 +226,11 @@ fn a_vm_pair_fails_over_on_power_cut_and_link_cut() {
         || shared_answers_as(&sw, "primary"),
     );
     assert_ne!(id_a, id_b, "another appliance answers on the shared IP");
+    assert_eq!(
+        file_at(&sw, SHARED, "GET", "reports/day1.bin", None),
+        (200, report),
+        "the backup that took over serves the synced file"
+    );
 
     // The old primary boots again: pending, it sees b's newer epoch and stays backup.
     a.start();

@@ -255,6 +255,18 @@ fn progress_text(p: &crate::sync::service::Progress) -> String {
     out.trim_end().to_string()
 }
 
+async fn sync_history(
+    client: &Client,
+) -> Result<(serde_json::Value, crate::api::login::SyncHistory), CliError> {
+    let v = check(
+        client
+            .request("GET", &api("/failover/sync/history"), None)
+            .await?,
+    )?;
+    let h = decode(&v)?;
+    Ok((v, h))
+}
+
 /// Follows a running sync with a progress bar until it is idle.
 async fn follow(client: &Client) -> Result<serde_json::Value, CliError> {
     let bar = indicatif::ProgressBar::new(0);
@@ -543,12 +555,7 @@ pub async fn execute(client: &Client, action: &FailoverAction) -> Outcome {
             if *now {
                 check(client.request("POST", &api("/failover/sync"), None).await?)?;
                 follow(client).await?;
-                let v = check(
-                    client
-                        .request("GET", &api("/failover/sync/history"), None)
-                        .await?,
-                )?;
-                let h: crate::api::login::SyncHistory = decode(&v)?;
+                let (v, h) = sync_history(client).await?;
                 let text = match h.entries.first() {
                     Some(e) => format!(
                         "Sync {}: {} files changed, {} bytes on the wire",
@@ -563,12 +570,7 @@ pub async fn execute(client: &Client, action: &FailoverAction) -> Outcome {
             Ok((v, progress_text(&p)))
         }
         FailoverAction::SyncHistory => {
-            let v = check(
-                client
-                    .request("GET", &api("/failover/sync/history"), None)
-                    .await?,
-            )?;
-            let h: crate::api::login::SyncHistory = decode(&v)?;
+            let (v, h) = sync_history(client).await?;
             let lines: Vec<String> = h
                 .entries
                 .iter()

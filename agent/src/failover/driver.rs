@@ -11,8 +11,9 @@
 //! ([`monitor`]), so a slow exchange never holds up the machine; time is a monotonic clock
 //! from the driver's start.
 //!
-//! Current limits: the history is kept in memory (the last [`HISTORY_LEN`] entries); the
-//! data-sync hook (`data_sync_first`) returns at once until data sync exists; claims on a
+//! Current limits: the history is kept in memory (the last [`HISTORY_LEN`] entries); a
+//! planned swap with `data_sync_first` is run by the sync service (`crate::sync`), which
+//! calls this driver's role change once the final sync is done; claims on a
 //! held shared IP by other hosts after it is taken are not watched (the conflict rules
 //! and the probe before every take cover a peer).
 

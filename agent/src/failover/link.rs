@@ -67,19 +67,8 @@ impl PeerLink {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<T, LinkError> {
-        let result = tokio::time::timeout(timeout, self.exchange(method, path, body))
-            .await
-            .unwrap_or_else(|_| {
-                Err(LinkError::Unreachable(format!(
-                    "no answer from {} within {} ms",
-                    self.endpoint,
-                    timeout.as_millis()
-                )))
-            });
-        if result.is_err() {
-            self.conn = None;
-        }
-        let bytes = result?;
+        let outcome = tokio::time::timeout(timeout, self.exchange(method, path, body)).await;
+        let bytes = self.settle(outcome, timeout)?;
         serde_json::from_slice(&bytes).map_err(|e| LinkError::Protocol(e.to_string()))
     }
 
@@ -122,15 +111,23 @@ impl PeerLink {
         body: Option<(Vec<u8>, &str)>,
         timeout: std::time::Duration,
     ) -> Result<hyper::body::Incoming, LinkError> {
-        let result = tokio::time::timeout(timeout, self.send(method, path, body))
-            .await
-            .unwrap_or_else(|_| {
-                Err(LinkError::Unreachable(format!(
-                    "no answer from {} within {} ms",
-                    self.endpoint,
-                    timeout.as_millis()
-                )))
-            });
+        let outcome = tokio::time::timeout(timeout, self.send(method, path, body)).await;
+        self.settle(outcome, timeout)
+    }
+
+    /// The outcome of an exchange run under `timeout`; a failure drops the connection.
+    fn settle<T>(
+        &mut self,
+        outcome: Result<Result<T, LinkError>, tokio::time::error::Elapsed>,
+        timeout: Duration,
+    ) -> Result<T, LinkError> {
+        let result = outcome.unwrap_or_else(|_| {
+            Err(LinkError::Unreachable(format!(
+                "no answer from {} within {} ms",
+                self.endpoint,
+                timeout.as_millis()
+            )))
+        });
         if result.is_err() {
             self.conn = None;
         }

@@ -32,7 +32,8 @@
 //!   when the timeout runs out); a withdrawal finishes when the addresses are off the NICs,
 //!   so the peer's probe that follows cannot find them here.
 //! - **Alerts** go to the [`service::Notifier`] (the site's e-mail).
-//! - `data_sync_first` is accepted and has nothing to wait for until data sync exists.
+//! - `data_sync_first` is the sync service's (`crate::sync::SyncService::change_role`):
+//!   final sync first, then this role change.
 //!
 //! Current limits: one peer; IPv6 shared IPs are added with the kernel's own duplicate
 //! address detection (about a second before they answer), not an agent probe; another

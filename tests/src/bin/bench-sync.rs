@@ -7,7 +7,7 @@
 //! with an nft counter on the backup.
 
 use appliance_tests::failover::{established, login, Pair};
-use appliance_tests::sync::{assert_same, files_dir, history, noise, write, Meter};
+use appliance_tests::sync::{assert_same, files_dir, history, noise, worst_window, write, Meter};
 use appliance_tests::vm::TestDir;
 use clap::Parser;
 use serde_json::json;
@@ -217,27 +217,8 @@ fn main() {
         let (s, body) = login(&p.b, "PUT", "/failover/settings", Some(json!({"bandwidth_limit_bytes_per_second": limit})));
         assert_eq!(s, 200, "{body}");
         let meter = Meter::start(&p.b.host.ns, "192.0.2.1");
-        let before = history(&p.b).len();
-        let (s, body) = login(&p.b, "POST", "/failover/sync", None);
-        assert_eq!(s, 202, "{body}");
-        let mut samples = Vec::new();
-        loop {
-            samples.push((Instant::now(), meter.payload()));
-            if history(&p.b).len() > before {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let mut worst = 0u64;
-        for (i, (t0, b0)) in samples.iter().enumerate() {
-            if let Some((_, b1)) = samples[i..]
-                .iter()
-                .take_while(|(t, _)| t.duration_since(*t0) <= Duration::from_secs(1))
-                .last()
-            {
-                worst = worst.max(b1 - b0);
-            }
-        }
+        let (worst, entry) = worst_window(&p.b, &meter);
+        assert_eq!(entry["result"], "success", "{entry}");
         println!("| {limit} | {worst} | {:.3} |", worst as f64 / limit as f64);
     }
 }
