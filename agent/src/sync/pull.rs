@@ -194,6 +194,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub async fn pull(ctx: Ctx<'_>) -> Result<Pulled, PullError> {
+    let t0 = Instant::now();
     let mut c = Counters {
         phase: "comparing".into(),
         ..Counters::default()
@@ -288,6 +289,7 @@ pub async fn pull(ctx: Ctx<'_>) -> Result<Pulled, PullError> {
         }
     }
     c.bytes_total = wanted.iter().map(|w| u64::from(w.len)).sum();
+    tracing::info!(ms = t0.elapsed().as_millis() as u64, "sync: compared");
     c.phase = "transferring".into();
     (ctx.progress)(&c);
     let mut next = 0;
@@ -309,6 +311,7 @@ pub async fn pull(ctx: Ctx<'_>) -> Result<Pulled, PullError> {
     }
 
     // Build the new generation and swap it in.
+    tracing::info!(ms = t0.elapsed().as_millis() as u64, "sync: transferred");
     c.phase = "installing".into();
     (ctx.progress)(&c);
     let paths = ctx.paths.clone();
@@ -320,7 +323,9 @@ pub async fn pull(ctx: Ctx<'_>) -> Result<Pulled, PullError> {
     let paths = ctx.paths.clone();
     let index = ctx.index.clone();
     let root_hash = built.0.hash;
+    tracing::info!(ms = t0.elapsed().as_millis() as u64, "sync: built");
     crate::store::blocking(move || install(&paths, &index, built.0)).await?;
+    tracing::info!(ms = t0.elapsed().as_millis() as u64, "sync: installed");
     c.phase = "done".into();
     (ctx.progress)(&c);
     Ok(Pulled {
@@ -365,6 +370,8 @@ pub(crate) async fn fetch(
             };
             c.bytes_on_wire += data.len() as u64;
             buf.extend_from_slice(&data);
+            // Every whole frame that came, checked, then stored in one go.
+            let mut arrived = Vec::new();
             while let Some(frame) = wire::take_frame(&mut buf).map_err(PullError::Protocol)? {
                 match frame {
                     Frame::Missing(_) => return Err(PullError::SourceChanged),
@@ -373,13 +380,20 @@ pub(crate) async fn fetch(
                             return Err(PullError::Protocol("a chunk that was not asked for".into()));
                         }
                         c.bytes_done += data.len() as u64;
-                        let store = store.to_path_buf();
-                        crate::store::blocking(move || put_chunk(&store, &hash, &data))
-                            .await
-                            .map_err(io_err("the chunk store"))?;
                         got += 1;
+                        arrived.push((hash, data));
                     }
                 }
+            }
+            if !arrived.is_empty() {
+                let store = store.to_path_buf();
+                crate::store::blocking(move || {
+                    arrived
+                        .iter()
+                        .try_for_each(|(hash, data)| put_chunk(&store, hash, data))
+                })
+                .await
+                .map_err(io_err("the chunk store"))?;
             }
             if last_report.elapsed() >= Duration::from_millis(200) {
                 progress(c);
@@ -610,13 +624,11 @@ fn blocked_by_file(tree: &DirNode, path: &Path) -> bool {
     false
 }
 
-/// Stores one chunk (not synced one by one: the pull syncs the file system once before
-/// the swap; a chunk torn by a power cut fails its check when used and is fetched again).
+/// Stores one chunk under its name (not synced one by one: the pull syncs the file system
+/// once before the swap; a chunk torn by a power cut fails its check when it is used, is
+/// removed, and is fetched again by the next pull).
 fn put_chunk(store: &Path, hash: &Hash, data: &[u8]) -> io::Result<()> {
-    let name = tree::hex(hash);
-    let tmp = store.join(format!(".{name}.part"));
-    fs::write(&tmp, data)?;
-    fs::rename(&tmp, store.join(name))
+    fs::write(store.join(tree::hex(hash)), data)
 }
 
 fn walk_files(dir: &WireDir, visit: &mut impl FnMut(&tree::FileMeta)) {
@@ -781,8 +793,10 @@ fn remove_tree(path: &Path) -> io::Result<()> {
 fn install(paths: &Paths, index: &LocalIndex, tree: DirNode) -> Result<(), PullError> {
     let next = paths.next();
     let dir = fs::File::open(&next).map_err(io_err("the staging generation"))?;
+    let t0 = Instant::now();
     nix::unistd::syncfs(&dir).map_err(|e| PullError::Io(format!("syncing the disk: {e}")))?;
     drop(dir);
+    tracing::info!(ms = t0.elapsed().as_millis() as u64, "sync: the disk is synced");
     let root = tree::hex(&tree.hash);
     let mut state = PullState::load(paths);
     state.installing = Some(root.clone());
@@ -802,13 +816,10 @@ fn install(paths: &Paths, index: &LocalIndex, tree: DirNode) -> Result<(), PullE
     fs::File::open(paths.site.parent().unwrap_or(Path::new("/")))
         .and_then(|d| d.sync_all())
         .map_err(io_err("syncing the data directory"))?;
-    // The old generation, then what the pull no longer needs.
-    if let Err(e) = remove_tree(&next) {
-        tracing::warn!("sync: the old generation is not removed: {e}");
-    }
-    if let Err(e) = remove_tree(&paths.chunks()) {
-        tracing::warn!("sync: the chunk store is not emptied: {e}");
-    }
+    // The old generation and the chunks are no longer needed: moved aside at once and
+    // removed in the background (tens of thousands of unlinks need not hold the pull up).
+    discard(paths, &next);
+    discard(paths, &paths.chunks());
     // Links and unlinks changed the inodes' ctimes: take the stats as they are now.
     let mut tree = tree;
     refresh_stats(&paths.site, &mut tree);
@@ -819,6 +830,30 @@ fn install(paths: &Paths, index: &LocalIndex, tree: DirNode) -> Result<(), PullE
     state.installing = None;
     state.served = false;
     state.save(paths)
+}
+
+/// Moves `path` into `<sync>/trash/` and removes it there on a thread of its own; what a
+/// crash leaves in the trash is removed at the next start ([`clean_up`]).
+fn discard(paths: &Paths, path: &Path) {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let trash = paths.sync.join("trash");
+    if let Err(e) = fs::create_dir_all(&trash) {
+        tracing::warn!("sync: no trash directory: {e}");
+        return;
+    }
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let aside = trash.join(format!("{}-{n}", std::process::id()));
+    match fs::rename(path, &aside) {
+        Ok(()) => {
+            std::thread::spawn(move || {
+                if let Err(e) = remove_tree(&aside) {
+                    tracing::warn!("sync: {} is not removed: {e}", aside.display());
+                }
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("sync: {} is not moved aside: {e}", path.display()),
+    }
 }
 
 fn refresh_stats(at: &Path, dir: &mut DirNode) {
@@ -837,7 +872,9 @@ fn refresh_stats(at: &Path, dir: &mut DirNode) {
 /// Clears what an interrupted pull left that cannot be reused (a half-built staging
 /// generation, or an old one a crash left after the swap); the chunk store stays.
 pub fn clean_up(paths: &Paths) {
-    if let Err(e) = remove_tree(&paths.next()) {
-        tracing::warn!("sync: {} is not removed: {e}", paths.next().display());
+    for dir in [paths.next(), paths.sync.join("trash")] {
+        if let Err(e) = remove_tree(&dir) {
+            tracing::warn!("sync: {} is not removed: {e}", dir.display());
+        }
     }
 }

@@ -123,6 +123,9 @@ pub const MAX_FRAME: usize = super::tree::MAX_CHUNK + 1024;
 pub fn frame(hash: &Hash, data: Option<&[u8]>) -> Vec<u8> {
     let (encoding, body): (Encoding, std::borrow::Cow<[u8]>) = match data {
         None => (Encoding::Missing, (&[][..]).into()),
+        // A sample first: data that does not compress (most of a site's large files) is
+        // not run through zstd whole.
+        Some(d) if !worth_compressing(d) => (Encoding::Raw, d.into()),
         Some(d) => match zstd::bulk::compress(d, 1) {
             Ok(z) if z.len() < d.len() - d.len() / 8 => (Encoding::Zstd, z.into()),
             _ => (Encoding::Raw, d.into()),
@@ -134,6 +137,16 @@ pub fn frame(hash: &Hash, data: Option<&[u8]>) -> Vec<u8> {
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(&body);
     out
+}
+
+/// Whether the first 4 KiB of `data` shrink by at least an eighth.
+fn worth_compressing(data: &[u8]) -> bool {
+    const SAMPLE: usize = 4096;
+    if data.len() <= SAMPLE {
+        return true;
+    }
+    let sample = &data[..SAMPLE];
+    zstd::bulk::compress(sample, 1).is_ok_and(|z| z.len() < SAMPLE - SAMPLE / 8)
 }
 
 /// A frame taken off the stream.

@@ -221,4 +221,10 @@ fn main() {
         assert_eq!(entry["result"], "success", "{entry}");
         println!("| {limit} | {worst} | {:.3} |", worst as f64 / limit as f64);
     }
+    // Where the backup's time went, from its log.
+    let log = std::fs::read_to_string(dir.path.join("b.log")).unwrap_or_default();
+    println!("backup's phases (ms since the pull started):");
+    for line in log.lines().filter(|l| l.contains("sync: ") && l.contains("ms=")) {
+        println!("  {}", line.split_once("sync: ").map(|(_, r)| r).unwrap_or(line));
+    }
 }
