@@ -84,10 +84,11 @@ fn a_pair_establishes_fails_over_and_swaps_back() {
         },
     );
 
-    // b's alert e-mail goes to a relay in its host.
+    // b's alert e-mail goes to a relay in its host. The settings are the site's: made on
+    // the primary (the backup's site is read only) and pulled by the backup.
     let sink = appliance_tests::smtp::Sink::start(&p.b.host.ns, "127.0.0.1".parse().unwrap());
     let (s, body) = login(
-        &p.b,
+        &p.a,
         "PUT",
         "/email",
         Some(
@@ -96,6 +97,8 @@ fn a_pair_establishes_fails_over_and_swaps_back() {
         ),
     );
     assert_eq!(s, 200, "{body}");
+    let synced = appliance_tests::sync::sync_now(&p.b);
+    assert_eq!(synced["result"], "success", "{synced}");
 
     let watch = HolderWatch::start(&p.a.host, &p.b.host);
     let pinger = Pinger::start(&p.client);

@@ -1,5 +1,6 @@
 //! The vendor's command API on an established pair, as an existing script would use it:
-//! `check_health` on the primary and on the backup (role, shared IPs, health), then
+//! an API account made on the primary reaching the backup with a data sync, `check_health`
+//! on the primary and on the backup (role, shared IPs, health, the last sync), then
 //! `set_failover_role` on the backup swapping the roles, and `/check_health` on the new
 //! primary.
 
@@ -15,8 +16,8 @@ fn curl(agent: &Agent, path: &str, args: &[&str]) -> (u16, String) {
     (seen.status, seen.body)
 }
 
-/// A full-access API account on `agent` and a token for it.
-fn script_token(agent: &Agent) -> String {
+/// A full-access API account on `agent`: `client_id:client_secret`.
+fn script_account(agent: &Agent) -> String {
     let (s, body) = login(
         agent,
         "POST",
@@ -25,15 +26,19 @@ fn script_token(agent: &Agent) -> String {
     );
     assert_eq!(s, 201, "{body}");
     let v = json_of(&body);
-    let user = format!(
+    format!(
         "{}:{}",
         v["client_id"].as_str().expect("id"),
         v["client_secret"].as_str().expect("secret")
-    );
+    )
+}
+
+/// A token for the API account `user` from `agent`.
+fn script_token(agent: &Agent, user: &str) -> String {
     let (s, body) = curl(
         agent,
         "/oauth2/token",
-        &["-u", &user, "-d", "grant_type=client_credentials"],
+        &["-u", user, "-d", "grant_type=client_credentials"],
     );
     assert_eq!(s, 200, "{body}");
     json_of(&body)["access_token"]
@@ -55,7 +60,14 @@ fn scripts_see_and_swap_the_roles_of_a_pair() {
         "automatic_failover = true\nprimary_timeout_seconds = 2.0\ntest_ips = [\"192.0.2.50\"]",
     );
     established(&p);
-    let (ta, tb) = (script_token(&p.a), script_token(&p.b));
+    // The account is made on the primary (the backup's site is read only) and reaches
+    // the backup with the site settings: the same script works against either.
+    let user = script_account(&p.a);
+    let (s, body) = login(&p.b, "POST", "/api-accounts", Some(json!({"name": "x", "access": "full"})));
+    assert_eq!((s, code(&body)), (409, "backup_read_only".into()), "{body}");
+    let synced = appliance_tests::sync::sync_now(&p.b);
+    assert_eq!(synced["result"], "success", "{synced}");
+    let (ta, tb) = (script_token(&p.a, &user), script_token(&p.b, &user));
 
     let (s, xml) = command(&p.a, &ta, "action=check_health");
     assert_eq!(s, 200, "{xml}");
@@ -80,7 +92,11 @@ fn scripts_see_and_swap_the_roles_of_a_pair() {
         "{xml}"
     );
     assert!(!xml.contains("<enabled_shared_ips>"), "{xml}");
-    assert!(xml.contains("<last_data_sync_status>"), "{xml}");
+    assert!(
+        xml.contains("<last_data_sync_status>success</last_data_sync_status>"),
+        "{xml}"
+    );
+    assert!(xml.contains("<last_data_sync_time ts="), "{xml}");
 
     // A role already held: the failover error, as XML.
     let (s, xml) = command(&p.a, &ta, "action=set_failover_role&role=primary");

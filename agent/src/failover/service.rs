@@ -341,6 +341,11 @@ impl FailoverService {
         self.snapshot.borrow().clone()
     }
 
+    /// The snapshot as it changes.
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.snapshot.clone()
+    }
+
     pub fn report(&self) -> Report {
         self.report.borrow().clone()
     }

@@ -132,6 +132,7 @@ impl PullState {
     }
 
     fn save(&self, paths: &Paths) -> Result<(), PullError> {
+        fs::create_dir_all(&paths.sync).map_err(io_err("the sync directory"))?;
         let text = toml::to_string(self).map_err(|e| PullError::Io(e.to_string()))?;
         crate::store::write_atomic(&paths.state_file(), text.as_bytes(), 0o600)
             .map_err(|e| PullError::Io(e.to_string()))
@@ -876,5 +877,21 @@ pub fn clean_up(paths: &Paths) {
         if let Err(e) = remove_tree(&dir) {
             tracing::warn!("sync: {} is not removed: {e}", dir.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serving_is_recorded_on_a_data_disk_that_never_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        assert!(!paths.sync.exists());
+        PullState::mark_served(&paths);
+        let state = PullState::load(&paths);
+        assert!(state.served, "{state:?}");
+        assert_eq!(state.base, None);
     }
 }

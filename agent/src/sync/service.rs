@@ -199,6 +199,8 @@ impl SyncService {
         let mut overlapped_slot: Option<u64> = None;
         let mut marked_served = false;
         let mut last_access: Option<Access> = None;
+        // A role change sets the gate at once, not at the next tick.
+        let mut snapshots = self.0.failover.subscribe();
         loop {
             let snapshot = self.0.failover.snapshot();
             let paused = self.paused();
@@ -281,7 +283,14 @@ impl SyncService {
                     }
                 }
             }
-            tokio::time::sleep(TICK).await;
+            tokio::select! {
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        tokio::time::sleep(TICK).await;
+                    }
+                }
+                _ = tokio::time::sleep(TICK) => {}
+            }
         }
     }
 
