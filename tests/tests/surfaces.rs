@@ -59,7 +59,9 @@ fn each_surface_answers_in_its_own_shape() {
             "factory-address",
             "failover",
             "network-reconcile",
-            "network-rollback-timer"
+            "network-rollback-timer",
+            "ntp",
+            "sync"
         ]
     );
     assert!(
