@@ -120,7 +120,8 @@ impl Gate {
     }
 
     pub fn set(&self, access: Access) {
-        self.0.send_if_modified(|a| std::mem::replace(a, access) != access);
+        self.0
+            .send_if_modified(|a| std::mem::replace(a, access) != access);
     }
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Access> {

@@ -37,7 +37,11 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
             if e.file_type().unwrap().is_dir() {
                 stack.push(path);
             } else {
-                let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 out.insert(rel, std::fs::read(&path).unwrap());
             }
         }
@@ -72,7 +76,10 @@ pub fn sync_now(backup: &Agent) -> Value {
 pub fn history(agent: &Agent) -> Vec<Value> {
     let (s, body) = login(agent, "GET", "/failover/sync/history", None);
     assert_eq!(s, 200, "{body}");
-    json_of(&body)["entries"].as_array().cloned().unwrap_or_default()
+    json_of(&body)["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 pub fn write(root: &Path, rel: &str, data: &[u8]) {
@@ -104,7 +111,16 @@ impl Meter {
 
     pub fn payload(&self) -> u64 {
         let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.ns, "nft", "list", "table", "inet", "syncmeter"])
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "nft",
+                "list",
+                "table",
+                "inet",
+                "syncmeter",
+            ])
             .output()
             .expect("nft list");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -124,11 +140,19 @@ impl Meter {
 impl Drop for Meter {
     fn drop(&mut self) {
         let _ = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.ns, "nft", "delete", "table", "inet", "syncmeter"])
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "syncmeter",
+            ])
             .status();
     }
 }
-
 
 /// Sync Now on `backup` with the meter running; the most payload any one-second window
 /// saw (sampled every 50 ms), once the sync has finished.
@@ -144,7 +168,10 @@ pub fn worst_window(backup: &Agent, meter: &Meter) -> (u64, Value) {
         if h.len() > before {
             break h[0].clone();
         }
-        assert!(std::time::Instant::now() < deadline, "the sync did not finish");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sync did not finish"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     let mut worst = 0u64;

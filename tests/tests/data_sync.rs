@@ -35,11 +35,18 @@ fn the_backup_mirrors_the_primary_incrementally_and_read_only() {
         &p.a,
         "PUT",
         "/email",
-        Some(json!({"enabled": true, "smtp_host": "smtp.example.net", "from": "a@example.net", "to": ["noc@example.net"]})),
+        Some(
+            json!({"enabled": true, "smtp_host": "smtp.example.net", "from": "a@example.net", "to": ["noc@example.net"]}),
+        ),
     );
     assert_eq!(s, 200, "{body}");
     // A local setting of the backup that differs from the primary's.
-    let (s, body) = login(&p.b, "PUT", "/failover/settings", Some(json!({"test_ips": ["192.0.2.77"]})));
+    let (s, body) = login(
+        &p.b,
+        "PUT",
+        "/failover/settings",
+        Some(json!({"test_ips": ["192.0.2.77"]})),
+    );
     assert_eq!(s, 200, "{body}");
     let b_settings = login(&p.b, "GET", "/failover/settings", None).1;
 
@@ -54,7 +61,11 @@ fn the_backup_mirrors_the_primary_incrementally_and_read_only() {
     );
     let (s, body) = login(&p.b, "GET", "/email", None);
     assert_eq!(s, 200, "{body}");
-    assert_eq!(json_of(&body)["smtp_host"], "smtp.example.net", "the reloaded settings are in force");
+    assert_eq!(
+        json_of(&body)["smtp_host"],
+        "smtp.example.net",
+        "the reloaded settings are in force"
+    );
     let wire1 = first["bytes_on_wire"].as_u64().unwrap();
     assert!(
         wire1 as f64 >= total as f64 * 0.98 && (wire1 as f64) < total as f64 * 1.1,
@@ -84,11 +95,19 @@ fn the_backup_mirrors_the_primary_incrementally_and_read_only() {
         wire2 <= changed + 2 * 128 * 1024 + 32 * 1024,
         "an incremental sync of {changed} changed bytes carried {wire2} bytes"
     );
-    assert!(wire2 >= changed, "{wire2} < {changed}: the changes must travel");
+    assert!(
+        wire2 >= changed,
+        "{wire2} < {changed}: the changes must travel"
+    );
     assert_eq!(second["files_changed"], 4, "{second}");
 
     // The backup's site is read only; its local settings are its own.
-    let (s, body) = login(&p.b, "PUT", "/email", Some(json!({"smtp_host": "other.example.net"})));
+    let (s, body) = login(
+        &p.b,
+        "PUT",
+        "/email",
+        Some(json!({"smtp_host": "other.example.net"})),
+    );
     assert_eq!((s, code(&body)), (409, "backup_read_only".into()), "{body}");
     assert_eq!(login(&p.b, "GET", "/failover/settings", None).1, b_settings);
     let (s, body) = login(&p.b, "GET", "/failover/sync", None);
@@ -109,7 +128,12 @@ fn a_pull_cut_off_keeps_the_old_copy_and_resumes_without_fetching_again() {
     // 6 MiB new at 1 MB/s: cut the link about half-way.
     let size = 6usize << 20;
     write(&fa, "large", &noise(2, size));
-    let (s, body) = login(&p.b, "PUT", "/failover/settings", Some(json!({"bandwidth_limit_bytes_per_second": 1_000_000})));
+    let (s, body) = login(
+        &p.b,
+        "PUT",
+        "/failover/settings",
+        Some(json!({"bandwidth_limit_bytes_per_second": 1_000_000})),
+    );
     assert_eq!(s, 200, "{body}");
     let (s, body) = login(&p.b, "POST", "/failover/sync", None);
     assert_eq!(s, 202, "{body}");
@@ -132,9 +156,18 @@ fn a_pull_cut_off_keeps_the_old_copy_and_resumes_without_fetching_again() {
         }
     });
     assert_ne!(failed["result"], "success", "{failed}");
-    assert_eq!(snapshot(&files_dir(&p.b)), old_copy, "the previous copy is in force, whole");
+    assert_eq!(
+        snapshot(&files_dir(&p.b)),
+        old_copy,
+        "the previous copy is in force, whole"
+    );
     partition(&p, false);
-    let (s, body) = login(&p.b, "PUT", "/failover/settings", Some(json!({"bandwidth_limit_bytes_per_second": null})));
+    let (s, body) = login(
+        &p.b,
+        "PUT",
+        "/failover/settings",
+        Some(json!({"bandwidth_limit_bytes_per_second": null})),
+    );
     assert_eq!(s, 200, "{body}");
     std::thread::sleep(Duration::from_millis(500));
     let resumed = sync_now(&p.b);
@@ -155,13 +188,25 @@ fn the_bandwidth_limit_holds_in_every_one_second_window() {
     established(&p);
     for (n, limit) in [200_000u64, 1_000_000, 4_000_000].into_iter().enumerate() {
         // About four seconds of data at the limit, incompressible.
-        write(&fa, &format!("at-{limit}"), &noise(50 + n as u64, (limit * 4) as usize));
-        let (s, body) = login(&p.b, "PUT", "/failover/settings", Some(json!({"bandwidth_limit_bytes_per_second": limit})));
+        write(
+            &fa,
+            &format!("at-{limit}"),
+            &noise(50 + n as u64, (limit * 4) as usize),
+        );
+        let (s, body) = login(
+            &p.b,
+            "PUT",
+            "/failover/settings",
+            Some(json!({"bandwidth_limit_bytes_per_second": limit})),
+        );
         assert_eq!(s, 200, "{body}");
         let meter = Meter::start(&p.b.host.ns, "192.0.2.1");
         let (worst, entry) = worst_window(&p.b, &meter);
         assert_eq!(entry["result"], "success", "{entry}");
-        eprintln!("limit {limit}: worst 1 s window {worst} bytes ({:.3} of the limit)", worst as f64 / limit as f64);
+        eprintln!(
+            "limit {limit}: worst 1 s window {worst} bytes ({:.3} of the limit)",
+            worst as f64 / limit as f64
+        );
         assert!(
             worst as f64 <= limit as f64 * 1.05,
             "at {limit} bytes/s a one-second window carried {worst} bytes"
@@ -186,35 +231,86 @@ fn a_planned_swap_pulls_a_final_sync_first_and_a_primary_that_served_gives_its_f
     // Written on the primary after the last sync: the final sync must carry it. A slow
     // limit on the backup keeps the pause long enough to see.
     write(&fa, "before/second", &noise(2, 3 << 20));
-    let (s, body) = login(&p.b, "PUT", "/failover/settings", Some(json!({"bandwidth_limit_bytes_per_second": 1_000_000})));
+    let (s, body) = login(
+        &p.b,
+        "PUT",
+        "/failover/settings",
+        Some(json!({"bandwidth_limit_bytes_per_second": 1_000_000})),
+    );
     assert_eq!(s, 200, "{body}");
-    let (s, body) = login(&p.a, "POST", "/failover/become-backup", Some(json!({"data_sync_first": true})));
+    let (s, body) = login(
+        &p.a,
+        "POST",
+        "/failover/become-backup",
+        Some(json!({"data_sync_first": true})),
+    );
     assert_eq!(s, 200, "{body}");
     assert_eq!(json_of(&body)["outcome"], "sync_started", "{body}");
-    let (s, body) = login(&p.a, "PUT", "/email", Some(json!({"smtp_host": "late.example.net"})));
-    assert_eq!((s, code(&body)), (503, "site_paused".into()), "the primary serves no site during the final sync: {body}");
+    let (s, body) = login(
+        &p.a,
+        "PUT",
+        "/email",
+        Some(json!({"smtp_host": "late.example.net"})),
+    );
+    assert_eq!(
+        (s, code(&body)),
+        (503, "site_paused".into()),
+        "the primary serves no site during the final sync: {body}"
+    );
     let (s, body) = login(&p.a, "GET", "/failover/status", None);
     assert_eq!(s, 200, "failover's own routes keep working: {body}");
     wait_role(&p.b, "primary", Duration::from_secs(60));
     wait_role(&p.a, "backup", Duration::from_secs(10));
     assert_same(&fa, &fb);
-    let (s, body) = login(&p.b, "PUT", "/failover/settings", Some(json!({"bandwidth_limit_bytes_per_second": null})));
+    let (s, body) = login(
+        &p.b,
+        "PUT",
+        "/failover/settings",
+        Some(json!({"bandwidth_limit_bytes_per_second": null})),
+    );
     assert_eq!(s, 200, "{body}");
-    let (s, body) = login(&p.a, "PUT", "/email", Some(json!({"smtp_host": "x.example.net"})));
-    assert_eq!((s, code(&body)), (409, "backup_read_only".into()), "the new backup is read only: {body}");
+    let (s, body) = login(
+        &p.a,
+        "PUT",
+        "/email",
+        Some(json!({"smtp_host": "x.example.net"})),
+    );
+    assert_eq!(
+        (s, code(&body)),
+        (409, "backup_read_only".into()),
+        "the new backup is read only: {body}"
+    );
 
     // Both primary for a while: the backup `a` is made primary by force while cut off,
     // and both sides take files.
     partition(&p, true);
-    let (s, body) = login(&p.a, "POST", "/failover/become-primary", Some(json!({"force": true})));
+    let (s, body) = login(
+        &p.a,
+        "POST",
+        "/failover/become-primary",
+        Some(json!({"force": true})),
+    );
     assert_eq!(s, 200, "{body}");
     until("a to be primary", 10, || {
         let st = status(&p.a);
-        if st["role"] == "primary" { Ok(()) } else { Err(st.to_string()) }
+        if st["role"] == "primary" {
+            Ok(())
+        } else {
+            Err(st.to_string())
+        }
     });
     until("a's site to open", 5, || {
-        let (s, body) = login(&p.a, "PUT", "/email", Some(json!({"smtp_host": "a.example.net"})));
-        if s == 200 { Ok(()) } else { Err(body) }
+        let (s, body) = login(
+            &p.a,
+            "PUT",
+            "/email",
+            Some(json!({"smtp_host": "a.example.net"})),
+        );
+        if s == 200 {
+            Ok(())
+        } else {
+            Err(body)
+        }
     });
     write(&fa, "only-on-a", &noise(3, 40_000));
     write(&fb, "only-on-b", &noise(4, 40_000));
@@ -235,13 +331,27 @@ fn a_planned_swap_pulls_a_final_sync_first_and_a_primary_that_served_gives_its_f
     assert_eq!(e["result"], "success", "{e}");
     assert_same(&pf, &bf);
     let all = snapshot(&pf);
-    assert!(all.contains_key("only-on-a") && all.contains_key("only-on-b"), "{:?}", all.keys());
-    assert_eq!(all["before/first"], primary_version, "a file changed on both keeps the primary's version");
+    assert!(
+        all.contains_key("only-on-a") && all.contains_key("only-on-b"),
+        "{:?}",
+        all.keys()
+    );
+    assert_eq!(
+        all["before/first"], primary_version,
+        "a file changed on both keeps the primary's version"
+    );
     let kept: Vec<_> = all
         .iter()
-        .filter(|(k, v)| k.starts_with("conflicts/") && k.ends_with("/before/first") && **v == backup_version)
+        .filter(|(k, v)| {
+            k.starts_with("conflicts/") && k.ends_with("/before/first") && **v == backup_version
+        })
         .collect();
-    assert_eq!(kept.len(), 1, "the backup's version is kept under conflicts/: {:?}", all.keys());
+    assert_eq!(
+        kept.len(),
+        1,
+        "the backup's version is kept under conflicts/: {:?}",
+        all.keys()
+    );
     let _ = primary;
 }
 
@@ -258,7 +368,11 @@ fn a_backup_killed_while_it_installs_keeps_a_whole_copy() {
     let old = snapshot(&files_dir(&p.b));
     // Many new files: the install (hard links, new files, the swap) takes a while.
     for i in 0..1500u64 {
-        write(&fa, &format!("gen2/d{}/f{i}", i % 30), &noise(10_000 + i, 2000));
+        write(
+            &fa,
+            &format!("gen2/d{}/f{i}", i % 30),
+            &noise(10_000 + i, 2000),
+        );
     }
     let new = snapshot(&fa);
     let (s, body) = login(&p.b, "POST", "/failover/sync", None);
@@ -266,18 +380,28 @@ fn a_backup_killed_while_it_installs_keeps_a_whole_copy() {
     until("the install to begin", 60, || {
         let (_, body) = login(&p.b, "GET", "/failover/sync", None);
         let v = json_of(&body);
-        if v["phase"] == "installing" || v["state"] == "idle" { Ok(()) } else { Err(v.to_string()) }
+        if v["phase"] == "installing" || v["state"] == "idle" {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
     });
     p.b.kill();
     let after_kill = snapshot(&files_dir(&p.b));
-    assert!(after_kill == old || after_kill == new, "the site is one generation or the other, whole");
+    assert!(
+        after_kill == old || after_kill == new,
+        "the site is one generation or the other, whole"
+    );
     p.b.restart();
     p.b.wait_api();
     wait_role(&p.b, "backup", Duration::from_secs(20));
     let e = sync_now(&p.b);
     assert_eq!(e["result"], "success", "{e}");
     assert_same(&fa, &files_dir(&p.b));
-    assert!(!p.b.data.join("sync/next").exists(), "no staging generation is left behind");
+    assert!(
+        !p.b.data.join("sync/next").exists(),
+        "no staging generation is left behind"
+    );
 }
 
 #[test]
@@ -293,20 +417,36 @@ fn the_primary_alerts_when_no_backup_pulls() {
         &p.a,
         "PUT",
         "/email",
-        Some(json!({"enabled": true, "smtp_host": "127.0.0.1", "smtp_port": sink.addr().port(), "security": "none", "from": "a@example.net", "to": ["noc@example.net"]})),
+        Some(
+            json!({"enabled": true, "smtp_host": "127.0.0.1", "smtp_port": sink.addr().port(), "security": "none", "from": "a@example.net", "to": ["noc@example.net"]}),
+        ),
     );
     assert_eq!(s, 200, "{body}");
     established(&p);
     // The backup never pulls (its schedule is a week away); after a minute the primary
     // says so: by e-mail, in its status and in its health.
     let mails = sink.wait_for(1, Duration::from_secs(90));
-    assert!(mails[0].subject().contains("No data sync pulled"), "{}", mails[0].subject());
+    assert!(
+        mails[0].subject().contains("No data sync pulled"),
+        "{}",
+        mails[0].subject()
+    );
     let st = status(&p.a);
-    assert!(st["problem"].as_str().unwrap_or("").contains("no backup has pulled"), "{st}");
+    assert!(
+        st["problem"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no backup has pulled"),
+        "{st}"
+    );
     // A pull ends it.
     assert_eq!(sync_now(&p.b)["result"], "success");
     until("the problem to clear", 10, || {
         let st = status(&p.a);
-        if st["problem"].is_null() { Ok(()) } else { Err(st.to_string()) }
+        if st["problem"].is_null() {
+            Ok(())
+        } else {
+            Err(st.to_string())
+        }
     });
 }

@@ -63,7 +63,12 @@ fn scripts_see_and_swap_the_roles_of_a_pair() {
     // The account is made on the primary (the backup's site is read only) and reaches
     // the backup with the site settings: the same script works against either.
     let user = script_account(&p.a);
-    let (s, body) = login(&p.b, "POST", "/api-accounts", Some(json!({"name": "x", "access": "full"})));
+    let (s, body) = login(
+        &p.b,
+        "POST",
+        "/api-accounts",
+        Some(json!({"name": "x", "access": "full"})),
+    );
     assert_eq!((s, code(&body)), (409, "backup_read_only".into()), "{body}");
     let synced = appliance_tests::sync::sync_now(&p.b);
     assert_eq!(synced["result"], "success", "{synced}");

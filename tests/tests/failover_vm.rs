@@ -121,7 +121,13 @@ fn wait_role(sw: &Switch, host: &str, role: &str, timeout: Duration) {
 }
 
 /// A file of the site's file store on `host`: status and bytes.
-fn file_at(sw: &Switch, host: &str, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Vec<u8>) {
+fn file_at(
+    sw: &Switch,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> (u16, Vec<u8>) {
     let token = api::token(&sw.name, host).expect("login");
     let a = api::at_path(
         &sw.name,
@@ -209,12 +215,23 @@ fn a_vm_pair_fails_over_on_power_cut_and_link_cut() {
     );
 
     // A file put on the primary is on the backup after Sync Now.
-    let report: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let (s, body) = file_at(&sw, "192.0.2.1", "PUT", "reports/day1.bin", Some(report.clone()));
+    let report: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (s, body) = file_at(
+        &sw,
+        "192.0.2.1",
+        "PUT",
+        "reports/day1.bin",
+        Some(report.clone()),
+    );
     assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
     let synced = sync_now(&sw, "192.0.2.2");
     assert_eq!(synced["result"], "success", "{synced}");
-    assert_eq!(file_at(&sw, "192.0.2.2", "GET", "reports/day1.bin", None), (200, report.clone()));
+    assert_eq!(
+        file_at(&sw, "192.0.2.2", "GET", "reports/day1.bin", None),
+        (200, report.clone())
+    );
 
     // The primary's power is cut: b takes over and answers HTTPS on the shared IP.
     a.power_cut();

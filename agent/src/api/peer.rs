@@ -57,7 +57,10 @@ fn binary<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     postcard::from_bytes(body).map_err(|e| ApiError::BadRequest(format!("not a sync request: {e}")))
 }
 
-async fn sync_tree(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn sync_tree(
+    State(app): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let req = binary(&body)?;
     let body = crate::sync::serve::tree(app.sync.index(), app.sync.pacer(), req)
         .await
@@ -65,30 +68,54 @@ async fn sync_tree(State(app): State<AppState>, body: axum::body::Bytes) -> Resu
     Ok(body.into_response())
 }
 
-async fn sync_files(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
-    Ok(crate::sync::serve::files(app.sync.index(), app.sync.pacer(), binary(&body)?).into_response())
+async fn sync_files(
+    State(app): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    Ok(
+        crate::sync::serve::files(app.sync.index(), app.sync.pacer(), binary(&body)?)
+            .into_response(),
+    )
 }
 
-async fn sync_chunks(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
-    Ok(crate::sync::serve::chunks(app.sync.index(), app.sync.pacer(), binary(&body)?).into_response())
+async fn sync_chunks(
+    State(app): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    Ok(
+        crate::sync::serve::chunks(app.sync.index(), app.sync.pacer(), binary(&body)?)
+            .into_response(),
+    )
 }
 
-async fn sync_offer(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Json<crate::sync::wire::Merged>, ApiError> {
+async fn sync_offer(
+    State(app): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<crate::sync::wire::Merged>, ApiError> {
     Ok(Json(app.sync.take_offer(binary(&body)?).await?))
 }
 
-async fn sync_done(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+async fn sync_done(
+    State(app): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
     app.sync.pulled(parse_required(&body)?);
     Ok(Json(serde_json::json!({})))
 }
 
-async fn sync_pause(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+async fn sync_pause(
+    State(app): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let req: crate::sync::wire::PauseRequest = parse_required(&body)?;
     app.sync.set_paused(req.pause);
     Ok(Json(serde_json::json!({})))
 }
 
-async fn sync_pull(State(app): State<AppState>, body: axum::body::Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+async fn sync_pull(
+    State(app): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let req: crate::sync::wire::PullRequest = parse_required(&body)?;
     app.sync.pull_asked(req.wait).await?;
     Ok(Json(serde_json::json!({})))

@@ -247,7 +247,11 @@ fn progress_text(p: &crate::sync::service::Progress) -> String {
         crate::sync::service::State::Idle => field(&mut out, "Sync", "idle"),
     }
     if let Some(next) = p.next_scheduled {
-        field(&mut out, "Next scheduled", format_args!("{next} (Unix time)"));
+        field(
+            &mut out,
+            "Next scheduled",
+            format_args!("{next} (Unix time)"),
+        );
     }
     if let Some(o) = &p.overlapped {
         field(&mut out, "Warning", o);

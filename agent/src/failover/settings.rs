@@ -200,7 +200,9 @@ impl TryFrom<u32> for NoPullMinutes {
         if (1..=10_080).contains(&n) {
             Ok(NoPullMinutes(n))
         } else {
-            Err(format!("no_pull_alert_minutes must be between 1 and 10080, not {n}"))
+            Err(format!(
+                "no_pull_alert_minutes must be between 1 and 10080, not {n}"
+            ))
         }
     }
 }
@@ -234,7 +236,9 @@ impl TryFrom<u32> for FirstSyncDelay {
         if n <= 3600 {
             Ok(FirstSyncDelay(n))
         } else {
-            Err(format!("first_sync_delay_seconds must be between 0 and 3600, not {n}"))
+            Err(format!(
+                "first_sync_delay_seconds must be between 0 and 3600, not {n}"
+            ))
         }
     }
 }
@@ -372,16 +376,32 @@ mod tests {
         assert!(!after.automatic_failover);
         let after = before.apply(parse(r#"{"test_ips": []}"#).unwrap());
         assert!(after.test_ips.is_empty(), "an empty list clears them");
-        let limited = before.apply(parse(r#"{"bandwidth_limit_bytes_per_second": 50000}"#).unwrap());
-        assert_eq!(limited.bandwidth_limit_bytes_per_second.map(|b| b.get()), Some(50_000));
+        let limited =
+            before.apply(parse(r#"{"bandwidth_limit_bytes_per_second": 50000}"#).unwrap());
+        assert_eq!(
+            limited.bandwidth_limit_bytes_per_second.map(|b| b.get()),
+            Some(50_000)
+        );
         let kept = limited.apply(parse(r#"{"sync_schedule": {"daily_at": "02:00"}}"#).unwrap());
-        assert_eq!(kept.bandwidth_limit_bytes_per_second, limited.bandwidth_limit_bytes_per_second, "left out keeps it");
+        assert_eq!(
+            kept.bandwidth_limit_bytes_per_second, limited.bandwidth_limit_bytes_per_second,
+            "left out keeps it"
+        );
         let unlimited = kept.apply(parse(r#"{"bandwidth_limit_bytes_per_second": null}"#).unwrap());
-        assert_eq!(unlimited.bandwidth_limit_bytes_per_second, None, "null is unlimited");
+        assert_eq!(
+            unlimited.bandwidth_limit_bytes_per_second, None,
+            "null is unlimited"
+        );
         for (bad, why) in [
-            (r#"{"bandwidth_limit_bytes_per_second": 999}"#, "between 1000"),
+            (
+                r#"{"bandwidth_limit_bytes_per_second": 999}"#,
+                "between 1000",
+            ),
             (r#"{"no_pull_alert_minutes": 0}"#, "between 1 and 10080"),
-            (r#"{"first_sync_delay_seconds": 3601}"#, "between 0 and 3600"),
+            (
+                r#"{"first_sync_delay_seconds": 3601}"#,
+                "between 0 and 3600",
+            ),
             (r#"{"sync_schedule": {"daily_at": "25:00"}}"#, "HH:MM"),
         ] {
             let e = parse(bad).unwrap_err();

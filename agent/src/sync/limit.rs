@@ -139,7 +139,11 @@ mod tests {
         let mut p = Pacer::new(Some(1000));
         assert_eq!(p.piece(), MIN_PIECE);
         assert_eq!(Pacer::new(Some(1_000_000)).piece(), 5000);
-        assert_eq!(p.book(20, now), Duration::ZERO, "the first write goes at once");
+        assert_eq!(
+            p.book(20, now),
+            Duration::ZERO,
+            "the first write goes at once"
+        );
         // Twenty bytes take 20 ms; the next 20 may start 20 ms early: now.
         assert_eq!(p.book(20, now), Duration::ZERO);
         assert_eq!(p.book(20, now), Duration::from_millis(20));

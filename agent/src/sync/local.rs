@@ -91,7 +91,9 @@ impl LocalIndex {
         match postcard::to_stdvec(tree) {
             Ok(bytes) => {
                 if let Err(e) = crate::store::write_atomic(&self.file, &bytes, 0o600) {
-                    tracing::warn!("sync: the index is not saved ({e}): the next start reads the site again");
+                    tracing::warn!(
+                        "sync: the index is not saved ({e}): the next start reads the site again"
+                    );
                 }
             }
             Err(e) => tracing::warn!("sync: the index does not encode: {e}"),
@@ -103,7 +105,9 @@ impl LocalIndex {
         match postcard::from_bytes(&bytes) {
             Ok(t) => Some(t),
             Err(e) => {
-                tracing::warn!("sync: the saved index is not readable ({e}): reading the site again");
+                tracing::warn!(
+                    "sync: the saved index is not readable ({e}): reading the site again"
+                );
                 None
             }
         }

@@ -26,7 +26,9 @@
 
 use super::local::{LocalIndex, Snapshot};
 use super::tree::{self, ChunkRef, DirNode, FileNode, Hash, Node};
-use super::wire::{self, ChunksRequest, FilesReply, FilesRequest, Frame, TreeRequest, WireDir, WireNode};
+use super::wire::{
+    self, ChunksRequest, FilesReply, FilesRequest, Frame, TreeRequest, WireDir, WireNode,
+};
 use crate::failover::link::{LinkError, PeerLink};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
@@ -202,7 +204,11 @@ pub async fn pull(ctx: Ctx<'_>) -> Result<Pulled, PullError> {
     };
     (ctx.progress)(&c);
     fs::create_dir_all(ctx.paths.chunks()).map_err(io_err("the chunk store"))?;
-    let (mut local, _) = ctx.index.refresh().await.map_err(io_err("reading this site"))?;
+    let (mut local, _) = ctx
+        .index
+        .refresh()
+        .await
+        .map_err(io_err("reading this site"))?;
     // Changed since the last pull installed it: this appliance served as primary in the
     // meantime (a conflict, or an old primary that came back). Its files go to the
     // primary first, so that the mirror that follows loses none.
@@ -214,9 +220,18 @@ pub async fn pull(ctx: Ctx<'_>) -> Result<Pulled, PullError> {
         c.phase = "merging".into();
         (ctx.progress)(&c);
         let merged = offer(&mut *ctx.link, ctx.paths, &local, &mut c).await?;
-        tracing::info!(placed = merged.placed, conflicts = merged.conflicts, "sync: this appliance's own changes went to the primary first");
+        tracing::info!(
+            placed = merged.placed,
+            conflicts = merged.conflicts,
+            "sync: this appliance's own changes went to the primary first"
+        );
         c.phase = "comparing".into();
-        local = ctx.index.refresh().await.map_err(io_err("reading this site"))?.0;
+        local = ctx
+            .index
+            .refresh()
+            .await
+            .map_err(io_err("reading this site"))?
+            .0;
     }
     let local_dirs = local.tree.dirs_by_hash();
     let mut by_depth: Vec<(usize, Hash)> = local_dirs
@@ -224,7 +239,11 @@ pub async fn pull(ctx: Ctx<'_>) -> Result<Pulled, PullError> {
         .map(|(h, p)| (p.components().count(), *h))
         .collect();
     by_depth.sort();
-    let have: Vec<Hash> = by_depth.into_iter().take(MAX_HAVE).map(|(_, h)| h).collect();
+    let have: Vec<Hash> = by_depth
+        .into_iter()
+        .take(MAX_HAVE)
+        .map(|(_, h)| h)
+        .collect();
 
     let req = encode(&TreeRequest {
         have,
@@ -251,7 +270,9 @@ pub async fn pull(ctx: Ctx<'_>) -> Result<Pulled, PullError> {
     });
     for h in walk_haves(&remote.root) {
         if !local_dirs.contains_key(&h) {
-            return Err(PullError::Protocol("a subtree this appliance does not have".into()));
+            return Err(PullError::Protocol(
+                "a subtree this appliance does not have".into(),
+            ));
         }
     }
     c.files_total = missing.len() as u64;
@@ -302,7 +323,10 @@ pub async fn pull(ctx: Ctx<'_>) -> Result<Pulled, PullError> {
         };
         let mut bytes = 0u64;
         let mut end = next;
-        while end < wanted.len() && end - next < MAX_BATCH_CHUNKS && (end == next || bytes + u64::from(wanted[end].len) <= budget) {
+        while end < wanted.len()
+            && end - next < MAX_BATCH_CHUNKS
+            && (end == next || bytes + u64::from(wanted[end].len) <= budget)
+        {
             bytes += u64::from(wanted[end].len);
             end += 1;
         }
@@ -378,7 +402,9 @@ pub(crate) async fn fetch(
                     Frame::Missing(_) => return Err(PullError::SourceChanged),
                     Frame::Chunk { hash, data } => {
                         if !asked.contains(&hash) {
-                            return Err(PullError::Protocol("a chunk that was not asked for".into()));
+                            return Err(PullError::Protocol(
+                                "a chunk that was not asked for".into(),
+                            ));
                         }
                         c.bytes_done += data.len() as u64;
                         got += 1;
@@ -480,9 +506,13 @@ fn save_base(paths: &Paths, tree: &DirNode) {
         .collect();
     let saved = postcard::to_stdvec(&files)
         .map_err(|e| e.to_string())
-        .and_then(|b| crate::store::write_atomic(&paths.base_file(), &b, 0o600).map_err(|e| e.to_string()));
+        .and_then(|b| {
+            crate::store::write_atomic(&paths.base_file(), &b, 0o600).map_err(|e| e.to_string())
+        });
     if let Err(e) = saved {
-        tracing::warn!("sync: the list of synced files is not saved ({e}): a later merge offers every file");
+        tracing::warn!(
+            "sync: the list of synced files is not saved ({e}): a later merge offers every file"
+        );
     }
 }
 
@@ -558,9 +588,13 @@ pub async fn take_offer(
     for (path, meta, chunks) in offer.files {
         let rel = PathBuf::from(&path);
         let ok = path.starts_with("files/")
-            && rel.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+            && rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
         if !ok {
-            return Err(PullError::Protocol(format!("a bad path in an offer: {path:?}")));
+            return Err(PullError::Protocol(format!(
+                "a bad path in an offer: {path:?}"
+            )));
         }
         let dest = match local.tree.get(&rel) {
             Some(Node::File(f)) if f.meta.hash == meta.hash => continue,
@@ -657,7 +691,9 @@ fn walk_haves(dir: &WireDir) -> Vec<Hash> {
 /// A name from the primary must be one path segment.
 fn safe_name(name: &str) -> Result<&str, PullError> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        return Err(PullError::Protocol(format!("a bad name in the tree: {name:?}")));
+        return Err(PullError::Protocol(format!(
+            "a bad name in the tree: {name:?}"
+        )));
     }
     Ok(name)
 }
@@ -766,9 +802,11 @@ impl Builder<'_> {
 fn set_meta(path: &Path, meta: &tree::FileMeta) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(meta.mode))?;
-    let mtime = std::time::UNIX_EPOCH
-        + Duration::from_nanos(meta.mtime_ns.max(0) as u64);
-    fs::File::options().write(true).open(path)?.set_modified(mtime)
+    let mtime = std::time::UNIX_EPOCH + Duration::from_nanos(meta.mtime_ns.max(0) as u64);
+    fs::File::options()
+        .write(true)
+        .open(path)?
+        .set_modified(mtime)
 }
 
 /// Hard-links every file of an unchanged subtree into the new generation.
@@ -797,7 +835,10 @@ fn install(paths: &Paths, index: &LocalIndex, tree: DirNode) -> Result<(), PullE
     let t0 = Instant::now();
     nix::unistd::syncfs(&dir).map_err(|e| PullError::Io(format!("syncing the disk: {e}")))?;
     drop(dir);
-    tracing::info!(ms = t0.elapsed().as_millis() as u64, "sync: the disk is synced");
+    tracing::info!(
+        ms = t0.elapsed().as_millis() as u64,
+        "sync: the disk is synced"
+    );
     let root = tree::hex(&tree.hash);
     let mut state = PullState::load(paths);
     state.installing = Some(root.clone());

@@ -171,7 +171,11 @@ mod tests {
         let s = parse(r#"{"daily_at": "02:00"}"#).unwrap();
         assert_eq!(s.next(THU_10, None), THU_10 + 16 * 3600);
         let s = parse(r#"{"daily_at": "10:00"}"#).unwrap();
-        assert_eq!(s.next(THU_10, Some(THU_10)), THU_10 + DAY, "not twice at 10:00");
+        assert_eq!(
+            s.next(THU_10, Some(THU_10)),
+            THU_10 + DAY,
+            "not twice at 10:00"
+        );
     }
 
     #[test]
@@ -213,7 +217,10 @@ mod tests {
             (r#"{"daily_at": "2:00"}"#, "HH:MM"),
             (r#"{"daily_at": "02:60"}"#, "HH:MM"),
             (r#"{"daily_at": "+2:00"}"#, "HH:MM"),
-            (r#"{"weekly": {"day": "someday", "at": "02:00"}}"#, "unknown variant"),
+            (
+                r#"{"weekly": {"day": "someday", "at": "02:00"}}"#,
+                "unknown variant",
+            ),
             (r#"{"weekly": {"day": "monday"}}"#, "missing field"),
             (r#"{"hourly": 1}"#, "unknown variant"),
         ] {

@@ -38,7 +38,11 @@ pub fn shared_pacer() -> SharedPacer {
     Arc::new(std::sync::Mutex::new(Pacer::new(None)))
 }
 
-pub async fn tree(index: &Arc<LocalIndex>, pacer: &SharedPacer, req: TreeRequest) -> std::io::Result<Body> {
+pub async fn tree(
+    index: &Arc<LocalIndex>,
+    pacer: &SharedPacer,
+    req: TreeRequest,
+) -> std::io::Result<Body> {
     let (snapshot, counts) = index.refresh().await?;
     tracing::debug!(
         files = counts.files,
@@ -83,7 +87,9 @@ pub fn chunks(index: &LocalIndex, pacer: &SharedPacer, req: ChunksRequest) -> Bo
             let group = group.to_vec();
             let snapshot = snapshot.clone();
             let root = root.clone();
-            let frames = crate::store::blocking(move || read_group(&root, snapshot.as_deref(), &group)).await;
+            let frames =
+                crate::store::blocking(move || read_group(&root, snapshot.as_deref(), &group))
+                    .await;
             for f in frames {
                 if tx.send(f).await.is_err() {
                     return;
@@ -115,7 +121,10 @@ where
     let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     tokio::spawn(produce(blobs_tx));
     let pacer = pacer.clone();
-    pacer.lock().unwrap_or_else(|p| p.into_inner()).set_rate(limit);
+    pacer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_rate(limit);
     tokio::spawn(async move {
         while let Some(blob) = blobs.recv().await {
             let blob = Bytes::from(blob);
@@ -124,7 +133,10 @@ where
                 let (n, wait) = {
                     let mut p = pacer.lock().unwrap_or_else(|p| p.into_inner());
                     let n = p.piece().min(blob.len() - at);
-                    (n, p.book(n + super::limit::PIECE_OVERHEAD, std::time::Instant::now()))
+                    (
+                        n,
+                        p.book(n + super::limit::PIECE_OVERHEAD, std::time::Instant::now()),
+                    )
                 };
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
@@ -153,7 +165,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("b")).unwrap();
         std::fs::write(dir.path().join("b/g"), b"g").unwrap();
         let (t, _) = tree::scan(dir.path(), None).unwrap();
-        let Some(Node::Dir(a)) = t.entries.get("a") else { panic!() };
+        let Some(Node::Dir(a)) = t.entries.get("a") else {
+            panic!()
+        };
         let have: HashSet<Hash> = [a.hash].into();
         let w = wire_tree(&t, &have);
         assert_eq!(w.entries[0], ("a".to_string(), WireNode::Have(a.hash)));

@@ -6,9 +6,9 @@ use super::local::LocalIndex;
 use super::pull::{self, Counters, Paths, PullError};
 use super::wire;
 use crate::config::ConfigStore;
+use crate::failover::role::Role;
 use crate::failover::service::{AlertMessage, Notifier, RoleOutcome, RoleRequest, SyncRecord};
 use crate::failover::FailoverError;
-use crate::failover::role::Role;
 use crate::failover::FailoverService;
 use crate::site::{Access, SiteStore};
 use serde::{Deserialize, Serialize};
@@ -226,14 +226,22 @@ impl SyncService {
                             None => since + u64::from(settings.first_sync_delay_seconds),
                             Some(_) => settings.sync_schedule.next(now, last_start),
                         };
-                        let due = if last_start.is_none() { due } else { due.max(last_start.unwrap_or(0) + 1) };
+                        let due = if last_start.is_none() {
+                            due
+                        } else {
+                            due.max(last_start.unwrap_or(0) + 1)
+                        };
                         let _ = self.0.progress.send_if_modified(|p| {
                             let changed = p.next_scheduled != Some(due);
                             p.next_scheduled = Some(due);
                             changed
                         });
                         if now >= due {
-                            let trigger = if last_start.is_none() { "first" } else { "schedule" };
+                            let trigger = if last_start.is_none() {
+                                "first"
+                            } else {
+                                "schedule"
+                            };
                             match self.start(trigger) {
                                 Ok(()) => last_start = Some(now),
                                 Err(SyncError::Running) => {
@@ -269,7 +277,8 @@ impl SyncService {
                         if !marked_served {
                             marked_served = true;
                             let paths = self.0.paths.clone();
-                            crate::store::blocking(move || pull::PullState::mark_served(&paths)).await;
+                            crate::store::blocking(move || pull::PullState::mark_served(&paths))
+                                .await;
                         }
                         match self.no_pull_problem() {
                             Some(problem) if !alerted => {
@@ -295,7 +304,12 @@ impl SyncService {
     }
 
     fn alert_no_pull(&self) {
-        let peer = self.0.failover.peer().map(|p| p.to_string()).unwrap_or_default();
+        let peer = self
+            .0
+            .failover
+            .peer()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
         let since = self.0.silent_since().unwrap_or_else(unix_now);
         self.0.notifier.notify(AlertMessage {
             kind: crate::failover::role::AlertKind::NoPull,
@@ -397,7 +411,11 @@ impl SyncService {
         Ok(RoleOutcome::SyncStarted)
     }
 
-    async fn become_role(&self, wants: Role, req: RoleRequest) -> Result<RoleOutcome, FailoverError> {
+    async fn become_role(
+        &self,
+        wants: Role,
+        req: RoleRequest,
+    ) -> Result<RoleOutcome, FailoverError> {
         match wants {
             Role::Backup => self.0.failover.become_backup(req).await,
             _ => self.0.failover.become_primary(req).await,
@@ -406,7 +424,8 @@ impl SyncService {
 
     /// The primary's side of a merge: takes what its backup changed while it served.
     pub async fn take_offer(&self, offer: wire::Offer) -> Result<wire::Merged, SyncError> {
-        let (Some(endpoint), Some(key)) = (self.0.failover.peer(), self.0.failover.key_bytes()) else {
+        let (Some(endpoint), Some(key)) = (self.0.failover.peer(), self.0.failover.key_bytes())
+        else {
             return Err(SyncError::NoRelationship);
         };
         let mut link = crate::failover::link::PeerLink::new(endpoint, &key);
@@ -514,16 +533,26 @@ impl SyncService {
             tokio::spawn(async move {
                 let mut link = crate::failover::link::PeerLink::new(endpoint, &key);
                 let _ = link
-                    .call::<serde_json::Value>("POST", wire::DONE, Some(done), Duration::from_secs(5))
+                    .call::<serde_json::Value>(
+                        "POST",
+                        wire::DONE,
+                        Some(done),
+                        Duration::from_secs(5),
+                    )
                     .await;
             });
         }
-        result.map(|_| ()).map_err(|e| SyncError::Failed(e.to_string()))
+        result
+            .map(|_| ())
+            .map_err(|e| SyncError::Failed(e.to_string()))
     }
 
     async fn pull_once(&self, t0: Instant) -> Result<pull::Pulled, PullError> {
-        let (Some(endpoint), Some(key)) = (self.0.failover.peer(), self.0.failover.key_bytes()) else {
-            return Err(PullError::Io("no failover peer or no inter-appliance key".into()));
+        let (Some(endpoint), Some(key)) = (self.0.failover.peer(), self.0.failover.key_bytes())
+        else {
+            return Err(PullError::Io(
+                "no failover peer or no inter-appliance key".into(),
+            ));
         };
         let mut link = crate::failover::link::PeerLink::new(endpoint, &key);
         let config = self.0.config.clone();
@@ -562,21 +591,30 @@ impl SyncService {
     }
 
     async fn ask_peer_to_pull(&self, wait: bool) -> Result<(), SyncError> {
-        let (Some(endpoint), Some(key)) = (self.0.failover.peer(), self.0.failover.key_bytes()) else {
+        let (Some(endpoint), Some(key)) = (self.0.failover.peer(), self.0.failover.key_bytes())
+        else {
             return Err(SyncError::NoRelationship);
         };
         let mut link = crate::failover::link::PeerLink::new(endpoint, &key);
         let body = serde_json::to_vec(&wire::PullRequest { wait }).unwrap_or_default();
-        let timeout = if wait { PAUSE_LIMIT } else { Duration::from_secs(5) };
+        let timeout = if wait {
+            PAUSE_LIMIT
+        } else {
+            Duration::from_secs(5)
+        };
         link.call::<serde_json::Value>("POST", wire::PULL, Some(body), timeout)
             .await
             .map(|_| ())
             .map_err(|e| match e {
-                crate::failover::link::LinkError::Refused { code, message, .. } if code == "sync_running" => {
+                crate::failover::link::LinkError::Refused { code, message, .. }
+                    if code == "sync_running" =>
+                {
                     let _ = message;
                     SyncError::Running
                 }
-                crate::failover::link::LinkError::Refused { code, message, .. } if code == "sync_failed" => {
+                crate::failover::link::LinkError::Refused { code, message, .. }
+                    if code == "sync_failed" =>
+                {
                     SyncError::Failed(message)
                 }
                 other => SyncError::Peer(other.to_string()),
@@ -584,7 +622,8 @@ impl SyncService {
     }
 
     async fn tell_peer_pause(&self, pause: bool) -> Result<(), SyncError> {
-        let (Some(endpoint), Some(key)) = (self.0.failover.peer(), self.0.failover.key_bytes()) else {
+        let (Some(endpoint), Some(key)) = (self.0.failover.peer(), self.0.failover.key_bytes())
+        else {
             return Err(SyncError::NoRelationship);
         };
         let mut link = crate::failover::link::PeerLink::new(endpoint, &key);

@@ -177,7 +177,8 @@ impl DirNode {
     pub fn files_by_hash(&self) -> HashMap<Hash, (PathBuf, &FileNode)> {
         let mut out = HashMap::new();
         self.walk_files(Path::new(""), &mut |p, f| {
-            out.entry(f.meta.hash).or_insert_with(|| (p.to_path_buf(), f));
+            out.entry(f.meta.hash)
+                .or_insert_with(|| (p.to_path_buf(), f));
         });
         out
     }
@@ -232,9 +233,8 @@ pub fn chunk_reader(
 /// Reads and cuts one file.
 pub fn index_file(path: &Path, m: &fs::Metadata) -> io::Result<FileNode> {
     let file = fs::File::open(path)?;
-    let (hash, chunks, size) = chunk_reader(io::BufReader::with_capacity(1 << 20, file), |_, _| {
-        Ok(())
-    })?;
+    let (hash, chunks, size) =
+        chunk_reader(io::BufReader::with_capacity(1 << 20, file), |_, _| Ok(()))?;
     let after = fs::symlink_metadata(path)?;
     let stat = StatKey::of(&after);
     if stat != StatKey::of(m) || size != stat.size {
@@ -265,7 +265,12 @@ pub fn scan(root: &Path, previous: Option<&DirNode>) -> io::Result<(DirNode, Sca
     let mut counts = ScanCounts::default();
     let dir = match fs::symlink_metadata(root) {
         Ok(m) if m.is_dir() => scan_dir(root, previous, &mut counts)?,
-        Ok(_) => return Err(io::Error::other(format!("{} is not a directory", root.display()))),
+        Ok(_) => {
+            return Err(io::Error::other(format!(
+                "{} is not a directory",
+                root.display()
+            )))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let mut d = DirNode::default();
             d.rehash();
@@ -276,7 +281,11 @@ pub fn scan(root: &Path, previous: Option<&DirNode>) -> io::Result<(DirNode, Sca
     Ok((dir, counts))
 }
 
-fn scan_dir(dir: &Path, previous: Option<&DirNode>, counts: &mut ScanCounts) -> io::Result<DirNode> {
+fn scan_dir(
+    dir: &Path,
+    previous: Option<&DirNode>,
+    counts: &mut ScanCounts,
+) -> io::Result<DirNode> {
     let mut out = DirNode::default();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -391,7 +400,11 @@ mod tests {
         let (first, counts) = scan(root, None).unwrap();
         assert_eq!((counts.files, counts.read), (3, 3));
         let (again, counts) = scan(root, Some(&first)).unwrap();
-        assert_eq!((counts.files, counts.read), (3, 0), "nothing changed: nothing read");
+        assert_eq!(
+            (counts.files, counts.read),
+            (3, 0),
+            "nothing changed: nothing read"
+        );
         assert_eq!(again, first);
 
         fs::write(root.join("c/three"), b"THREE").unwrap();
@@ -402,13 +415,24 @@ mod tests {
             Some(Node::Dir(d)) => d.hash,
             _ => panic!("{n}"),
         };
-        assert_eq!(sub(&changed, "a"), sub(&first, "a"), "an unchanged subtree keeps its hash");
+        assert_eq!(
+            sub(&changed, "a"),
+            sub(&first, "a"),
+            "an unchanged subtree keeps its hash"
+        );
         assert_ne!(sub(&changed, "c"), sub(&first, "c"));
 
         fs::rename(root.join("a"), root.join("renamed")).unwrap();
         let (moved, _) = scan(root, Some(&changed)).unwrap();
-        assert_eq!(sub(&moved, "renamed"), sub(&first, "a"), "a rename keeps the hash");
-        assert_eq!(moved.dirs_by_hash()[&sub(&first, "a")], PathBuf::from("renamed"));
+        assert_eq!(
+            sub(&moved, "renamed"),
+            sub(&first, "a"),
+            "a rename keeps the hash"
+        );
+        assert_eq!(
+            moved.dirs_by_hash()[&sub(&first, "a")],
+            PathBuf::from("renamed")
+        );
         let places = moved.chunk_places();
         let Some(Node::File(one)) = moved.get(Path::new("renamed/b/one")) else {
             panic!("one")

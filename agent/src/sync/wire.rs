@@ -212,7 +212,9 @@ mod tests {
     #[test]
     fn frames_round_trip_compressed_or_not_and_are_checked() {
         let text = b"sync sync sync sync sync sync sync sync sync sync sync".repeat(100);
-        let noise: Vec<u8> = (0..5000u32).flat_map(|i| blake3::hash(&i.to_le_bytes()).as_bytes()[..3].to_vec()).collect();
+        let noise: Vec<u8> = (0..5000u32)
+            .flat_map(|i| blake3::hash(&i.to_le_bytes()).as_bytes()[..3].to_vec())
+            .collect();
         let mut buf = bytes::BytesMut::new();
         for data in [&text[..], &noise[..]] {
             let hash = *blake3::hash(data).as_bytes();

@@ -27,7 +27,11 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     large_mb: usize,
     /// Bandwidth limits to check, bytes per second.
-    #[arg(long, value_delimiter = ',', default_value = "1000000,5000000,20000000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000000,5000000,20000000"
+    )]
     limits: Vec<u64>,
 }
 
@@ -38,12 +42,20 @@ fn generate(root: &Path, a: &Args) -> u64 {
     let mut total = 0u64;
     for i in 0..a.small {
         let len = 512 + (i * 7919) % (32 * 1024 - 512);
-        write(root, &format!("small/d{:03}/f{i:05}", i % SMALL_DIRS), &noise(i as u64, len));
+        write(
+            root,
+            &format!("small/d{:03}/f{i:05}", i % SMALL_DIRS),
+            &noise(i as u64, len),
+        );
         total += len as u64;
     }
     for i in 0..a.large {
         let len = a.large_mb * 1_000_000;
-        write(root, &format!("large/l{i:02}"), &noise(1_000_000 + i as u64, len));
+        write(
+            root,
+            &format!("large/l{i:02}"),
+            &noise(1_000_000 + i as u64, len),
+        );
         total += len as u64;
     }
     total
@@ -74,7 +86,11 @@ fn change(root: &Path, a: &Args, total: u64) -> u64 {
     while changed < target && n < a.small {
         let k = (n * 97) % a.small;
         let len = 512 + (k * 7919) % (32 * 1024 - 512);
-        write(root, &format!("small/d{:03}/f{k:05}", k % SMALL_DIRS), &noise(3_000_000 + k as u64, len));
+        write(
+            root,
+            &format!("small/d{:03}/f{k:05}", k % SMALL_DIRS),
+            &noise(3_000_000 + k as u64, len),
+        );
         changed += len as u64;
         n += 1;
     }
@@ -93,7 +109,10 @@ fn ours(p: &Pair) -> (f64, u64) {
         let h = history(&p.b);
         if h.len() > before {
             assert_eq!(h[0]["result"], "success", "{:?}", h[0]);
-            return (t0.elapsed().as_secs_f64(), h[0]["bytes_on_wire"].as_u64().unwrap_or(0));
+            return (
+                t0.elapsed().as_secs_f64(),
+                h[0]["bytes_on_wire"].as_u64().unwrap_or(0),
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -120,7 +139,15 @@ fn rsyncd(p: &Pair, dir: &Path) -> Rsyncd {
     )
     .expect("rsyncd.conf");
     let child = Command::new("ip")
-        .args(["netns", "exec", &p.a.host.ns, "rsync", "--daemon", "--no-detach", "--address=192.0.2.1"])
+        .args([
+            "netns",
+            "exec",
+            &p.a.host.ns,
+            "rsync",
+            "--daemon",
+            "--no-detach",
+            "--address=192.0.2.1",
+        ])
         .arg(format!("--config={}", conf.display()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -134,21 +161,43 @@ fn rsyncd(p: &Pair, dir: &Path) -> Rsyncd {
 fn rsync(p: &Pair, dest: &Path) -> (f64, u64) {
     let t0 = Instant::now();
     let out = Command::new("ip")
-        .args(["netns", "exec", &p.b.host.ns, "rsync", "-a", "--delete", "--stats", "rsync://192.0.2.1/site/"])
+        .args([
+            "netns",
+            "exec",
+            &p.b.host.ns,
+            "rsync",
+            "-a",
+            "--delete",
+            "--stats",
+            "rsync://192.0.2.1/site/",
+        ])
         .arg(format!("{}/", dest.display()))
         .output()
         .expect("rsync");
     let secs = t0.elapsed().as_secs_f64();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "rsync: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "rsync: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let number = |label: &str| -> u64 {
         text.lines()
             .find_map(|l| l.strip_prefix(label))
-            .map(|rest| rest.trim().split_whitespace().next().unwrap_or("0").replace(',', ""))
+            .map(|rest| {
+                rest.trim()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("0")
+                    .replace(',', "")
+            })
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     };
-    (secs, number("Total bytes sent:") + number("Total bytes received:"))
+    (
+        secs,
+        number("Total bytes sent:") + number("Total bytes received:"),
+    )
 }
 
 fn mb(b: u64) -> f64 {
@@ -165,7 +214,11 @@ fn main() {
     let fa = files_dir(&p.a);
     let t = Instant::now();
     let total = generate(&fa, &args);
-    eprintln!("generated {:.0} MB in {:.1} s", mb(total), t.elapsed().as_secs_f64());
+    eprintln!(
+        "generated {:.0} MB in {:.1} s",
+        mb(total),
+        t.elapsed().as_secs_f64()
+    );
     established(&p);
     let _daemon = rsyncd(&p, &dir.path);
     let rdest = dir.path.join("rsync-copy");
@@ -213,8 +266,17 @@ fn main() {
     println!("| limit (bytes/s) | worst 1 s window | of the limit |");
     println!("| --- | --- | --- |");
     for (n, limit) in args.limits.iter().copied().enumerate() {
-        write(&fa, &format!("limit/at-{limit}"), &noise(4_000_000 + n as u64, (limit * 4) as usize));
-        let (s, body) = login(&p.b, "PUT", "/failover/settings", Some(json!({"bandwidth_limit_bytes_per_second": limit})));
+        write(
+            &fa,
+            &format!("limit/at-{limit}"),
+            &noise(4_000_000 + n as u64, (limit * 4) as usize),
+        );
+        let (s, body) = login(
+            &p.b,
+            "PUT",
+            "/failover/settings",
+            Some(json!({"bandwidth_limit_bytes_per_second": limit})),
+        );
         assert_eq!(s, 200, "{body}");
         let meter = Meter::start(&p.b.host.ns, "192.0.2.1");
         let (worst, entry) = worst_window(&p.b, &meter);
@@ -224,7 +286,13 @@ fn main() {
     // Where the backup's time went, from its log.
     let log = std::fs::read_to_string(dir.path.join("b.log")).unwrap_or_default();
     println!("backup's phases (ms since the pull started):");
-    for line in log.lines().filter(|l| l.contains("sync: ") && l.contains("ms=")) {
-        println!("  {}", line.split_once("sync: ").map(|(_, r)| r).unwrap_or(line));
+    for line in log
+        .lines()
+        .filter(|l| l.contains("sync: ") && l.contains("ms="))
+    {
+        println!(
+            "  {}",
+            line.split_once("sync: ").map(|(_, r)| r).unwrap_or(line)
+        );
     }
 }
