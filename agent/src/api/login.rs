@@ -210,7 +210,7 @@ async fn status(State(app): State<AppState>) -> Result<Json<FailoverStatus>, Api
         untested: report.untested,
         problem: report.problem.or_else(|| app.sync.no_pull_problem()),
         sync: app.sync.progress(),
-        last_sync: app.sync.history().into_iter().next(),
+        last_sync: app.sync.last(),
     }))
 }
 

@@ -164,11 +164,16 @@ impl SyncService {
         lock(&self.0.history).iter().rev().cloned().collect()
     }
 
+    /// The last sync, if any.
+    pub fn last(&self) -> Option<HistoryEntry> {
+        lock(&self.0.history).back().cloned()
+    }
+
     /// The last sync, for the health API.
     pub fn last_record(&self) -> Option<SyncRecord> {
-        lock(&self.0.history).back().map(|h| SyncRecord {
+        self.last().map(|h| SyncRecord {
             at: h.ended,
-            status: h.result.clone(),
+            status: h.result,
         })
     }
 
